@@ -1,0 +1,1 @@
+"""kubetune operator: reconciles FineTuneJob resources into Kubernetes Jobs."""

@@ -1,0 +1,82 @@
+"""The operator's Kubernetes calls, in one thin module (everything else is pure)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from kubetune_operator import api
+
+log = logging.getLogger(__name__)
+
+
+class OwnedByOther(Exception):
+    """A child's name is taken by an object this FineTuneJob does not own."""
+
+
+def load_config() -> None:
+    """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    kubernetes.config.load_config()
+
+
+def _create_and_read(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    core = kubernetes.client.CoreV1Api()
+    rbac = kubernetes.client.RbacAuthorizationV1Api()
+    batch = kubernetes.client.BatchV1Api()
+    return {
+        "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
+        "ServiceAccount": (core.create_namespaced_service_account, core.read_namespaced_service_account),
+        "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role),
+        "RoleBinding": (rbac.create_namespaced_role_binding, rbac.read_namespaced_role_binding),
+        "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
+    }[kind]
+
+
+def ensure(obj: dict[str, Any]) -> bool:
+    """Creates obj unless it exists; True when created. Raises OwnedByOther on a name clash."""
+    create, read = _create_and_read(obj["kind"])
+    meta = obj["metadata"]
+    try:
+        create(namespace=meta["namespace"], body=obj)
+        return True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    existing = read(name=meta["name"], namespace=meta["namespace"])
+    owner_uid = meta["ownerReferences"][0]["uid"]
+    if not any(ref.uid == owner_uid for ref in existing.metadata.owner_references or []):
+        raise OwnedByOther(f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and is not owned by this FineTuneJob")
+    return False
+
+
+def read_job(namespace: str, name: str) -> Optional[dict[str, Any]]:
+    try:
+        job = kubernetes.client.BatchV1Api().read_namespaced_job(name=name, namespace=namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    pods = kubernetes.client.CoreV1Api().list_namespaced_pod(namespace=namespace, label_selector=label_selector)
+    return kubernetes.client.ApiClient().sanitize_for_serialization(pods).get("items", [])
+
+
+def read_finetunejob(namespace: str, name: str) -> Optional[dict[str, Any]]:
+    try:
+        return kubernetes.client.CustomObjectsApi().get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.FINETUNEJOB_PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def patch_finetunejob_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """A JSON merge patch of the status subresource (a dict body is sent as merge-patch)."""
+    kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
+        api.GROUP, api.VERSION, namespace, api.FINETUNEJOB_PLURAL, name, {"status": status})

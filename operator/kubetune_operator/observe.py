@@ -1,0 +1,171 @@
+"""Pure functions that read a Job and its pods and say what state a FineTuneJob is in.
+
+Only the operator writes phase and conditions; this module decides them, so the handlers
+stay thin and every reason (unschedulable, image pull, out of memory, exit code) is unit
+testable without a cluster.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from kubetune_operator.api import Phase
+from kubetune_operator.builders import TRAINER_CONTAINER
+
+SUCCEEDED = "Succeeded"
+# Waiting reasons that mean the pod cannot start until someone fixes something.
+_STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                  "CreateContainerError", "CrashLoopBackOff"}
+# Reasons worth a Warning event although the job is not over.
+WARNING_REASONS = _STUCK_WAITING | {"Unschedulable", "Retrying"}
+
+
+@dataclass
+class Observation:
+    phase: Phase
+    reason: str
+    message: str
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+    # The trainer's final report from its termination message, when it wrote one.
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def condition_status(self) -> str:
+        return {Phase.Succeeded: "True", Phase.Failed: "False"}.get(self.phase, "Unknown")
+
+
+def _condition(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return cond
+    return None
+
+
+def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == TRAINER_CONTAINER:
+            return status
+    return {}
+
+
+def parse_termination_message(text: str) -> dict[str, Any]:
+    """The trainer writes JSON; with FallbackToLogsOnError it may be plain log lines instead."""
+    text = (text or "").strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError:
+            pass
+    return {"log": text} if text else {}
+
+
+def _last_line(text: str, limit: int = 300) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][-limit:] if lines else ""
+
+
+def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, Any]]]:
+    """(reason, message, report) for a pod whose trainer container terminated with an error."""
+    terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or {}
+    if not terminated or terminated.get("exitCode", 0) == 0:
+        return None
+    code = terminated.get("exitCode")
+    report = parse_termination_message(terminated.get("message", ""))
+    if terminated.get("reason") == "OOMKilled":
+        return "OOMKilled", "the trainer ran out of memory (OOMKilled); lower training.batchSize or dataset.maxLength, or raise resources.memory", report
+    detail = report.get("error") or _last_line(report.get("log", ""))
+    message = f"the trainer exited with code {code}" + (f": {detail}" if detail else "")
+    return "TrainerFailed", message, report
+
+
+def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    if not pods:
+        return None
+    return max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+
+
+def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False":
+        return scheduled.get("reason") or "Unschedulable", scheduled.get("message") or "the pod cannot be scheduled"
+    waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+    if waiting.get("reason") in _STUCK_WAITING:
+        return waiting["reason"], waiting.get("message") or waiting["reason"]
+    return "PodPending", "the trainer pod is starting"
+
+
+def _success_message(report: dict[str, Any]) -> str:
+    parts = ["training finished"]
+    loss = (report.get("metrics") or {}).get("trainLoss")
+    if loss is not None:
+        parts.append(f"final train loss {loss:.4f}")
+    model_path = (report.get("artifacts") or {}).get("modelPath")
+    if model_path:
+        parts.append(f"model written to {model_path}")
+    return "; ".join(parts)
+
+
+def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observation:
+    """Where a FineTuneJob stands, judged from its Job and the Job's pods."""
+    if job is None:
+        return Observation(Phase.Pending, "JobMissing", "waiting for the trainer Job to be created")
+    job_status = job.get("status") or {}
+    start = job_status.get("startTime")
+    latest = _latest_pod(pods)
+
+    complete = _condition(job, "Complete")
+    if complete and complete.get("status") == "True":
+        report = {}
+        if latest is not None:
+            terminated = (_trainer_status(latest).get("state") or {}).get("terminated") or {}
+            report = parse_termination_message(terminated.get("message", ""))
+        return Observation(Phase.Succeeded, "Completed", _success_message(report), start,
+                           job_status.get("completionTime") or complete.get("lastTransitionTime"), report)
+
+    failed = _condition(job, "Failed")
+    if failed and failed.get("status") == "True":
+        ended = failed.get("lastTransitionTime")
+        failures = [f for f in (describe_failure(p) for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)) if f]
+        if failed.get("reason") == "DeadlineExceeded" or not failures:
+            return Observation(Phase.Failed, failed.get("reason") or "JobFailed",
+                               failed.get("message") or "the trainer Job failed", start, ended)
+        reason, message, report = failures[0]
+        return Observation(Phase.Failed, reason, message, start, ended, report)
+
+    if latest is None:
+        return Observation(Phase.Pending, "JobCreated", "waiting for the trainer pod", start)
+    pod_phase = (latest.get("status") or {}).get("phase")
+    retries = sum(1 for p in pods if describe_failure(p))
+    if pod_phase == "Running":
+        message = "training" + (f" (attempt {retries + 1})" if retries else "")
+        return Observation(Phase.Running, "Training", message, start or latest["status"].get("startTime"))
+    if pod_phase == "Pending":
+        reason, message = _pending_reason(latest)
+        return Observation(Phase.Pending, reason, message, start)
+    # A pod finished but the Job controller has not decided yet (retry or give up).
+    failure = describe_failure(latest)
+    if failure:
+        reason, message, report = failure
+        return Observation(Phase.Running, "Retrying", f"{message}; the Job may retry", start, report=report)
+    return Observation(Phase.Running, "Training", "training", start)
+
+
+def upsert_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str,
+                     generation: Optional[int], now: str) -> list[dict[str, Any]]:
+    """Returns conditions with `ctype` set; lastTransitionTime moves only when status changes."""
+    out = [dict(c) for c in conditions if c.get("type") != ctype]
+    previous = next((c for c in conditions if c.get("type") == ctype), None)
+    changed = previous is None or previous.get("status") != status
+    out.append({
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),
+        "observedGeneration": generation,
+    })
+    return out

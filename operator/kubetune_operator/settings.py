@@ -1,0 +1,21 @@
+"""Operator settings, read once at startup from flags and environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+    metrics_port: int = field(default_factory=lambda: _env_int("KUBETUNE_METRICS_PORT", 8080))
+    metrics_address: str = field(default_factory=lambda: os.environ.get("KUBETUNE_METRICS_ADDRESS", "0.0.0.0"))
+    health_port: int = field(default_factory=lambda: _env_int("KUBETUNE_HEALTH_PORT", 8081))
+    # Check model and dataset files the operator can see before launching any pod.
+    preflight_files: bool = field(default_factory=lambda: os.environ.get("KUBETUNE_PREFLIGHT_FILES", "true").lower() != "false")
+    workers: int = field(default_factory=lambda: _env_int("KUBETUNE_WORKERS", 8))

@@ -1,0 +1,99 @@
+"""Job and pod states -> FineTuneJob phase and Succeeded condition."""
+import json
+
+from kubetune_operator import observe
+from kubetune_operator.api import Phase
+
+
+def _job(*conditions, start="2026-01-01T00:00:00Z", completion=None):
+    status = {"startTime": start, "conditions": [
+        {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-01T01:00:00Z"}
+        for t, r, m in conditions]}
+    if completion:
+        status["completionTime"] = completion
+    return {"metadata": {"name": "demo-train"}, "status": status}
+
+
+def _pod(phase, state=None, created="2026-01-01T00:00:01Z", conditions=(), start="2026-01-01T00:00:05Z"):
+    status = {"phase": phase, "conditions": list(conditions), "startTime": start}
+    if state:
+        status["containerStatuses"] = [{"name": "trainer", "state": state}]
+    return {"metadata": {"creationTimestamp": created}, "status": status}
+
+
+def test_no_pod_yet_is_pending():
+    seen = observe.observe(_job(), [])
+    assert (seen.phase, seen.reason, seen.condition_status) == (Phase.Pending, "JobCreated", "Unknown")
+
+
+def test_unschedulable_pod_says_why():
+    pod = _pod("Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}])
+    seen = observe.observe(_job(), [pod])
+    assert seen.phase == Phase.Pending and seen.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in seen.message
+
+
+def test_image_pull_failure_is_reported():
+    pod = _pod("Pending", state={"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image x"}})
+    seen = observe.observe(_job(), [pod])
+    assert seen.reason == "ImagePullBackOff" and "pulling image" in seen.message
+
+
+def test_running_pod_is_running():
+    seen = observe.observe(_job(), [_pod("Running", state={"running": {}})])
+    assert (seen.phase, seen.reason, seen.start_time) == (Phase.Running, "Training", "2026-01-01T00:00:00Z")
+
+
+def test_success_reads_the_trainer_summary():
+    summary = {"metrics": {"trainLoss": 0.4321}, "artifacts": {"modelPath": "/out/adapter"}}
+    pod = _pod("Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(summary)}})
+    seen = observe.observe(_job(("Complete", "", ""), completion="2026-01-01T00:30:00Z"), [pod])
+    assert (seen.phase, seen.reason, seen.condition_status) == (Phase.Succeeded, "Completed", "True")
+    assert seen.completion_time == "2026-01-01T00:30:00Z"
+    assert seen.report == summary
+    assert "0.4321" in seen.message and "/out/adapter" in seen.message
+
+
+def test_exit_code_and_trainer_error_reach_the_message():
+    message = json.dumps({"error": "DataError: rows.jsonl row 3: missing field 'answer'"})
+    pod = _pod("Failed", state={"terminated": {"exitCode": 3, "reason": "Error", "message": message}})
+    seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")), [pod])
+    assert (seen.phase, seen.reason, seen.condition_status) == (Phase.Failed, "TrainerFailed", "False")
+    assert "code 3" in seen.message and "row 3: missing field 'answer'" in seen.message
+
+
+def test_log_fallback_uses_the_last_line():
+    pod = _pod("Failed", state={"terminated": {"exitCode": 1, "reason": "Error", "message": "loading\nTraceback\nKeyError: 'x'\n"}})
+    seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
+    assert seen.message == "the trainer exited with code 1: KeyError: 'x'"
+
+
+def test_out_of_memory():
+    pod = _pod("Failed", state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
+    seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
+    assert seen.reason == "OOMKilled" and "memory" in seen.message
+
+
+def test_deadline_exceeded_keeps_the_job_reason():
+    pod = _pod("Failed", state={"terminated": {"exitCode": 143, "reason": "Error"}})
+    seen = observe.observe(_job(("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")), [pod])
+    assert seen.reason == "DeadlineExceeded" and "deadline" in seen.message
+
+
+def test_failed_attempt_while_job_retries():
+    failed = _pod("Failed", state={"terminated": {"exitCode": 1, "message": '{"error": "boom"}'}}, created="2026-01-01T00:00:01Z")
+    seen = observe.observe(_job(), [failed])
+    assert (seen.phase, seen.reason) == (Phase.Running, "Retrying") and "boom" in seen.message
+    second = _pod("Running", state={"running": {}}, created="2026-01-01T00:05:00Z")
+    seen = observe.observe(_job(), [failed, second])
+    assert seen.phase == Phase.Running and seen.message == "training (attempt 2)"
+
+
+def test_condition_transition_time_moves_only_on_status_change():
+    conds = observe.upsert_condition([], "Succeeded", "Unknown", "JobCreated", "", 1, "t1")
+    conds = observe.upsert_condition(conds, "Succeeded", "Unknown", "Training", "training", 1, "t2")
+    assert conds[0]["lastTransitionTime"] == "t1" and conds[0]["reason"] == "Training"
+    conds = observe.upsert_condition(conds, "Succeeded", "True", "Completed", "done", 1, "t3")
+    assert conds == [{"type": "Succeeded", "status": "True", "reason": "Completed", "message": "done",
+                      "lastTransitionTime": "t3", "observedGeneration": 1}]

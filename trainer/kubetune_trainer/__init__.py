@@ -1,0 +1,1 @@
+"""kubetune trainer: instruction fine-tuning of causal language models."""

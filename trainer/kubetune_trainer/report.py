@@ -1,0 +1,48 @@
+"""What a trainer pod reports into its FineTuneJob's status.
+
+The pod owns exactly these status fields (`progress`, `metrics`, `artifacts`); the operator
+owns `phase`, `conditions` and the timestamps. The operator's status model embeds these
+classes, so the CRD's status schema and what the trainer sends cannot drift apart.
+Light to import: pydantic only.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from kubetune_trainer.config import ApiModel
+
+
+class Progress(ApiModel):
+    step: int = Field(0, ge=0, description="Optimizer steps done.")
+    total_steps: int = Field(0, ge=0, description="Optimizer steps planned.")
+    epoch: float = Field(0.0, ge=0, description="Fractional epoch reached.")
+    percent: float = Field(0.0, ge=0, le=100, description="step / totalSteps, in percent.")
+    eta_seconds: Optional[float] = Field(None, ge=0, description="Estimated seconds to the end of training.")
+    tokens_per_second: Optional[float] = Field(None, ge=0, description="Non-padding tokens processed per second.")
+
+
+class Metrics(ApiModel):
+    train_loss: Optional[float] = Field(None, description="Mean completion cross-entropy over the last logging window.")
+    validation_loss: Optional[float] = Field(None, description="Completion cross-entropy on the validation split.")
+    validation_accuracy: Optional[float] = Field(None, description="Next-token accuracy on validation completion tokens.")
+    test_loss: Optional[float] = Field(None, description="Completion cross-entropy on the test split, at the end.")
+    test_accuracy: Optional[float] = Field(None, description="Next-token accuracy on test completion tokens, at the end.")
+
+
+class Artifacts(ApiModel):
+    output_path: Optional[str] = Field(None, description="Directory holding everything the run wrote.")
+    model_path: Optional[str] = Field(None, description="The saved adapter (PEFT format) or full model.")
+    summary_path: Optional[str] = Field(None, description="training_summary.json.")
+
+
+class PodReport(ApiModel):
+    """The status patch a trainer pod sends, and the summary in its termination message."""
+
+    progress: Optional[Progress] = None
+    metrics: Optional[Metrics] = None
+    artifacts: Optional[Artifacts] = None
+
+    def as_status_patch(self) -> dict:
+        return {"status": self.model_dump(by_alias=True, exclude_none=True, mode="json")}
