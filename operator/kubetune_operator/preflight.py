@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from kubetune_operator import api
 from kubetune_operator.builders import MAX_NAME_LENGTH
 from kubetune_trainer.errors import DataError, ModelSourceError
-from kubetune_trainer.modelsource import resolve_path
+from kubetune_trainer.modelpath import resolve_path
 from kubetune_trainer.rows import check_dataset
 
 

@@ -47,3 +47,12 @@ def test_files_on_job_volumes_are_left_to_the_trainer(spec_dict):
     spec_dict["dataset"]["path"] = "/data/rows.jsonl"
     spec_dict["volumes"] = [{"name": "data", "claimName": "datasets", "mountPath": "/data"}]
     assert preflight.validate("demo", spec_dict).dataset.path == "/data/rows.jsonl"
+
+
+def test_operator_imports_no_ml_framework():
+    """The operator image needs no torch: preflight uses only the trainer's light modules."""
+    import subprocess
+    import sys
+    code = ("import sys, kubetune_operator.handlers, kubetune_operator.main; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

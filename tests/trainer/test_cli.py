@@ -1,0 +1,98 @@
+"""kubetune-train end to end on the tiny model, and its exit codes and termination messages."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_trainer.cli import main
+from tinymodels import TEMPLATE, make_rows, write_jsonl
+
+
+def write_config(path: Path, model, data, output, **overrides) -> Path:
+    config = {
+        "model": {"path": str(model)},
+        "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "completionField": "answer", "maxLength": 64},
+        "method": "lora",
+        "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
+        "training": {"maxSteps": 6, "batchSize": 8, "learningRate": 1e-2, "logEverySteps": 2, "evalEverySteps": 3},
+        "output": {"path": str(output)},
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def termination_log(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(path))
+    return path
+
+
+def test_cli_trains_and_writes_summary_adapter_and_termination_message(
+    tiny_model_dir, dataset_file, tmp_path, termination_log, capsys
+):
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, tmp_path / "ignored")
+    out = tmp_path / "out"
+    assert main(["--config", str(config), "--output", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "training_summary.json")
+
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["config"]["output"]["path"] == str(out) and summary["config"]["training"]["maxSteps"] == 6
+    assert summary["data"] == {"rows": 48, "train": 38, "validation": 5, "test": 5,
+                               "truncated": {"train": 0, "validation": 0, "test": 0}}
+    assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
+    metrics = summary["metrics"]
+    assert all(metrics[k] is not None for k in ("trainLoss", "validationLoss", "validationAccuracy", "testLoss", "testAccuracy"))
+    assert summary["finalTrainLoss"] == metrics["trainLoss"]
+    assert [e["step"] for e in summary["history"]] == [2, 3, 4, 6]
+    assert summary["throughput"]["tokensPerSecond"] > 0 and summary["wallTimeSeconds"] > 0
+    assert summary["versions"]["torch"] and summary["versions"]["peft"]
+    assert summary["artifacts"]["modelPath"] == str(out / "adapter")
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+    message = json.loads(termination_log.read_text())
+    assert message["progress"]["step"] == 6 and message["metrics"]["testLoss"] == metrics["testLoss"]
+    assert message["artifacts"]["summaryPath"] == str(out / "training_summary.json")
+    assert message["message"].startswith("lora training finished after 6 steps, test loss")
+
+
+def test_bad_data_exits_3_with_the_error_in_the_termination_message(tiny_model_dir, tmp_path, termination_log):
+    rows = make_rows(10)
+    del rows[4]["answer"]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, data, tmp_path / "out")
+    assert main(["--config", str(config)]) == 3
+    assert json.loads(termination_log.read_text()) == {
+        "error": f"DataError: {data} line 5: completion field 'answer' is missing"
+    }
+
+
+@pytest.mark.parametrize("problem", ["unknown field", "missing model", "missing config"])
+def test_bad_config_exits_2(problem, tiny_model_dir, dataset_file, tmp_path, termination_log):
+    config = tmp_path / "config.yaml"
+    if problem == "unknown field":
+        write_config(config, tiny_model_dir, dataset_file, tmp_path / "out", epochz=3)
+    elif problem == "missing model":
+        write_config(config, tmp_path / "no-model", dataset_file, tmp_path / "out")
+    assert main(["--config", str(config)]) == 2
+    error = json.loads(termination_log.read_text())["error"]
+    assert error.startswith("ModelSourceError" if problem == "missing model" else "ConfigError")
+    assert {"unknown field": "epochz", "missing model": "no-model", "missing config": "config.yaml"}[problem] in error
+
+
+def test_console_script_runs(tiny_model_dir, dataset_file, tmp_path):
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, tmp_path / "out",
+                          training={"maxSteps": 1, "batchSize": 4})
+    script = Path(sys.executable).with_name("kubetune-train")
+    done = subprocess.run([str(script), "--config", str(config)], capture_output=True, text=True,
+                          env={**os.environ, "KUBETUNE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "out" / "training_summary.json")
+    assert "step 1/1 train loss" in done.stderr
