@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make demo: local cluster -> CRD + RBAC -> operator -> examples/finetunejob.yaml -> Succeeded.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export KUBECONFIG="$REPO/.cluster/kubeconfig"
+MANIFEST="${1:-examples/finetunejob.yaml}"
+TIMEOUT="${DEMO_TIMEOUT:-1800}"
+METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
+
+bash hack/cluster/up.sh
+bash hack/operator.sh start
+
+NAME="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$MANIFEST")"
+OUTPUT="$(kubectl create --dry-run=client -o jsonpath='{.spec.output.path}' -f "$MANIFEST")"
+# A fresh run each time: the previous job and its outputs go.
+kubectl delete -f "$MANIFEST" --ignore-not-found --wait=true >/dev/null
+rm -rf "${OUTPUT:?}"
+echo "+ kubectl apply -f $MANIFEST"
+kubectl apply -f "$MANIFEST"
+
+echo "waiting for FineTuneJob/$NAME (the first run converts the GGUF model once)..."
+deadline=$((SECONDS + TIMEOUT)); last=""
+while :; do
+  phase="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase}')"
+  line="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase} step {.status.progress.step}/{.status.progress.totalSteps} ({.status.progress.percent}%) loss {.status.metrics.trainLoss} {.status.message}')"
+  [ "$line" != "$last" ] && { echo "  $(date +%T) $line"; last="$line"; }
+  case "$phase" in Succeeded|Failed) break ;; esac
+  [ "$SECONDS" -lt "$deadline" ] || { echo "timed out after ${TIMEOUT}s" >&2; exit 1; }
+  sleep 3
+done
+
+echo; echo "+ kubectl get ftj"; kubectl get ftj
+echo; echo "+ kubectl get ftj $NAME -o yaml (status)"
+kubectl get ftj "$NAME" -o json | "$REPO/.venv/bin/python" -c 'import json,sys,yaml; print(yaml.safe_dump(json.load(sys.stdin)["status"], sort_keys=False))'
+echo "+ kubectl describe ftj $NAME (events)"; kubectl describe ftj "$NAME" | sed -n '/^Events:/,$p'
+echo; echo "+ curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep kubetune_"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^kubetune_' | grep -v '_bucket' || true
+echo
+if [ "$phase" != Succeeded ]; then echo "FineTuneJob $NAME ended $phase" >&2; exit 1; fi
+echo "FineTuneJob $NAME succeeded; outputs in $OUTPUT:"; ls "$OUTPUT"
+echo "The cluster and operator keep running: KUBECONFIG=$KUBECONFIG kubectl get ftj; 'make cluster-down' stops them."

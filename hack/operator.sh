@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs the kubetune operator as a local process against the local cluster, with the
+# credentials of its own ServiceAccount, so it has exactly the RBAC of manifests/operator/.
+#   hack/operator.sh install   CRDs, namespace and RBAC
+#   hack/operator.sh start     install, then start the operator (no-op when running)
+#   hack/operator.sh stop      stop the operator this script started
+#   hack/operator.sh kubeconfig  write .cluster/operator.kubeconfig only
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$REPO/.cluster"
+PIDFILE="$STATE/pids/operator.pid"
+LOG="$STATE/logs/operator.log"
+OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
+export KUBECONFIG="${KUBECONFIG:-$STATE/kubeconfig}"
+METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
+
+running() {
+  [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$(cat "$PIDFILE")/cmdline" | grep -q kubetune-operator
+}
+
+install() {
+  kubectl apply -f "$REPO/manifests/crds/" >/dev/null
+  kubectl wait --for=condition=Established --timeout=60s crd/finetunejobs.kubetune.io >/dev/null
+  kubectl apply -f "$REPO/manifests/operator/namespace.yaml" -f "$REPO/manifests/operator/rbac.yaml" >/dev/null
+}
+
+# A kubeconfig with the cluster of the admin one and the operator ServiceAccount's token.
+write_kubeconfig() {
+  local token
+  token="$(kubectl -n kubetune-system create token kubetune-operator --duration=24h)"
+  kubectl config view --raw --minify --flatten >"$OPERATOR_KUBECONFIG.tmp"
+  local admin_user
+  admin_user="$(kubectl --kubeconfig="$OPERATOR_KUBECONFIG.tmp" config view -o jsonpath='{.contexts[0].context.user}')"
+  kubectl --kubeconfig="$OPERATOR_KUBECONFIG.tmp" config unset "users.$admin_user" >/dev/null
+  kubectl --kubeconfig="$OPERATOR_KUBECONFIG.tmp" config set-credentials kubetune-operator --token="$token" >/dev/null
+  kubectl --kubeconfig="$OPERATOR_KUBECONFIG.tmp" config set-context --current --user=kubetune-operator >/dev/null
+  chmod 600 "$OPERATOR_KUBECONFIG.tmp" && mv "$OPERATOR_KUBECONFIG.tmp" "$OPERATOR_KUBECONFIG"
+}
+
+start() {
+  install
+  if running; then echo "operator already running (pid $(cat "$PIDFILE"))"; return; fi
+  write_kubeconfig
+  mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOG")"
+  KUBECONFIG="$OPERATOR_KUBECONFIG" setsid "$REPO/.venv/bin/kubetune-operator" \
+    --metrics-port "$METRICS_PORT" --metrics-address 127.0.0.1 --health-port 0 >>"$LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 60); do
+    curl -fs "http://127.0.0.1:$METRICS_PORT/metrics" >/dev/null && break
+    running || { tail -20 "$LOG"; echo "operator exited; log: $LOG" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "operator running (pid $(cat "$PIDFILE")), metrics on http://127.0.0.1:$METRICS_PORT/metrics, log $LOG"
+}
+
+stop() {
+  if running; then
+    kill "$(cat "$PIDFILE")"
+    for _ in $(seq 1 20); do running || break; sleep 0.5; done
+    running && kill -9 "$(cat "$PIDFILE")"
+    echo "operator stopped"
+  fi
+  rm -f "$PIDFILE"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  kubeconfig) write_kubeconfig ;;
+  *) echo "usage: $0 install|start|stop|kubeconfig" >&2; exit 2 ;;
+esac

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# make test: starts the local cluster when it is not running, runs every test, and stops
+# the cluster again only if this script started it.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export KUBECONFIG="$REPO/.cluster/kubeconfig"
+started=0
+if ! kubectl get --raw /readyz >/dev/null 2>&1; then
+  bash hack/cluster/up.sh
+  started=1
+fi
+cleanup() { [ "$started" = 1 ] && { bash hack/operator.sh stop || true; bash hack/cluster/down.sh || true; }; }
+trap cleanup EXIT
+"$REPO/.venv/bin/python" -m pytest -q -rfEs "$@"
