@@ -19,48 +19,52 @@ from kubetune_operator import api
 _DROP_KEYS = {"title", "additionalProperties", "$defs"}
 
 
-def _openapi(node: Any, defs: dict[str, Any]) -> Any:
-    """Turns pydantic's JSON Schema into an OpenAPI v3 structural schema (no $ref, no null)."""
+def _openapi(node: Any, defs: dict[str, Any], defaults: bool = True) -> Any:
+    """Turns pydantic's JSON Schema into an OpenAPI v3 structural schema (no $ref, no null).
+
+    With defaults, the API server fills in unset spec fields, so `kubectl get -o yaml` shows
+    the values the trainer will use.
+    """
     if isinstance(node, list):
-        return [_openapi(item, defs) for item in node]
+        return [_openapi(item, defs, defaults) for item in node]
     if not isinstance(node, dict):
         return node
     if "$ref" in node:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _openapi(merged, defs)
+        return _openapi(merged, defs, defaults)
     if "anyOf" in node:
         # Optional[X] is anyOf[X, null]: the field may simply be omitted.
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"cannot express anyOf with {len(options)} non-null options: {node}")
         rest = {k: v for k, v in node.items() if k != "anyOf"}
-        return _openapi({**options[0], **rest}, defs)
+        return _openapi({**options[0], **rest}, defs, defaults)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP_KEYS:
             continue
-        if key == "additionalProperties" or (key == "default" and value is None):
+        if key == "default" and (not defaults or value is None):
             continue
         if key in ("exclusiveMinimum", "exclusiveMaximum"):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
             continue
         if key == "properties":
-            out[key] = {name: _openapi(prop, defs) for name, prop in value.items()}
+            out[key] = {name: _openapi(prop, defs, defaults) for name, prop in value.items()}
             continue
-        out[key] = _openapi(value, defs)
+        out[key] = _openapi(value, defs, defaults)
     # Typed maps (dict[str, str]) keep their value schema.
     if isinstance(node.get("additionalProperties"), dict):
-        out["additionalProperties"] = _openapi(node["additionalProperties"], defs)
+        out["additionalProperties"] = _openapi(node["additionalProperties"], defs, defaults)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
 
 
-def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+def schema_of(model: type[BaseModel], defaults: bool = True) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _openapi(raw, raw.get("$defs", {}))
+    return _openapi(raw, raw.get("$defs", {}), defaults)
 
 
 def _printer_columns() -> list[dict[str, Any]]:
@@ -80,7 +84,7 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def finetunejob_crd() -> dict[str, Any]:
     spec_schema = schema_of(api.FineTuneJobSpec)
-    status_schema = schema_of(api.FineTuneJobStatus)
+    status_schema = schema_of(api.FineTuneJobStatus, defaults=False)  # controllers write status
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -5,6 +5,7 @@ decisions in `observe`, API calls in `kube`.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ import kopf
 from kubetune_operator import api, builders, kube, metrics, observe, preflight
 from kubetune_operator.settings import OperatorSettings
 
+log = logging.getLogger("kubetune.operator")
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
 OWNED = {builders.LABEL_JOB: kopf.PRESENT}
 SUCCEEDED = observe.SUCCEEDED
@@ -42,6 +44,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
     settings.posting.reporting_component = "kubetune-operator"
+    settings.posting.level = logging.WARNING  # our own events say what happened; not kopf's log
+    logging.getLogger("kubetune").setLevel(logging.INFO)
     settings.execution.max_workers = config.workers
     settings.watching.server_timeout = 300
     if config.metrics_port:
@@ -158,6 +162,7 @@ def sync(namespace: str, name: str) -> None:
         kube.patch_finetunejob_status(namespace, name, patch)
         previous_reason = next((c.get("reason") for c in current.get("conditions") or [] if c.get("type") == SUCCEEDED), None)
         if seen.reason != previous_reason:
+            log.info(f"{namespace}/{name}: {seen.phase.value} ({seen.reason}): {seen.message}")
             event_type = "Warning" if seen.phase == api.Phase.Failed or seen.reason in observe.WARNING_REASONS else "Normal"
             kopf.event(ftj, type=event_type, reason=seen.reason, message=seen.message)
         if seen.phase in api.TERMINAL_PHASES and seen.start_time and seen.completion_time:

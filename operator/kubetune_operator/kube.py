@@ -1,6 +1,7 @@
 """The operator's Kubernetes calls, in one thin module (everything else is pure)."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable, Optional
 
@@ -51,19 +52,23 @@ def ensure(obj: dict[str, Any]) -> bool:
     return False
 
 
+def _raw(call: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """The API server's own JSON (timestamps stay RFC 3339 with Z, as in every other status)."""
+    return json.loads(call(_preload_content=False, **kwargs).data)
+
+
 def read_job(namespace: str, name: str) -> Optional[dict[str, Any]]:
     try:
-        job = kubernetes.client.BatchV1Api().read_namespaced_job(name=name, namespace=namespace)
+        return _raw(kubernetes.client.BatchV1Api().read_namespaced_job, name=name, namespace=namespace)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
-    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
 
 
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
-    pods = kubernetes.client.CoreV1Api().list_namespaced_pod(namespace=namespace, label_selector=label_selector)
-    return kubernetes.client.ApiClient().sanitize_for_serialization(pods).get("items", [])
+    return _raw(kubernetes.client.CoreV1Api().list_namespaced_pod, namespace=namespace,
+                label_selector=label_selector).get("items", [])
 
 
 def read_finetunejob(namespace: str, name: str) -> Optional[dict[str, Any]]:

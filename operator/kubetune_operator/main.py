@@ -21,16 +21,19 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
     parser.add_argument("--no-preflight-files", dest="preflight_files", action="store_false", default=defaults.preflight_files,
                         help="do not read model and dataset files before launching (when the operator cannot see them)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads for handlers")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     args = parser.parse_args(argv)
     return OperatorSettings(namespaces=args.namespace, metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-                            health_port=args.health_port, preflight_files=args.preflight_files, workers=args.workers)
+                            health_port=args.health_port, preflight_files=args.preflight_files, workers=args.workers,
+                            verbose=args.verbose)
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kopf.configure(verbose=False, log_prefix=True)
+    kopf.configure(verbose=settings.verbose, log_prefix=True)
+    if not settings.verbose:
+        # kopf logs every handler run at INFO; keep the log to what the operator decides.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from kubetune_operator import handlers  # noqa: F401  registers the handlers
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None

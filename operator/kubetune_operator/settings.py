@@ -19,3 +19,4 @@ class OperatorSettings:
     # Check model and dataset files the operator can see before launching any pod.
     preflight_files: bool = field(default_factory=lambda: os.environ.get("KUBETUNE_PREFLIGHT_FILES", "true").lower() != "false")
     workers: int = field(default_factory=lambda: _env_int("KUBETUNE_WORKERS", 8))
+    verbose: bool = False

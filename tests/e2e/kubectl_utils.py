@@ -1,0 +1,103 @@
+"""Helpers for tests against the local cluster: real kubectl, a real operator process."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE = ROOT / ".cluster"
+ADMIN_KUBECONFIG = STATE / "kubeconfig"
+OPERATOR_KUBECONFIG = STATE / "operator.kubeconfig"
+
+
+def kubectl(*args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KUBECONFIG": str(ADMIN_KUBECONFIG)}
+    result = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+    return result
+
+
+def apply(obj: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess:
+    return kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj), check=check)
+
+
+def get_json(*args: str) -> Optional[dict[str, Any]]:
+    result = kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    return json.loads(result.stdout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class OperatorProcess:
+    """`kubetune-operator` as a local process with its ServiceAccount's credentials."""
+
+    def __init__(self, log_path: Path):
+        self.metrics_port = free_port()
+        self.log_path = log_path
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG)}
+        log = open(self.log_path, "a")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("kubetune-operator")), "--metrics-port", str(self.metrics_port),
+             "--metrics-address", "127.0.0.1", "--health-port", "0"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._serving, 60, "the operator to serve /metrics")
+
+    def _serving(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited with {self.process.returncode}; see {self.log_path}")
+        try:
+            self.metrics()
+            return True
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when a node dies under the operator."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()

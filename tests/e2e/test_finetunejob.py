@@ -1,0 +1,213 @@
+"""FineTuneJob end to end on the local control plane: kubectl -> API server -> operator ->
+Job -> pod (node agent) -> kubetune-train -> status, events and Prometheus."""
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kubectl_utils import ROOT, STATE, OperatorProcess, apply, get_json, kubectl, wait_for
+
+pytestmark = pytest.mark.cluster
+
+FINAL = ("Succeeded", "Failed")
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig):
+    # A demo operator on the same cluster would race this one for the same objects.
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "stop"], check=True, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "install"], check=True)
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "kubeconfig"], check=True)
+    process = OperatorProcess(STATE / "logs" / "operator-test.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kubeconfig):
+    name = f"kt-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def rows_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    words = ["red", "green", "blue", "cyan", "black", "white", "pink", "gold"]
+    path.write_text("".join(json.dumps({"word": w, "upper": w.upper()}) + "\n" for w in words * 5))
+    return path
+
+
+def finetunejob(name, namespace, model, rows, output, **spec):
+    body = {
+        "model": {"path": str(model)},
+        "dataset": {"path": str(rows), "promptTemplate": "Shout {{ word }}:", "completionField": "upper",
+                    "validationRatio": 0.2, "testRatio": 0.2, "maxLength": 32},
+        "method": "lora",
+        "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
+        "training": {"maxSteps": 4, "batchSize": 4, "learningRate": 0.01, "evalEverySteps": 2},
+        "output": {"path": str(output)},
+        "resources": {"gpu": 1},
+    }
+    for key, value in spec.items():
+        body[key] = {**body[key], **value} if isinstance(value, dict) and isinstance(body.get(key), dict) else value
+    return {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
+            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def wait_final(namespace, name, timeout=300):
+    def final():
+        ftj = get_json("ftj", name, "-n", namespace)
+        return ftj if (ftj.get("status") or {}).get("phase") in FINAL else None
+    return wait_for(final, timeout, f"FineTuneJob {namespace}/{name} to finish")
+
+
+def succeeded_condition(ftj):
+    return next(c for c in ftj["status"]["conditions"] if c["type"] == "Succeeded")
+
+
+def events_for(namespace, name):
+    events = get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    return {(e["type"], e["reason"]): e["message"] for e in events}
+
+
+def jobs_in(namespace):
+    return get_json("jobs", "-n", namespace)["items"]
+
+
+def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_file, tmp_path):
+    output = tmp_path / "out"
+    apply(finetunejob("shout", namespace, tiny_model_dir, rows_file, output))
+    ftj = wait_final(namespace, "shout")
+
+    status = ftj["status"]
+    condition = succeeded_condition(ftj)
+    assert status["phase"] == "Succeeded", status
+    assert (condition["status"], condition["reason"]) == ("True", "Completed")
+    assert status["observedGeneration"] == ftj["metadata"]["generation"]
+    assert status["startTime"] <= status["completionTime"]
+    assert status["progress"]["step"] == status["progress"]["totalSteps"] == 4
+    assert status["metrics"]["trainLoss"] > 0 and status["metrics"]["testLoss"] > 0
+    model_path = Path(status["artifacts"]["modelPath"])
+    assert (model_path / "adapter_config.json").exists() and (model_path / "adapter_model.safetensors").exists()
+    assert (output / "training_summary.json").exists()
+
+    (job,) = jobs_in(namespace)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == ftj["metadata"]["uid"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    events = events_for(namespace, "shout")
+    assert ("Normal", "JobCreated") in events and ("Normal", "Completed") in events
+
+    table = kubectl("get", "ftj", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "METHOD", "PROGRESS", "LOSS", "AGE"]
+    assert table[1].split()[:4] == ["shout", "Succeeded", "lora", "100"]
+
+    scraped = operator.metrics()
+    assert f'kubetune_finetunejob_progress_ratio{{name="shout",namespace="{namespace}"}} 1.0' in scraped
+    assert f'kubetune_finetunejob_loss{{name="shout",namespace="{namespace}",split="train"}}' in scraped
+    assert 'kubetune_finetunejob_duration_seconds_count{phase="Succeeded"}' in scraped
+
+    # Deleting the FineTuneJob garbage-collects everything it owns.
+    kubectl("delete", "ftj", "shout", "-n", namespace)
+    for kind in ("job", "configmap", "serviceaccount", "role", "rolebinding"):
+        wait_for(lambda: get_json(kind, "shout-train", "-n", namespace) is None, 60, f"{kind} to be collected")
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("method", "sgd", ["spec.method", "Unsupported value"]),
+    ("lora", {"r": 0}, ["spec.lora.r", "greater than or equal to 1"]),
+    ("training", {"batchSize": "four"}, ["spec.training.batchSize", "integer"]),
+])
+def test_schema_refuses_bad_specs(namespace, tiny_model_dir, rows_file, tmp_path, field, value, expected):
+    result = apply(finetunejob("bad", namespace, tiny_model_dir, rows_file, tmp_path, **{field: value}), check=False)
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert get_json("ftj", "bad", "-n", namespace) is None
+
+
+def test_required_fields_are_enforced(namespace):
+    bad = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "empty", "namespace": namespace},
+           "spec": {"method": "lora"}}
+    result = apply(bad, check=False)
+    assert result.returncode != 0 and "spec.model: Required value" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("change, reason, words", [
+    ({"dataset": {"path": "/nonexistent/rows.jsonl"}}, "InvalidDataset", ["/nonexistent/rows.jsonl"]),
+    ({"dataset": {"promptTemplate": "Shout {{ colour }}:"}}, "InvalidDataset", ["colour"]),
+    ({"model": {"path": "/nonexistent/model"}}, "InvalidModel", ["spec.model.path", "/nonexistent/model"]),
+])
+def test_wrong_spec_fails_without_a_pod(operator, namespace, tiny_model_dir, rows_file, tmp_path, change, reason, words):
+    apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, tmp_path / "out", **change))
+    ftj = wait_final(namespace, "wrong", timeout=60)
+    condition = succeeded_condition(ftj)
+    assert ftj["status"]["phase"] == "Failed"
+    assert (condition["status"], condition["reason"]) == ("False", reason)
+    for word in words:
+        assert word in condition["message"]
+    assert ("Warning", reason) in events_for(namespace, "wrong")
+    assert jobs_in(namespace) == [] and get_json("pods", "-n", namespace)["items"] == []
+
+
+def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    apply(finetunejob("broken", namespace, broken, rows_file, tmp_path / "out"))
+    ftj = wait_final(namespace, "broken")
+    condition = succeeded_condition(ftj)
+    assert ftj["status"]["phase"] == "Failed"
+    assert (condition["status"], condition["reason"]) == ("False", "TrainerFailed")
+    assert "exited with code" in condition["message"] and "no-such-architecture" in condition["message"]
+    assert ("Warning", "TrainerFailed") in events_for(namespace, "broken")
+
+
+def test_unschedulable_job_says_why(operator, namespace, tiny_model_dir, rows_file, tmp_path):
+    apply(finetunejob("greedy", namespace, tiny_model_dir, rows_file, tmp_path, resources={"gpu": 64}))
+
+    def unschedulable():
+        status = (get_json("ftj", "greedy", "-n", namespace).get("status") or {})
+        return status if status.get("phase") == "Pending" and "nvidia.com/gpu" in (status.get("message") or "") else None
+    status = wait_for(unschedulable, 60, "the Unschedulable reason")
+    assert succeeded_condition({"status": status})["reason"] == "Unschedulable"
+    assert succeeded_condition({"status": status})["status"] == "Unknown"
+
+
+def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_dir, rows_file, tmp_path):
+    apply(finetunejob("restart", namespace, tiny_model_dir, rows_file, tmp_path / "out", training={"maxSteps": 30}))
+    wait_for(lambda: (get_json("ftj", "restart", "-n", namespace).get("status") or {}).get("phase") == "Running",
+             120, "the job to run")
+    operator.kill()
+    try:
+        # While the operator is away the trainer keeps going and reports on its own.
+        wait_for(lambda: ((get_json("ftj", "restart", "-n", namespace)["status"].get("progress") or {}).get("step") or 0) >= 1,
+                 120, "the trainer to report progress")
+    finally:
+        operator.start()
+    ftj = wait_final(namespace, "restart")
+    assert ftj["status"]["phase"] == "Succeeded" and succeeded_condition(ftj)["reason"] == "Completed"
+    assert len(jobs_in(namespace)) == 1
+    assert len(get_json("pods", "-n", namespace)["items"]) == 1
+
+
+def test_trainer_service_account_can_patch_only_its_own_job(operator, namespace, tiny_model_dir, rows_file, tmp_path):
+    for name in ("mine", "other"):
+        apply(finetunejob(name, namespace, tiny_model_dir, rows_file, tmp_path / name, resources={"gpu": 64}))
+    wait_for(lambda: get_json("role", "mine-train", "-n", namespace), 60, "the per-job Role")
+    wait_for(lambda: get_json("rolebinding", "mine-train", "-n", namespace), 60, "the per-job RoleBinding")
+    account = f"system:serviceaccount:{namespace}:mine-train"
+
+    def can(verb, resource, *extra):
+        result = kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", account, *extra, check=False)
+        return result.stdout.strip()
+    assert can("patch", "finetunejobs.kubetune.io/mine", "--subresource=status") == "yes"
+    assert can("patch", "finetunejobs.kubetune.io/other", "--subresource=status") == "no"
+    assert can("patch", "finetunejobs.kubetune.io/mine") == "no"  # the spec stays the user's
+    assert can("create", "pods") == "no"
