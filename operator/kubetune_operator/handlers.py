@@ -62,7 +62,7 @@ def _fail_without_launch(body: kopf.Body, reason: str, message: str) -> None:
         "phase": api.Phase.Failed.value, "conditions": conditions, "message": message,
         "completionTime": now, "observedGeneration": generation,
     })
-    kopf.warn(body, reason=reason, message=message)
+    kopf.event(body, type="Warning", reason=reason, message=message)
 
 
 @kopf.on.resume(*FTJ)
@@ -84,13 +84,13 @@ def launch(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Statu
         except kube.OwnedByOther as clash:
             raise kopf.TemporaryError(str(clash), delay=15)
         if created and child["kind"] == "Job":
-            kopf.info(body, reason="JobCreated", message=f"created Job {child['metadata']['name']}")
+            kopf.event(body, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']}")
     sync(meta["namespace"], meta["name"])
 
 
 @kopf.on.update(*FTJ, field="spec")
 def spec_changed(body: kopf.Body, **_: Any) -> None:
-    kopf.warn(body, reason="SpecImmutable",
+    kopf.event(body, type="Warning", reason="SpecImmutable",
               message="spec changes after creation are not applied; delete and re-create the FineTuneJob to change it")
 
 

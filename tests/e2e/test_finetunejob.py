@@ -44,9 +44,9 @@ def rows_file(tmp_path_factory):
     return path
 
 
-def finetunejob(name, namespace, model, rows, output, **spec):
+def finetunejob(name, namespace, model_path, rows, output, **spec):
     body = {
-        "model": {"path": str(model)},
+        "model": {"path": str(model_path)},
         "dataset": {"path": str(rows), "promptTemplate": "Shout {{ word }}:", "completionField": "upper",
                     "validationRatio": 0.2, "testRatio": 0.2, "maxLength": 32},
         "method": "lora",
@@ -136,7 +136,10 @@ def test_required_fields_are_enforced(namespace):
     bad = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "empty", "namespace": namespace},
            "spec": {"method": "lora"}}
     result = apply(bad, check=False)
-    assert result.returncode != 0 and "spec.model: Required value" in result.stderr, result.stderr
+    assert result.returncode != 0
+    for field in ("model", "dataset", "output"):  # kubectl's validation against the CRD's schema
+        assert f'missing required field "{field}"' in result.stderr, result.stderr
+    assert get_json("ftj", "empty", "-n", namespace) is None
 
 
 @pytest.mark.parametrize("change, reason, words", [
@@ -165,7 +168,9 @@ def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, t
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
     assert (condition["status"], condition["reason"]) == ("False", "TrainerFailed")
-    assert "exited with code" in condition["message"] and "no-such-architecture" in condition["message"]
+    # The trainer's own error, from its termination message, with its exit code.
+    assert condition["message"].startswith("the trainer exited with code 2: ModelSourceError: model.path")
+    assert str(broken) in condition["message"]
     assert ("Warning", "TrainerFailed") in events_for(namespace, "broken")
 
 
