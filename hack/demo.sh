@@ -23,7 +23,9 @@ echo "waiting for FineTuneJob/$NAME (the first run converts the GGUF model once)
 deadline=$((SECONDS + TIMEOUT)); last=""
 while :; do
   phase="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase}')"
-  line="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase} step {.status.progress.step}/{.status.progress.totalSteps} ({.status.progress.percent}%) loss {.status.metrics.trainLoss} {.status.message}')"
+  line="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase}: {.status.message}')"
+  step="$(kubectl get ftj "$NAME" -o jsonpath='{.status.progress.step}/{.status.progress.totalSteps} ({.status.progress.percent}%) loss {.status.metrics.trainLoss}')"
+  [ "${step%%/*}" != "" ] && line="$line, step $step"
   [ "$line" != "$last" ] && { echo "  $(date +%T) $line"; last="$line"; }
   case "$phase" in Succeeded|Failed) break ;; esac
   [ "$SECONDS" -lt "$deadline" ] || { echo "timed out after ${TIMEOUT}s" >&2; exit 1; }

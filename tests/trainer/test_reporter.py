@@ -111,3 +111,12 @@ def test_fit_json_trims_only_the_text_field_and_stays_valid():
     parsed = json.loads(text)
     assert parsed["progress"] == {"step": 1} and parsed["message"].endswith("...")
     assert fit_json({"message": "short"}, "message") == '{"message":"short"}'
+
+
+def test_status_patch_rounds_numbers_for_kubectl():
+    from kubetune_trainer.report import Metrics, PodReport, Progress
+
+    patch = PodReport(progress=Progress(step=3, total_steps=7, percent=300 / 7),
+                      metrics=Metrics(train_loss=1.30359160900115)).as_status_patch()
+    assert patch == {"status": {"progress": {"step": 3, "totalSteps": 7, "epoch": 0.0, "percent": 42.8571},
+                                "metrics": {"trainLoss": 1.3036}}}

@@ -13,6 +13,8 @@ from pydantic import Field
 
 from kubetune_trainer.config import ApiModel
 
+STATUS_DECIMALS = 4
+
 
 class Progress(ApiModel):
     step: int = Field(0, ge=0, description="Optimizer steps done.")
@@ -45,4 +47,11 @@ class PodReport(ApiModel):
     artifacts: Optional[Artifacts] = None
 
     def as_status_patch(self) -> dict:
-        return {"status": self.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        """The merge patch for the status subresource; numbers rounded for `kubectl get`
+        (training_summary.json keeps full precision)."""
+        status = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for section in status.values():
+            for key, value in section.items():
+                if isinstance(value, float):
+                    section[key] = round(value, STATUS_DECIMALS)
+        return {"status": status}
