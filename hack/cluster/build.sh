@@ -15,7 +15,7 @@ if have_all && command -v etcd >/dev/null; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-APT_PKGS=(etcd-server golang-go rsync jq openssl
+APT_PKGS=(etcd-server golang-go rsync jq openssl curl
           golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -661,27 +661,27 @@ class PodWorker(threading.Thread):
         raise Unsupported(f"volume {name!r}: type {kinds} is not supported by the node agent")
 
     def configmap_files(self, src: dict, default_mode=None) -> dict:
-        mode = src.get("defaultMode", default_mode or 0o644)
-        cm = self.kube.get_or_none(f"/api/v1/namespaces/{self.ns}/configmaps/{src['name']}")
-        if cm is None:
-            if src.get("optional"):
-                return {}
-            raise NotReady("FailedMount", f'configmap "{src["name"]}" not found')
-        data = {k: v.encode() for k, v in (cm.get("data") or {}).items()}
-        data.update({k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()})
-        return pick_items(data, src.get("items"), mode, src.get("optional"),
-                          f'configmap "{src["name"]}"')
+        def contents(cm: dict) -> dict:
+            data = {k: v.encode() for k, v in (cm.get("data") or {}).items()}
+            data.update({k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()})
+            return data
+        return self.object_files("configmap", src["name"], src, default_mode, contents)
 
     def secret_files(self, src: dict, default_mode=None) -> dict:
         name = src.get("secretName") or src.get("name")
+        return self.object_files("secret", name, src, default_mode,
+                                 lambda sec: {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()})
+
+    def object_files(self, kind: str, name: str, src: dict, default_mode, contents) -> dict:
+        """Files of a configmap or secret volume source (with items, modes, optional)."""
         mode = src.get("defaultMode", default_mode or 0o644)
-        sec = self.kube.get_or_none(f"/api/v1/namespaces/{self.ns}/secrets/{name}")
-        if sec is None:
+        what = f'{kind} "{name}"'
+        obj = self.kube.get_or_none(f"/api/v1/namespaces/{self.ns}/{kind}s/{name}")
+        if obj is None:
             if src.get("optional"):
                 return {}
-            raise NotReady("FailedMount", f'secret "{name}" not found')
-        data = {k: base64.b64decode(v) for k, v in (sec.get("data") or {}).items()}
-        return pick_items(data, src.get("items"), mode, src.get("optional"), f'secret "{name}"')
+            raise NotReady("FailedMount", f"{what} not found")
+        return pick_items(contents(obj), src.get("items"), mode, src.get("optional"), what)
 
     def downward_files(self, items: list, default_mode: int) -> dict:
         files = {}
