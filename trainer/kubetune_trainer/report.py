@@ -16,6 +16,16 @@ from kubetune_trainer.config import ApiModel
 STATUS_DECIMALS = 4
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, STATUS_DECIMALS)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 class Progress(ApiModel):
     step: int = Field(0, ge=0, description="Optimizer steps done.")
     total_steps: int = Field(0, ge=0, description="Optimizer steps planned.")
@@ -49,9 +59,42 @@ class PodReport(ApiModel):
     def as_status_patch(self) -> dict:
         """The merge patch for the status subresource; numbers rounded for `kubectl get`
         (training_summary.json keeps full precision)."""
-        status = self.model_dump(by_alias=True, exclude_none=True, mode="json")
-        for section in status.values():
-            for key, value in section.items():
-                if isinstance(value, float):
-                    section[key] = round(value, STATUS_DECIMALS)
-        return {"status": status}
+        return {"status": _rounded(self.model_dump(by_alias=True, exclude_none=True, mode="json"))}
+
+
+class EvalProgress(ApiModel):
+    model: Optional[str] = Field(None, description="Model being evaluated now.")
+    done: int = Field(0, ge=0, description="Examples done, over all models.")
+    total: int = Field(0, ge=0, description="Examples to do, over all models.")
+    percent: float = Field(0.0, ge=0, le=100, description="done / total, in percent.")
+
+
+class ModelResult(ApiModel):
+    model: str = Field(description="The model's name in the EvalJob spec.")
+    scores: dict[str, float] = Field(default_factory=dict, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch).")
+    delta: dict[str, float] = Field(default_factory=dict, description="Score minus the first model's score, per metric.")
+    examples: int = Field(0, ge=0, description="Examples scored.")
+    predictions_path: Optional[str] = Field(None, description="JSONL of this model's predictions.")
+
+
+class Sample(ApiModel):
+    model: str = Field(description="Which model produced the prediction.")
+    prompt: str = Field(description="The prompt (shortened).")
+    prediction: str = Field(description="What the model produced.")
+    reference: str = Field("", description="The first reference.")
+
+
+class EvalArtifacts(ApiModel):
+    output_path: Optional[str] = Field(None, description="Directory holding everything the evaluation wrote.")
+    scores_path: Optional[str] = Field(None, description="scores.json.")
+
+
+class EvalPodReport(ApiModel):
+    """The status patch an evaluator pod sends, and the summary in its termination message."""
+
+    progress: Optional[EvalProgress] = None
+    results: Optional[list[ModelResult]] = None
+    samples: Optional[list[Sample]] = None
+    artifacts: Optional[EvalArtifacts] = None
+
+    as_status_patch = PodReport.as_status_patch

@@ -1,0 +1,108 @@
+"""The evaluation configuration: what `kubetune-eval` runs, and the body of an EvalJob spec.
+
+Like config.py for training, this is the single source of truth: the operator embeds these
+models in the EvalJob spec (resolving FineTuneJob references into paths first) and
+generates the CRD from them. Light to import: pydantic only.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import Field, model_validator
+
+from kubetune_trainer.config import ApiModel, Dtype, OutputSpec
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+
+class EvalTask(str, Enum):
+    generation = "generation"
+    multiple_choice = "multiple-choice"
+    perplexity = "perplexity"
+
+
+class EvalModel(ApiModel):
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
+    path: str = Field(min_length=1, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    adapter: Optional[str] = Field(None, description="A PEFT adapter directory applied on top of the base model.")
+    dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
+
+
+class EvalDataset(ApiModel):
+    path: str = Field(min_length=1, description="JSONL file of rows to evaluate on.")
+    prompt_template: str = Field(min_length=1, description="Jinja template turning a row into the prompt; every variable must be a column.")
+    reference_fields: list[str] = Field(
+        default_factory=list,
+        description="Columns holding the reference output(s) for generation metrics; a column may also hold a list of references. Several references per row are scored by the best match (ROUGE) or jointly (BLEU).",
+    )
+    choices_field: Optional[str] = Field(None, description="multiple-choice: column holding the list of options.")
+    answer_field: Optional[str] = Field(None, description="multiple-choice: column holding the correct option (its index or its text).")
+    text_field: Optional[str] = Field(None, description="perplexity: column holding the text to score.")
+    max_examples: Optional[int] = Field(None, ge=1, description="Evaluate only the first N rows (after a seeded shuffle when shuffle is true).")
+    shuffle: bool = Field(False, description="Shuffle rows with generation.seed before taking maxExamples.")
+    chat_template: bool = Field(False, description="Wrap the prompt in the model's chat template as a user turn.")
+
+
+class GenerationSpec(ApiModel):
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Longest generated output in tokens.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (with doSample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with doSample).")
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 disables (with doSample).")
+    stop: list[str] = Field(default_factory=list, description="Generation stops at the first of these strings, which are cut from the output.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Prompts per batch (left-padded).")
+    max_input_length: int = Field(1024, ge=8, le=131072, description="Prompts longer than this lose their start.")
+    seed: int = Field(42, ge=0, description="Seed for sampling and shuffling.")
+
+
+class RougeSpec(ApiModel):
+    use_stemmer: bool = Field(True, description="Porter-stem tokens before matching (as rouge-score's use_stemmer).")
+    confidence_interval: bool = Field(False, description="Also report bootstrap 95% confidence intervals (low/high) of each score.")
+    bootstrap_samples: int = Field(1000, ge=10, le=100000, description="Bootstrap resamples for confidence intervals.")
+
+
+class ExactMatchSpec(ApiModel):
+    ignore_case: bool = Field(True, description="Compare case-insensitively.")
+    ignore_punctuation: bool = Field(True, description="Drop punctuation before comparing.")
+    ignore_articles: bool = Field(False, description="Drop English articles (a, an, the), as SQuAD's normalization does.")
+
+
+class EvalConfig(ApiModel):
+    """Everything the evaluator needs; the EvalJob spec embeds these fields."""
+
+    models: list[EvalModel] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
+    dataset: EvalDataset = Field(description="Rows to evaluate on and how they become prompts and references.")
+    task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option) or perplexity.")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1,
+        description="Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice), perplexity; any other name loads through the evaluate package, which needs the Hugging Face Hub.",
+    )
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
+    rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
+    exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
+    samples: int = Field(3, ge=0, le=50, description="Predictions per model copied into the status as samples.")
+    output: OutputSpec = Field(description="Where scores.json and predictions-<model>.jsonl are written.")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> "EvalConfig":
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("models[].name must be unique")
+        need = {EvalTask.generation: ["reference_fields"], EvalTask.multiple_choice: ["choices_field", "answer_field"],
+                EvalTask.perplexity: ["text_field"]}[self.task]
+        for field in need:
+            if not getattr(self.dataset, field):
+                camel = "".join(w.capitalize() if i else w for i, w in enumerate(field.split("_")))
+                raise ValueError(f"dataset.{camel} is required for task {self.task.value}")
+        return self
+
+
+def load_eval_config(path: str | Path) -> EvalConfig:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return EvalConfig.model_validate(data)
