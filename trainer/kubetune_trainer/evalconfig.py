@@ -38,9 +38,9 @@ class EvalDataset(ApiModel):
         default_factory=list,
         description="Columns holding the reference output(s) for generation metrics; a column may also hold a list of references. Several references per row are scored by the best match (ROUGE) or jointly (BLEU).",
     )
-    choices_field: Optional[str] = Field(None, description="multiple-choice: column holding the list of options.")
+    choices_field: Optional[str] = Field(None, description="multiple-choice: column holding the list of options; each is appended to the prompt as is (so usually starts with a space).")
     answer_field: Optional[str] = Field(None, description="multiple-choice: column holding the correct option (its index or its text).")
-    text_field: Optional[str] = Field(None, description="perplexity: column holding the text to score.")
+    text_field: Optional[str] = Field(None, description="perplexity: column holding the text to score on its own (promptTemplate is not used).")
     max_examples: Optional[int] = Field(None, ge=1, description="Evaluate only the first N rows (after a seeded shuffle when shuffle is true).")
     shuffle: bool = Field(False, description="Shuffle rows with generation.seed before taking maxExamples.")
     chat_template: bool = Field(False, description="Wrap the prompt in the model's chat template as a user turn.")
@@ -52,7 +52,7 @@ class GenerationSpec(ApiModel):
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (with doSample).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with doSample).")
     top_k: int = Field(0, ge=0, description="Top-k sampling; 0 disables (with doSample).")
-    stop: list[str] = Field(default_factory=list, description="Generation stops at the first of these strings, which are cut from the output.")
+    stop: list[str] = Field(default_factory=list, description="Generation stops at the first of these strings, which are cut from the output (leading whitespace of the output is skipped first, so a blank line the model opens with does not stop it).")
     batch_size: int = Field(8, ge=1, le=1024, description="Prompts per batch (left-padded).")
     max_input_length: int = Field(1024, ge=8, le=131072, description="Prompts longer than this lose their start.")
     seed: int = Field(42, ge=0, description="Seed for sampling and shuffling.")
@@ -78,7 +78,7 @@ class EvalConfig(ApiModel):
     task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option) or perplexity.")
     metrics: list[str] = Field(
         default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1,
-        description="Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice), perplexity; any other name loads through the evaluate package, which needs the Hugging Face Hub.",
+        description="Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice; also reports accuracyNorm, per byte of the option), perplexity; any other name loads through the evaluate package (generation only), which needs the Hugging Face Hub.",
     )
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")

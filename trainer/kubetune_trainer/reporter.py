@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from kubetune_trainer.report import PodReport
+from kubetune_trainer.report import EvalPodReport, PodReport
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class StatusReporter:
                 log.warning("cannot reach the Kubernetes API, status will not be updated: %s", e)
         return cls(name, namespace, os.environ.get("KUBETUNE_TERMINATION_LOG"), api)
 
-    def report(self, report: PodReport, final: bool = False) -> None:
+    def report(self, report: PodReport | EvalPodReport, final: bool = False) -> None:
         """Patches the job status with `report`, unless one was sent too recently."""
         if self.api is None:
             return
@@ -78,7 +78,9 @@ class StatusReporter:
         self._last_patch = now
         try:
             self.api.patch_namespaced_custom_object_status(
-                group=GROUP, version=VERSION, namespace=self.namespace, plural=PLURAL, name=self.job_name,
+                # The operator sets KUBETUNE_JOB_PLURAL=evaljobs in evaluator pods.
+                group=GROUP, version=VERSION, namespace=self.namespace, name=self.job_name,
+                plural=os.environ.get("KUBETUNE_JOB_PLURAL", PLURAL),
                 body=report.as_status_patch(),
                 # A JSON merge patch: only the fields sent change (the client's default, pinned here).
                 _content_type="application/merge-patch+json",
@@ -92,7 +94,10 @@ class StatusReporter:
         self._write_termination({**report.model_dump(by_alias=True, exclude_none=True, mode="json"), "message": message}, "message")
 
     def fail(self, error: BaseException) -> None:
-        self._write_termination({"error": f"{type(error).__name__}: {error}"}, "error")
+        payload = {"error": f"{type(error).__name__}: {error}"}
+        if getattr(error, "reason", None):
+            payload["reason"] = error.reason
+        self._write_termination(payload, "error")
 
     def _write_termination(self, payload: dict, text_key: str) -> None:
         if not self.termination_log:

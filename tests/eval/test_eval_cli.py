@@ -1,0 +1,136 @@
+"""kubetune-eval end to end on the tiny model with and without an adapter; exit codes and messages."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_trainer.evaluation import cli
+from kubetune_trainer.reporter import StatusReporter
+from tinymodels import TEMPLATE
+
+
+class FakeApi:
+    def __init__(self):
+        self.patches = []
+
+    def patch_namespaced_custom_object_status(self, **kwargs):
+        self.patches.append(kwargs)
+
+
+def write_config(tmp_path: Path, models: list[dict], data: Path, **overrides) -> Path:
+    config = {
+        "models": models,
+        "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "referenceFields": ["answer"]},
+        "metrics": ["rouge", "bleu", "exact_match", "token_f1"],
+        "generation": {"maxNewTokens": 4, "batchSize": 5, "stop": ["\n"]},
+        "samples": 2,
+        "output": {"path": str(tmp_path / "out")},
+        **overrides,
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch) -> FakeApi:
+    """An in-cluster reporter for an EvalJob, with a fake Kubernetes API."""
+    fake = FakeApi()
+    monkeypatch.setenv("KUBETUNE_JOB_PLURAL", "evaljobs")
+    monkeypatch.setattr(StatusReporter, "from_env", classmethod(
+        lambda cls: cls("demo", "ns", str(tmp_path / "termination-log"), fake, min_interval=0)))
+    return fake
+
+
+def test_cli_compares_base_and_adapter(tiny_model_dir, tiny_adapter, eval_file, tmp_path, api, capsys):
+    models = [{"name": "base", "path": str(tiny_model_dir)},
+              {"name": "tuned", "path": str(tiny_model_dir), "adapter": str(tiny_adapter)}]
+    assert cli.main(["--config", str(write_config(tmp_path, models, eval_file))]) == 0
+    out = tmp_path / "out"
+    assert capsys.readouterr().out.strip() == str(out / "scores.json")
+
+    scores = json.loads((out / "scores.json").read_text())
+    base, tuned = scores["models"]
+    assert scores["counts"] == {"rows": 12, "examples": 12, "models": 2}
+    assert {"rouge1", "rouge2Recall", "rougeLsumPrecision", "bleu", "exactMatch", "tokenF1"} <= set(base["scores"])
+    assert base["delta"] == {} and tuned["delta"]["bleu"] == pytest.approx(tuned["scores"]["bleu"] - base["scores"]["bleu"])
+    assert scores["signatures"]["bleu"].startswith("nrefs:1|") and scores["signatures"]["rouge"].startswith("rouge-score|")
+    assert scores["config"]["models"][1]["adapter"] == str(tiny_adapter) and base["evaluateSeconds"] > 0
+
+    predictions = [[json.loads(line) for line in (out / f"predictions-{m}.jsonl").read_text().splitlines()]
+                   for m in ("base", "tuned")]
+    assert [len(p) for p in predictions] == [12, 12]
+    assert set(predictions[0][0]) == {"line", "prompt", "prediction", "references"}
+    assert predictions[0][0]["references"] == [" cat"]
+    assert [p["prediction"] for p in predictions[0]] != [p["prediction"] for p in predictions[1]]  # the adapter matters
+
+    assert {p["plural"] for p in api.patches} == {"evaljobs"}
+    statuses = [p["body"]["status"] for p in api.patches]
+    assert statuses[-1]["progress"] == {"model": "tuned", "done": 24, "total": 24, "percent": 100.0}
+    assert [r["model"] for r in statuses[-1]["results"]] == ["base", "tuned"]
+    assert "rouge1Precision" not in statuses[-1]["results"][0]["scores"]  # detail stays in scores.json
+    assert [s["model"] for s in statuses[-1]["samples"]] == ["base", "base", "tuned", "tuned"]
+    assert any(s.get("progress", {}).get("done") == 5 for s in statuses)  # progress after the first batch
+
+    message = json.loads((tmp_path / "termination-log").read_text())
+    assert message["message"].startswith("evaluated 2 model(s) on 12 examples: base rouge1")
+    assert message["artifacts"]["scoresPath"] == str(out / "scores.json") and "samples" not in message
+
+
+def test_cli_multiple_choice_and_perplexity(tiny_model_dir, eval_file, tmp_path):
+    models = [{"name": "base", "path": str(tiny_model_dir)}]
+    dataset = {"path": str(eval_file), "promptTemplate": TEMPLATE, "choicesField": "choices", "answerField": "label"}
+    config = write_config(tmp_path, models, eval_file, task="multiple-choice", metrics=["accuracy"], dataset=dataset)
+    assert cli.main(["--config", str(config)]) == 0
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())["models"][0]["scores"]
+    assert set(scores) == {"accuracy", "accuracyNorm"}
+
+    dataset = {"path": str(eval_file), "promptTemplate": TEMPLATE, "textField": "answer"}
+    config = write_config(tmp_path, models, eval_file, task="perplexity", metrics=["perplexity"], dataset=dataset)
+    assert cli.main(["--config", str(config), "--output", str(tmp_path / "ppl")]) == 0
+    assert json.loads((tmp_path / "ppl" / "scores.json").read_text())["models"][0]["scores"]["perplexity"] > 1
+
+
+@pytest.mark.parametrize("overrides, code, message", [
+    ({"metrics": ["rouge", "no_such_metric_xyz"]}, 2, "metric 'no_such_metric_xyz' is not built in"),
+    ({"metrics": ["accuracy"]}, 2, "metrics: 'accuracy' cannot score task generation"),
+    ({"dataset": {"promptTemplate": TEMPLATE, "referenceFields": ["summary"]}}, 3, "line 1: reference field (dataset.referenceFields) 'summary' is missing"),
+    ({"models": [{"name": "m", "path": "/nonexistent/model"}]}, 2, "model.path '/nonexistent/model'"),
+    ({"models": [{"name": "m", "path": "MODEL", "adapter": "/nonexistent"}]}, 2, "models[m].adapter '/nonexistent'"),
+    ({"models": [{"name": "Bad Name", "path": "MODEL"}]}, 2, "models.0.name"),
+    ({"task": "multiple-choice"}, 2, "dataset.choicesField is required for task multiple-choice"),
+])
+def test_cli_bad_input_exits_with_a_named_reason(tiny_model_dir, eval_file, tmp_path, monkeypatch, overrides, code, message):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(log))
+    for model in overrides.get("models", []):
+        model["path"] = model["path"].replace("MODEL", str(tiny_model_dir))
+    if "dataset" in overrides:
+        overrides["dataset"]["path"] = str(eval_file)
+    # The metric errors must come before any model loads: this model does not exist.
+    models = overrides.pop("models", [{"name": "m", "path": "/nonexistent/model" if "metrics" in overrides else str(tiny_model_dir)}])
+    started = time.monotonic()
+    assert cli.main(["--config", str(write_config(tmp_path, models, eval_file, **overrides))]) == code
+    assert time.monotonic() - started < 60  # an offline Hub metric fails at once, without retries
+    error = json.loads(log.read_text())["error"]
+    assert message in error, error
+    if "no_such_metric" in message:
+        assert "Hugging Face Hub is unreachable" in error
+
+
+def test_termination_message_fits_with_many_models(tmp_path):
+    from kubetune_trainer.evaluation.runner import _termination_report
+    from kubetune_trainer.report import EvalPodReport, ModelResult
+    from kubetune_trainer.reporter import MAX_TERMINATION_BYTES
+
+    scores = {f"metric{i}": 0.123456789 for i in range(12)}
+    report = EvalPodReport(results=[ModelResult(model=f"model-{i}", scores=scores, delta=scores) for i in range(40)])
+    reporter = StatusReporter(termination_log=str(tmp_path / "log"))
+    reporter.finish(_termination_report(report, "x" * 5000), "x" * 5000)
+    text = (tmp_path / "log").read_text()
+    assert len(text.encode()) <= MAX_TERMINATION_BYTES
+    assert 1 <= len(json.loads(text)["results"]) < 40

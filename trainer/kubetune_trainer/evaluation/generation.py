@@ -1,0 +1,71 @@
+"""Batched generation for evaluation: left-padded prompts, greedy or sampled, stop strings."""
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from kubetune_trainer.errors import ConfigError
+from kubetune_trainer.evalconfig import GenerationSpec
+
+
+def format_prompt(tokenizer, prompt: str, chat_template: bool) -> str:
+    if not chat_template:
+        return prompt
+    if not tokenizer.chat_template:
+        raise ConfigError("dataset.chatTemplate is true but the model's tokenizer has no chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """`text` without leading whitespace, up to the earliest occurrence of any stop string.
+    Leading whitespace is skipped first: models often open with a blank line, which must not
+    count as the stop string "\n\n"."""
+    text = text.lstrip()
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(ends)] if ends else text
+
+
+class StopStrings(StoppingCriteria):
+    """Ends each row of a batch once its output (past leading whitespace) holds a stop string."""
+
+    def __init__(self, tokenizer, stop: list[str], prompt_width: int):
+        self.tokenizer, self.stop, self.prompt_width = tokenizer, stop, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor([cut_at_stop(t, self.stop) != t.lstrip() for t in texts], device=input_ids.device)
+
+
+def encode_prompts(tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool):
+    """Left-padded batch encoding; over-long prompts lose their start. (encoding, truncated count)"""
+    texts = [format_prompt(tokenizer, p, chat_template) for p in prompts]
+    tokenizer.padding_side = "left"  # generated tokens must follow the prompt directly in every row
+    tokenizer.truncation_side = "left"
+    # A chat template writes its own special tokens; a plain prompt gets BOS as in training.
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat_template)["input_ids"]]
+    encoding = tokenizer(texts, add_special_tokens=not chat_template, padding=True, truncation=True,
+                         max_length=spec.max_input_length, return_tensors="pt")
+    return encoding, sum(n > spec.max_input_length for n in lengths)
+
+
+def _generation_config(tokenizer, spec: GenerationSpec) -> GenerationConfig:
+    sampling = dict(temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k) if spec.do_sample else {}
+    return GenerationConfig(max_new_tokens=spec.max_new_tokens, do_sample=spec.do_sample,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool = False) -> tuple[list[str], int]:
+    """(one output per prompt, number of truncated prompts). Seed torch first for sampling."""
+    config = _generation_config(tokenizer, spec)
+    outputs, truncated = [], 0
+    for start in range(0, len(prompts), spec.batch_size):
+        batch = prompts[start : start + spec.batch_size]
+        encoding, cut = encode_prompts(tokenizer, batch, spec, chat_template)
+        truncated += cut
+        encoding = encoding.to(model.device)
+        width = encoding["input_ids"].shape[1]
+        stopping = StoppingCriteriaList([StopStrings(tokenizer, spec.stop, width)] if spec.stop else [])
+        new = model.generate(**encoding, generation_config=config, stopping_criteria=stopping)[:, width:]
+        outputs += [cut_at_stop(text, spec.stop) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return outputs, truncated

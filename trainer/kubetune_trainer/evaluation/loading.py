@@ -1,0 +1,35 @@
+"""Loads a model to evaluate: the base model as kubetune-train loads it, plus its adapter."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from kubetune_trainer.config import ModelSource
+from kubetune_trainer.evalconfig import EvalModel
+from kubetune_trainer.errors import ModelSourceError
+from kubetune_trainer.modelsource import load_model
+
+log = logging.getLogger(__name__)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_eval_model(spec: EvalModel):
+    """(model in eval mode on the device, tokenizer); the adapter, if any, merged in."""
+    model, tokenizer, _ = load_model(ModelSource(path=spec.path, dtype=spec.dtype))
+    if spec.adapter:
+        adapter = Path(spec.adapter).expanduser().absolute()
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelSourceError(f"models[{spec.name}].adapter {spec.adapter!r}: {adapter} has no adapter_config.json")
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()  # merged: plain forward passes
+        except (OSError, ValueError, RuntimeError) as e:  # wrong base model, bad weights
+            raise ModelSourceError(f"models[{spec.name}].adapter {spec.adapter!r}: cannot apply it to {spec.path}: {e}") from e
+        log.info("%s: adapter %s merged into %s", spec.name, adapter, spec.path)
+    return model.to(device()).eval(), tokenizer

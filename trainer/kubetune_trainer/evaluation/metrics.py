@@ -1,0 +1,82 @@
+"""Which metrics a task accepts, and scoring generated text with them.
+
+Metric names are resolved before any model loads, so an unknown name (or a Hub metric that
+cannot be fetched) fails the run at once. Light to import: no torch.
+"""
+from __future__ import annotations
+
+from kubetune_trainer.evalconfig import EvalConfig, EvalTask
+from kubetune_trainer.errors import MetricError
+from kubetune_trainer.evaluation import textmetrics
+from kubetune_trainer.evaluation.rouge import rouge
+
+BUILTIN = {
+    EvalTask.generation: ("rouge", "bleu", "exact_match", "token_f1"),
+    EvalTask.multiple_choice: ("accuracy",),
+    EvalTask.perplexity: ("perplexity",),
+}
+
+
+def load_hub_metric(name: str):
+    """An `evaluate` metric; needs the Hugging Face Hub unless it is cached."""
+    import evaluate
+
+    try:
+        return evaluate.load(name)
+    except Exception as e:  # evaluate raises FileNotFoundError, ConnectionError, ... depending on why
+        raise MetricError(
+            f"metric {name!r} is not built in, and loading it through the evaluate package failed: the Hugging Face "
+            f"Hub is unreachable from here (offline) or has no such metric ({type(e).__name__}: {e}). "
+            f"Built-in metrics: {', '.join(n for names in BUILTIN.values() for n in names)}"
+        ) from e
+
+
+def hub_metric_names(config: EvalConfig) -> list[str]:
+    """The metric names that must load through `evaluate`; MetricError for a built-in name the
+    task cannot use. Light: the operator calls it before launching a pod."""
+    own = BUILTIN[config.task]
+    hub = []
+    for name in config.metrics:
+        if name in own:
+            continue
+        if config.task is not EvalTask.generation or any(name in names for names in BUILTIN.values()):
+            raise MetricError(
+                f"metrics: {name!r} cannot score task {config.task.value}; use {', '.join(own)}"
+                + (" (or an evaluate metric name)" if config.task is EvalTask.generation else "")
+            )
+        hub.append(name)
+    return hub
+
+
+def resolve_metrics(config: EvalConfig) -> dict:
+    """Metric name -> loaded `evaluate` metric, or None for a built-in one."""
+    hub = hub_metric_names(config)
+    return {name: load_hub_metric(name) if name in hub else None for name in config.metrics}
+
+
+def _hub_scores(name: str, metric, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    single = all(len(refs) == 1 for refs in references)
+    result = metric.compute(predictions=predictions, references=[r[0] for r in references] if single else references)
+    return {(key if key == name else f"{name}.{key}"): float(value)
+            for key, value in (result or {}).items() if isinstance(value, (int, float))}
+
+
+def score_generation(config: EvalConfig, metrics: dict, predictions: list[str],
+                     references: list[list[str]]) -> tuple[dict[str, float], dict[str, str]]:
+    """(scores, signatures) of predictions against their references."""
+    scores, signatures = {}, {}
+    for name, hub_metric in metrics.items():
+        if name == "rouge":
+            spec = config.rouge
+            values, signatures["rouge"] = rouge(predictions, references, spec.use_stemmer, spec.confidence_interval,
+                                                spec.bootstrap_samples, config.generation.seed)
+            scores.update(values)
+        elif name == "bleu":
+            scores["bleu"], signatures["bleu"] = textmetrics.bleu(predictions, references)
+        elif name == "exact_match":
+            scores["exactMatch"] = textmetrics.exact_match(predictions, references, config.exact_match)
+        elif name == "token_f1":
+            scores["tokenF1"] = textmetrics.token_f1(predictions, references, config.exact_match)
+        else:
+            scores.update(_hub_scores(name, hub_metric, predictions, references))
+    return scores, signatures
