@@ -32,6 +32,20 @@ while :; do
   sleep 3
 done
 
+if [ "$phase" = Succeeded ] && [ -n "$(kubectl get ftj "$NAME" -o jsonpath='{.spec.evaluation}')" ]; then
+  echo "waiting for the evaluation (base vs tuned)..."
+  deadline=$((SECONDS + TIMEOUT)); last=""
+  while :; do
+    verdict="$(kubectl get ftj "$NAME" -o jsonpath='{.status.conditions[?(@.type=="Evaluated")].status}')"
+    line="$(kubectl get evj -l kubetune.io/finetunejob="$NAME" -o jsonpath='{range .items[*]}{.metadata.name} {.status.phase} {.status.progress.percent}%  {end}')"
+    [ "$line" != "$last" ] && { echo "  $(date +%T) $line"; last="$line"; }
+    case "$verdict" in True|False) break ;; esac
+    [ "$SECONDS" -lt "$deadline" ] || { echo "timed out after ${TIMEOUT}s" >&2; exit 1; }
+    sleep 3
+  done
+  echo; echo "+ kubectl get evj"; kubectl get evj
+fi
+
 echo; echo "+ kubectl get ftj"; kubectl get ftj
 echo; echo "+ kubectl get ftj $NAME -o yaml (status)"
 kubectl get ftj "$NAME" -o json | "$REPO/.venv/bin/python" -c 'import json,sys,yaml; print(yaml.safe_dump(json.load(sys.stdin)["status"], sort_keys=False))'
@@ -40,5 +54,6 @@ echo; echo "+ curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep kubetune_"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^kubetune_' | grep -v '_bucket' || true
 echo
 if [ "$phase" != Succeeded ]; then echo "FineTuneJob $NAME ended $phase" >&2; exit 1; fi
+if [ "${verdict:-True}" != True ]; then echo "the evaluation of $NAME failed (kubectl describe evj)" >&2; exit 1; fi
 echo "FineTuneJob $NAME succeeded; outputs in $OUTPUT:"; ls "$OUTPUT"
 echo "The cluster and operator keep running: KUBECONFIG=$KUBECONFIG kubectl get ftj; 'make cluster-down' stops them."

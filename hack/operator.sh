@@ -21,7 +21,7 @@ running() {
 
 install() {
   kubectl apply -f "$REPO/manifests/crds/" >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s crd/finetunejobs.kubetune.io >/dev/null
+  kubectl wait --for=condition=Established --timeout=60s crd/finetunejobs.kubetune.io crd/evaljobs.kubetune.io >/dev/null
   kubectl apply -f "$REPO/manifests/operator/namespace.yaml" -f "$REPO/manifests/operator/rbac.yaml" >/dev/null
 }
 

@@ -19,3 +19,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     build_model(tokenizer).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def other_tiny_model_dir(tmp_path_factory) -> Path:
+    """A second tiny checkpoint: same tokenizer and shape, other weights."""
+    directory = tmp_path_factory.mktemp("tiny-llama-other")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer, seed=1).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,4 +1,5 @@
-"""Writes instructions.jsonl: a small instruction-following dataset the project ships.
+"""Writes instructions.jsonl (240 rows) and instructions-heldout.jsonl (40 other rows): a small
+instruction-following dataset the project ships, and a held-out set for evaluation.
 
 Every answer is computed, so the data is correct by construction and free of licence
 questions. Run `python examples/data/make_instructions.py` to regenerate it.
@@ -14,6 +15,9 @@ WORDS = ["river", "mountain", "lantern", "orchard", "harbor", "meadow", "candle"
 COUNTRIES = {"France": "Paris", "Japan": "Tokyo", "Kenya": "Nairobi", "Canada": "Ottawa", "Peru": "Lima",
              "Norway": "Oslo", "Egypt": "Cairo", "Chile": "Santiago", "India": "New Delhi", "Spain": "Madrid",
              "Italy": "Rome", "Ghana": "Accra", "Poland": "Warsaw", "Vietnam": "Hanoi", "Mexico": "Mexico City"}
+
+
+TRAIN, HELDOUT = 240, 40
 
 
 def tasks(rng: random.Random):
@@ -38,15 +42,16 @@ def tasks(rng: random.Random):
 def main() -> None:
     rng = random.Random(7)
     rows, seen = [], set()
-    while len(rows) < 240:
+    while len(rows) < TRAIN + HELDOUT:
         for instruction, given, answer in tasks(rng):
-            if (instruction, given) not in seen:
+            if (instruction, given) not in seen:  # held-out rows never repeat a training row
                 seen.add((instruction, given))
                 rows.append({"instruction": instruction, "input": given, "output": answer})
     rng.shuffle(rows)
-    out = Path(__file__).with_name("instructions.jsonl")
-    out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[:240]), encoding="utf-8")
-    print(f"wrote {len(rows[:240])} rows to {out}")
+    for name, part in (("instructions.jsonl", rows[:TRAIN]), ("instructions-heldout.jsonl", rows[TRAIN:TRAIN + HELDOUT])):
+        out = Path(__file__).with_name(name)
+        out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in part), encoding="utf-8")
+        print(f"wrote {len(part)} rows to {out}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""FineTuneJob, kubetune.io/v1alpha1, as typed models: the source the CRD is generated from.
+"""FineTuneJob and EvalJob, kubetune.io/v1alpha1, as typed models: the source the CRDs are
+generated from.
 
-The spec is the trainer's TrainingConfig (what to train) plus placement (where and how the
-pod runs), which only the operator reads.
+Each spec is the pod's own config (TrainingConfig, EvalConfig: what to do) plus Placement
+(where and how the pod runs), which only the operator reads.
 """
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ from typing import Optional
 
 from pydantic import Field
 
-from kubetune_trainer.config import ApiModel, TrainingConfig, TRAINING_FIELDS
-from kubetune_trainer.report import Artifacts, Metrics, Progress
+from pydantic import model_validator
+
+from kubetune_trainer.config import ApiModel, Dtype, OutputSpec, TrainingConfig, TRAINING_FIELDS
+from kubetune_trainer.evalconfig import (NAME_PATTERN, EvalConfig, EvalDataset, EvalModel, EvalTask, ExactMatchSpec,
+                                         GenerationSpec, RougeSpec)
+from kubetune_trainer.report import (Artifacts, EvalArtifacts, EvalProgress, Metrics, ModelResult, Progress,
+                                     Sample)
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 FINETUNEJOB_PLURAL = "finetunejobs"
+EVALJOB_PLURAL = "evaljobs"
 DEFAULT_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
@@ -61,23 +68,73 @@ class ImagePullPolicy(str, Enum):
     Never = "Never"
 
 
-class FineTuneJobSpec(TrainingConfig):
-    """What to fine-tune (model, dataset, method, training, output) and where the trainer runs."""
+class Placement(ApiModel):
+    """Where and how the pod runs; read by the operator only."""
 
-    image: str = Field(DEFAULT_IMAGE, min_length=1, description="Trainer container image (must provide the kubetune-train command).")
+    image: str = Field(DEFAULT_IMAGE, min_length=1, description="Container image (must provide the kubetune-train and kubetune-eval commands).")
     image_pull_policy: ImagePullPolicy = Field(ImagePullPolicy.IfNotPresent, description="When the kubelet pulls the image.")
-    resources: Resources = Field(default_factory=Resources, description="Compute for the trainer pod.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the trainer pod must match (e.g. a GPU type).")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the trainer pod tolerates (e.g. dedicated GPU nodes).")
-    volumes: list[VolumeMount] = Field(default_factory=list, description="PersistentVolumeClaims mounted into the trainer pod.")
+    resources: Resources = Field(default_factory=Resources, description="Compute for the pod.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match (e.g. a GPU type).")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates (e.g. dedicated GPU nodes).")
+    volumes: list[VolumeMount] = Field(default_factory=list, description="PersistentVolumeClaims mounted into the pod.")
     queue_name: Optional[str] = Field(None, description="Kueue LocalQueue to admit the Job through (sets the kueue.x-k8s.io/queue-name label).")
-    priority_class_name: Optional[str] = Field(None, description="PriorityClass of the trainer pod.")
+    priority_class_name: Optional[str] = Field(None, description="PriorityClass of the pod.")
     backoff_limit: int = Field(0, ge=0, le=20, description="Pod retries before the job fails (raise it on preemptible nodes).")
     active_deadline_seconds: Optional[int] = Field(None, ge=1, description="Wall-clock limit for the whole job; past it the job fails with DeadlineExceeded.")
+
+
+class FineTuneEvaluation(ApiModel):
+    """Evaluation run automatically (as an owned EvalJob) once training succeeds: base vs tuned."""
+
+    dataset: EvalDataset = Field(description="Rows to evaluate base and tuned model on.")
+    task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
+    metrics: list[str] = Field(default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1,
+                               description="Metric names, as in EvalJob spec.metrics.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
+    rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
+    exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
+    retention: Optional[EvalDataset] = Field(
+        None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")
+
+
+class FineTuneJobSpec(Placement, TrainingConfig):
+    """What to fine-tune (model, dataset, method, training, output) and where the trainer runs."""
+
+    evaluation: Optional[FineTuneEvaluation] = Field(None, description="Evaluate base vs tuned after training (creates an EvalJob).")
 
     def training_config(self) -> TrainingConfig:
         """The part handed to the trainer, as the trainer's own model."""
         return TrainingConfig.model_validate(self.model_dump(include=set(TRAINING_FIELDS)))
+
+
+class EvalModelRef(ApiModel):
+    name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
+    path: Optional[str] = Field(None, min_length=1, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    adapter: Optional[str] = Field(None, description="A PEFT adapter directory applied on top of path.")
+    fine_tune_job: Optional[str] = Field(None, description="A Succeeded FineTuneJob in this namespace: its output (adapter applied to its base model, or its full model). Instead of path.")
+    dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EvalModelRef":
+        if (self.path is None) == (self.fine_tune_job is None):
+            raise ValueError(f"models[{self.name}]: set exactly one of path and fineTuneJob")
+        if self.fine_tune_job and self.adapter:
+            raise ValueError(f"models[{self.name}]: adapter comes from the FineTuneJob; do not set both")
+        return self
+
+
+EVAL_FIELDS = tuple(f for f in EvalConfig.model_fields if f != "models")
+
+
+class EvalJobSpec(Placement, EvalConfig):
+    """Which models to score (side by side), on what data, with which metrics, and where the evaluator runs."""
+
+    models: list[EvalModelRef] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
+
+    def eval_config(self, models: list[EvalModel]) -> EvalConfig:
+        """The evaluator's config, with FineTuneJob references resolved into models."""
+        data = self.model_dump(include=set(EVAL_FIELDS))
+        return EvalConfig.model_validate({**data, "models": [m.model_dump() for m in models]})
 
 
 class Phase(str, Enum):
@@ -105,7 +162,9 @@ class Condition(ApiModel):
     observed_generation: Optional[int] = Field(None, description="metadata.generation this condition was computed from.")
 
 
-class FineTuneJobStatus(ApiModel):
+class JobStatus(ApiModel):
+    """What the operator writes for any kubetune job."""
+
     phase: Optional[Phase] = Field(None, description="Pending, Running, Succeeded or Failed.")
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -113,13 +172,27 @@ class FineTuneJobStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: Optional[int] = Field(None, description="metadata.generation the operator last acted on.")
-    start_time: Optional[datetime] = Field(None, description="When the trainer pod started running.")
+    start_time: Optional[datetime] = Field(None, description="When the pod started running.")
     completion_time: Optional[datetime] = Field(None, description="When the job reached Succeeded or Failed.")
-    job_name: Optional[str] = Field(None, description="The batch/v1 Job running the trainer.")
+    job_name: Optional[str] = Field(None, description="The batch/v1 Job running the pod.")
     message: Optional[str] = Field(None, description="Short summary of the current state.")
+
+
+class EvaluationSummary(ApiModel):
+    eval_job: Optional[str] = Field(None, description="The EvalJob comparing base and tuned model.")
+    phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
+    scores: dict[str, float] = Field(default_factory=dict, description="The tuned model's scores.")
+    delta: dict[str, float] = Field(default_factory=dict, description="Tuned minus base, per metric.")
+    retention_eval_job: Optional[str] = Field(None, description="The EvalJob scoring base and tuned on the retention data.")
+    retention_phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
+    forgetting: dict[str, float] = Field(default_factory=dict, description="Tuned minus base on the retention data (e.g. perplexity up = forgetting).")
+
+
+class FineTuneJobStatus(JobStatus):
     progress: Optional[Progress] = Field(None, description="Training progress, reported by the trainer pod.")
     metrics: Optional[Metrics] = Field(None, description="Loss and accuracy, reported by the trainer pod.")
     artifacts: Optional[Artifacts] = Field(None, description="Where the trainer wrote its results.")
+    evaluation: Optional[EvaluationSummary] = Field(None, description="Headline scores of spec.evaluation, mirrored from its EvalJobs.")
 
 
 class FineTuneJob(ApiModel):
@@ -127,3 +200,17 @@ class FineTuneJob(ApiModel):
 
     spec: FineTuneJobSpec
     status: FineTuneJobStatus = Field(default_factory=FineTuneJobStatus)
+
+
+class EvalJobStatus(JobStatus):
+    progress: Optional[EvalProgress] = Field(None, description="Evaluation progress, reported by the evaluator pod.")
+    results: list[ModelResult] = Field(default_factory=list, description="Scores per model, with deltas against the first.")
+    samples: list[Sample] = Field(default_factory=list, description="A few predictions per model.")
+    artifacts: Optional[EvalArtifacts] = Field(None, description="Where the evaluator wrote scores and predictions.")
+
+
+class EvalJob(ApiModel):
+    """Scores one or more models side by side (e.g. base vs fine-tuned) on a dataset inside a Kubernetes Job."""
+
+    spec: EvalJobSpec
+    status: EvalJobStatus = Field(default_factory=EvalJobStatus)

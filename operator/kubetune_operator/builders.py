@@ -1,17 +1,35 @@
-"""Pure functions from a FineTuneJob to the Kubernetes objects that run it.
+"""Pure functions from a FineTuneJob or EvalJob to the Kubernetes objects that run it.
 
 Every child has a deterministic name and a controller ownerReference, so creating it is
-idempotent (get-or-create) and deleting the FineTuneJob garbage-collects it.
+idempotent (get-or-create) and deleting the parent garbage-collects it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from kubetune_operator import api
 
-LABEL_JOB = "kubetune.io/finetunejob"
+
+@dataclass(frozen=True)
+class Workload:
+    """What differs between the kinds of kubetune job; everything else is shared."""
+
+    kind: str
+    plural: str
+    suffix: str  # of child object names
+    label: str  # label on children naming their parent
+    container: str
+    command: str
+
+
+FINETUNE = Workload("FineTuneJob", api.FINETUNEJOB_PLURAL, "train", "kubetune.io/finetunejob", "trainer", "kubetune-train")
+EVAL = Workload("EvalJob", api.EVALJOB_PLURAL, "eval", "kubetune.io/evaljob", "evaluator", "kubetune-eval")
+WORKLOADS = {w.kind: w for w in (FINETUNE, EVAL)}
+
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -19,24 +37,23 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 CONFIG_DIR = "/etc/kubetune"
 CONFIG_FILE = "config.yaml"
 TERMINATION_LOG = "/dev/termination-log"
-TRAINER_CONTAINER = "trainer"
 # Job names become pod label values (<= 63 chars) with a suffix the Job controller adds.
 MAX_NAME_LENGTH = 52
 
 
-def child_name(parent: str) -> str:
+def child_name(parent: str, workload: Workload) -> str:
     """Name shared by the Job, ConfigMap, ServiceAccount, Role and RoleBinding of a job."""
-    return f"{parent}-train"
+    return f"{parent}-{workload.suffix}"
 
 
-def labels(parent: str) -> dict[str, str]:
-    return {LABEL_JOB: parent, LABEL_COMPONENT: "trainer", LABEL_MANAGED_BY: "kubetune"}
+def labels(parent: str, workload: Workload) -> dict[str, str]:
+    return {workload.label: parent, LABEL_COMPONENT: workload.container, LABEL_MANAGED_BY: "kubetune"}
 
 
-def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
     return {
         "apiVersion": api.API_VERSION,
-        "kind": "FineTuneJob",
+        "kind": workload.kind,
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,
@@ -44,56 +61,57 @@ def owner_reference(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
+def _metadata(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
     return {
-        "name": child_name(meta["name"]),
+        "name": child_name(meta["name"], workload),
         "namespace": meta["namespace"],
-        "labels": labels(meta["name"]),
-        "ownerReferences": [owner_reference(meta)],
+        "labels": labels(meta["name"], workload),
+        "ownerReferences": [owner_reference(meta, workload)],
     }
 
 
-def config_map(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
-    config = spec.training_config().model_dump(by_alias=True, mode="json", exclude_none=True)
+def config_map(meta: dict[str, Any], workload: Workload, config: BaseModel) -> dict[str, Any]:
+    """The pod's config file: exactly the TrainingConfig or EvalConfig, nothing of placement."""
+    data = config.model_dump(by_alias=True, mode="json", exclude_none=True)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(meta),
-        "data": {CONFIG_FILE: yaml.safe_dump(config, sort_keys=False)},
+        "metadata": _metadata(meta, workload),
+        "data": {CONFIG_FILE: yaml.safe_dump(data, sort_keys=False)},
     }
 
 
-def service_account(meta: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(meta)}
+def service_account(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(meta, workload)}
 
 
-def role(meta: dict[str, Any]) -> dict[str, Any]:
-    """Lets the trainer read and patch the status of its own FineTuneJob, nothing else."""
+def role(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
+    """Lets the pod read and patch the status of its own job object, nothing else."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _metadata(meta),
+        "metadata": _metadata(meta, workload),
         "rules": [{
             "apiGroups": [api.GROUP],
-            "resources": [f"{api.FINETUNEJOB_PLURAL}/status"],
+            "resources": [f"{workload.plural}/status"],
             "resourceNames": [meta["name"]],
             "verbs": ["get", "patch"],
         }],
     }
 
 
-def role_binding(meta: dict[str, Any]) -> dict[str, Any]:
-    name = child_name(meta["name"])
+def role_binding(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
+    name = child_name(meta["name"], workload)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(meta),
+        "metadata": _metadata(meta, workload),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}],
     }
 
 
-def _resources(spec: api.FineTuneJobSpec) -> dict[str, Any]:
+def _resources(spec: api.Placement) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     if spec.resources.gpu:
         limits["nvidia.com/gpu"] = str(spec.resources.gpu)
@@ -105,18 +123,27 @@ def _resources(spec: api.FineTuneJobSpec) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
-def _env(meta: dict[str, Any]) -> list[dict[str, Any]]:
+def _env(meta: dict[str, Any], workload: Workload) -> list[dict[str, Any]]:
     return [
         {"name": "KUBETUNE_JOB_NAME", "value": meta["name"]},
+        {"name": "KUBETUNE_JOB_PLURAL", "value": workload.plural},
         {"name": "KUBETUNE_JOB_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "KUBETUNE_TERMINATION_LOG", "value": TERMINATION_LOG},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
 
-def job(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
-    name = child_name(meta["name"])
-    job_labels = labels(meta["name"])
+def command(workload: Workload, gpus: int) -> list[str]:
+    """One process per GPU for training (accelerate launch); a plain process otherwise."""
+    config = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
+    if workload is FINETUNE and gpus > 1:
+        return ["accelerate", "launch", "--num_processes", str(gpus), "-m", "kubetune_trainer.cli", *config]
+    return [workload.command, *config]
+
+
+def job(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> dict[str, Any]:
+    name = child_name(meta["name"], workload)
+    job_labels = labels(meta["name"], workload)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
@@ -125,11 +152,11 @@ def job(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
         volumes.append({"name": volume.name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}})
         mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
     container = {
-        "name": TRAINER_CONTAINER,
+        "name": workload.container,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy.value,
-        "command": ["kubetune-train", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        "env": _env(meta),
+        "command": command(workload, spec.resources.gpu),
+        "env": _env(meta, workload),
         "resources": _resources(spec),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
@@ -151,15 +178,49 @@ def job(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
         "backoffLimit": spec.backoff_limit,
         "completions": 1,
         "parallelism": 1,
-        "template": {"metadata": {"labels": labels(meta["name"])}, "spec": pod_spec},
+        "template": {"metadata": {"labels": labels(meta["name"], workload)}, "spec": pod_spec},
     }
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    metadata = _metadata(meta)
+    metadata = _metadata(meta, workload)
     metadata["labels"] = job_labels
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
-def children(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
-    """All objects a FineTuneJob needs, in creation order (the Job last, once it can run)."""
-    return [config_map(meta, spec), service_account(meta), role(meta), role_binding(meta), job(meta, spec)]
+def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel) -> list[dict[str, Any]]:
+    """All objects a job needs, in creation order (the Job last, once it can run)."""
+    return [config_map(meta, workload, config), service_account(meta, workload), role(meta, workload),
+            role_binding(meta, workload), job(meta, workload, placement)]
+
+
+def evaluation_job_names(parent: str) -> tuple[str, str]:
+    """Names of the EvalJobs of a FineTuneJob's evaluation block: (scores, retention)."""
+    return f"{parent}-eval", f"{parent}-retention"
+
+
+def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dict[str, Any]]:
+    """EvalJobs comparing the base model with the FineTuneJob's output, owned by the FineTuneJob:
+    one on spec.evaluation.dataset, and one (perplexity) on the retention data if given."""
+    evaluation = spec.evaluation
+    if evaluation is None:
+        return []
+    placement = spec.model_dump(by_alias=True, mode="json", exclude_none=True, include=set(api.Placement.model_fields))
+    placement["resources"]["gpu"] = min(spec.resources.gpu, 1)  # inference needs one GPU at most
+    models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
+              {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
+    scores_name, retention_name = evaluation_job_names(meta["name"])
+    bodies = [(scores_name, evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}), "eval")]
+    if evaluation.retention:
+        bodies.append((retention_name, {"dataset": evaluation.retention.model_dump(by_alias=True, mode="json", exclude_none=True),
+                                        "task": "perplexity", "metrics": ["perplexity"]}, "retention"))
+    return [{
+        "apiVersion": api.API_VERSION,
+        "kind": "EvalJob",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {FINETUNE.label: meta["name"], LABEL_MANAGED_BY: "kubetune"},
+            "ownerReferences": [owner_reference(meta, FINETUNE)],
+        },
+        "spec": {**body, **placement, "models": models, "output": {"path": f"{spec.output.path.rstrip('/')}/{subdir}"}},
+    } for name, body, subdir in bodies]

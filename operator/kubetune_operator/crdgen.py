@@ -1,4 +1,4 @@
-"""Generates the CustomResourceDefinitions from the API models.
+"""Generates the CustomResourceDefinitions (FineTuneJob, EvalJob) from the API models.
 
 `python -m kubetune_operator.crdgen` rewrites manifests/crds/; a test fails when the files
 there differ from what this produces, so the models stay the one source of truth.
@@ -67,37 +67,54 @@ def schema_of(model: type[BaseModel], defaults: bool = True) -> dict[str, Any]:
     return _openapi(raw, raw.get("$defs", {}), defaults)
 
 
-def _printer_columns() -> list[dict[str, Any]]:
-    return [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
-        {"name": "Progress", "type": "number", "format": "float", "jsonPath": ".status.progress.percent",
-         "description": "Percent of optimizer steps done"},
-        {"name": "Loss", "type": "number", "format": "float", "jsonPath": ".status.metrics.trainLoss",
-         "description": "Latest training loss"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        {"name": "Model", "type": "string", "jsonPath": ".spec.model.path", "priority": 1},
-        {"name": "Job", "type": "string", "jsonPath": ".status.jobName", "priority": 1},
-        {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
-    ]
+def _column(name: str, path: str, type_: str = "string", priority: int = 0, description: str = "") -> dict[str, Any]:
+    column: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
+    if type_ == "number":
+        column["format"] = "float"
+    if description:
+        column["description"] = description
+    if priority:
+        column["priority"] = priority
+    return column
 
 
-def finetunejob_crd() -> dict[str, Any]:
-    spec_schema = schema_of(api.FineTuneJobSpec)
-    status_schema = schema_of(api.FineTuneJobStatus, defaults=False)  # controllers write status
+FINETUNEJOB_COLUMNS = [
+    _column("Phase", ".status.phase"),
+    _column("Method", ".spec.method"),
+    _column("Progress", ".status.progress.percent", "number", description="Percent of optimizer steps done"),
+    _column("Loss", ".status.metrics.trainLoss", "number", description="Latest training loss"),
+    _column("Age", ".metadata.creationTimestamp", "date"),
+    _column("Model", ".spec.model.path", priority=1),
+    _column("Job", ".status.jobName", priority=1),
+    _column("Message", ".status.message", priority=1),
+]
+
+EVALJOB_COLUMNS = [
+    _column("Phase", ".status.phase"),
+    _column("Task", ".spec.task"),
+    _column("Progress", ".status.progress.percent", "number", description="Percent of examples done over all models"),
+    _column("Age", ".metadata.creationTimestamp", "date"),
+    _column("Dataset", ".spec.dataset.path", priority=1),
+    _column("Job", ".status.jobName", priority=1),
+    _column("Message", ".status.message", priority=1),
+]
+
+
+def _crd(kind: str, plural: str, short_name: str, model: type[BaseModel], spec: type[BaseModel],
+         status: type[BaseModel], columns: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.FINETUNEJOB_PLURAL}.{api.GROUP}"},
+        "metadata": {"name": f"{plural}.{api.GROUP}"},
         "spec": {
             "group": api.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": "FineTuneJob",
-                "listKind": "FineTuneJobList",
-                "plural": api.FINETUNEJOB_PLURAL,
-                "singular": "finetunejob",
-                "shortNames": ["ftj"],
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short_name],
                 "categories": ["kubetune"],
             },
             "versions": [{
@@ -105,17 +122,17 @@ def finetunejob_crd() -> dict[str, Any]:
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
-                "additionalPrinterColumns": _printer_columns(),
+                "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": api.FineTuneJob.__doc__.strip(),
+                    "description": model.__doc__.strip(),
                     "required": ["spec"],
                     "properties": {
-                        "apiVersion": {"type": "string", "description": "API version of this object: kubetune.io/v1alpha1."},
-                        "kind": {"type": "string", "description": "FineTuneJob."},
+                        "apiVersion": {"type": "string", "description": f"API version of this object: {api.API_VERSION}."},
+                        "kind": {"type": "string", "description": f"{kind}."},
                         "metadata": {"type": "object"},
-                        "spec": spec_schema,
-                        "status": status_schema,
+                        "spec": schema_of(spec),
+                        "status": schema_of(status, defaults=False),  # controllers write status
                     },
                 }},
             }],
@@ -123,13 +140,22 @@ def finetunejob_crd() -> dict[str, Any]:
     }
 
 
+def finetunejob_crd() -> dict[str, Any]:
+    return _crd("FineTuneJob", api.FINETUNEJOB_PLURAL, "ftj", api.FineTuneJob, api.FineTuneJobSpec,
+                api.FineTuneJobStatus, FINETUNEJOB_COLUMNS)
+
+
+def evaljob_crd() -> dict[str, Any]:
+    return _crd("EvalJob", api.EVALJOB_PLURAL, "evj", api.EvalJob, api.EvalJobSpec, api.EvalJobStatus, EVALJOB_COLUMNS)
+
+
 HEADER = "# Generated by `python -m kubetune_operator.crdgen` from kubetune_operator.api. Do not edit.\n"
 
 
 def rendered() -> dict[str, str]:
     """File name -> YAML text of every generated CRD."""
-    crd = finetunejob_crd()
-    return {f"{crd['metadata']['name']}.yaml": HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)}
+    return {f"{crd['metadata']['name']}.yaml": HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
+            for crd in (finetunejob_crd(), evaljob_crd())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""kopf handlers: FineTuneJob -> child objects, and Job/pod state -> FineTuneJob status.
+"""kopf handlers: FineTuneJob and EvalJob -> child objects; Job and pod state -> status;
+a FineTuneJob's evaluation block -> owned EvalJobs whose scores are mirrored back.
 
 Handlers are thin: validation lives in `preflight`, object shapes in `builders`, state
 decisions in `observe`, API calls in `kube`.
@@ -9,21 +10,26 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
 from kubetune_operator import api, builders, kube, metrics, observe, preflight
+from kubetune_operator.builders import EVAL, FINETUNE, Workload
 from kubetune_operator.settings import OperatorSettings
 
 log = logging.getLogger("kubetune.operator")
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
-OWNED = {builders.LABEL_JOB: kopf.PRESENT}
+EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
+FINAL = (api.Phase.Succeeded.value, api.Phase.Failed.value)
 SUCCEEDED = observe.SUCCEEDED
+EVALUATED = observe.EVALUATED
+# Fields the pod reports itself; the termination message fills them when its patches failed.
+POD_FIELDS = ("progress", "metrics", "artifacts", "results", "samples")
 
-# Job and pod events for one FineTuneJob arrive on different workers: serialize the
-# read-decide-patch cycle per job so an event or a histogram sample is never doubled.
-_sync_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+# Job and pod events for one job arrive on different workers: serialize the
+# read-decide-patch cycle per object so an event or a histogram sample is never doubled.
+_locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
 def _now() -> str:
@@ -38,132 +44,224 @@ def _parse_time(value: str) -> datetime:
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) -> None:
     config: OperatorSettings = memo.config
     kube.load_config()
-    # Our own prefix for everything kopf stores on objects, and no finalizer: children go
-    # by garbage collection, so deleting a FineTuneJob never waits on the operator.
+    # Our own prefix for everything kopf stores on objects. No finalizer is needed:
+    # children go by garbage collection, so deletion never waits on the operator.
     settings.persistence.finalizer = "kubetune.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kubetune.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubetune.io", key="last-handled-configuration")
     settings.posting.reporting_component = "kubetune-operator"
     settings.posting.level = logging.WARNING  # our own events say what happened; not kopf's log
-    logging.getLogger("kubetune").setLevel(logging.INFO)
     settings.execution.max_workers = config.workers
     settings.watching.server_timeout = 300
+    logging.getLogger("kubetune").setLevel(logging.INFO)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_address)
         logger.info(f"serving Prometheus metrics on {config.metrics_address}:{config.metrics_port}/metrics")
 
 
-def _fail_without_launch(body: kopf.Body, reason: str, message: str) -> None:
-    now = _now()
-    generation = body["metadata"].get("generation")
-    conditions = observe.upsert_condition(list(body.get("status", {}).get("conditions") or []),
-                                          SUCCEEDED, "False", reason, message, generation, now)
-    kube.patch_finetunejob_status(body["metadata"]["namespace"], body["metadata"]["name"], {
-        "phase": api.Phase.Failed.value, "conditions": conditions, "message": message,
-        "completionTime": now, "observedGeneration": generation,
+def _conditions(obj: dict[str, Any], ctype: str, status: str, reason: str, message: str) -> list[dict[str, Any]]:
+    return observe.upsert_condition(list((obj.get("status") or {}).get("conditions") or []), ctype, status, reason,
+                                    message, obj["metadata"].get("generation"), _now())
+
+
+def _fail_without_launch(workload: Workload, body: kopf.Body, invalid: preflight.Invalid) -> None:
+    reason, message = invalid.reason, str(invalid)
+    log.warning(f"{body['metadata']['namespace']}/{body['metadata']['name']}: refused ({reason}): {message}")
+    kube.patch_status(workload.plural, body["metadata"]["namespace"], body["metadata"]["name"], {
+        "phase": api.Phase.Failed.value, "message": message, "completionTime": _now(),
+        "conditions": _conditions(body, SUCCEEDED, "False", reason, message),
+        "observedGeneration": body["metadata"].get("generation"),
     })
     kopf.event(body, type="Warning", reason=reason, message=message)
 
 
-@kopf.on.resume(*FTJ)
-@kopf.on.create(*FTJ)
-def launch(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, logger, **_: Any) -> None:
-    """Validates the spec, then creates (or finds) the ConfigMap, RBAC and Job."""
-    if status.get("phase") in (api.Phase.Succeeded.value, api.Phase.Failed.value):
-        return
-    try:
-        parsed = preflight.validate(meta["name"], dict(spec), check_files=memo.config.preflight_files)
-    except preflight.Invalid as invalid:
-        logger.warning(f"refusing {meta['namespace']}/{meta['name']}: {invalid.reason}: {invalid}")
-        _fail_without_launch(body, invalid.reason, str(invalid))
-        return
+def _wait(workload: Workload, body: kopf.Body, waiting: preflight.NotReady) -> None:
+    current = next((c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == SUCCEEDED), {})
+    if current.get("reason") != waiting.reason:
+        kopf.event(body, type="Normal", reason=waiting.reason, message=str(waiting))
+    kube.patch_status(workload.plural, body["metadata"]["namespace"], body["metadata"]["name"], {
+        "phase": api.Phase.Pending.value, "message": str(waiting),
+        "conditions": _conditions(body, SUCCEEDED, "Unknown", waiting.reason, str(waiting)),
+        "observedGeneration": body["metadata"].get("generation"),
+    })
+
+
+def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, config: Any) -> None:
+    meta = body["metadata"]
     owner = {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}
-    for child in builders.children(owner, parsed):
+    for child in builders.children(owner, workload, placement, config):
         try:
             created = kube.ensure(child)
         except kube.OwnedByOther as clash:
             raise kopf.TemporaryError(str(clash), delay=15)
         if created and child["kind"] == "Job":
             kopf.event(body, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']}")
-    sync(meta["namespace"], meta["name"])
+    sync(workload, meta["namespace"], meta["name"])
+
+
+@kopf.on.resume(*FTJ)
+@kopf.on.create(*FTJ)
+def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+    """Validates the spec, then creates (or finds) the ConfigMap, RBAC and Job."""
+    if status.get("phase") == api.Phase.Succeeded.value:
+        ensure_evaluation(dict(body))  # the operator may have stopped between training and evaluation
+    if status.get("phase") in FINAL:
+        return
+    try:
+        parsed = preflight.validate(body["metadata"]["name"], dict(body["spec"]), check_files=memo.config.preflight_files)
+    except preflight.Invalid as invalid:
+        _fail_without_launch(FINETUNE, body, invalid)
+        return
+    _launch(FINETUNE, body, parsed, parsed.training_config())
+
+
+@kopf.on.resume(*EVJ)
+@kopf.on.create(*EVJ)
+def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namespace: str, **_: Any) -> None:
+    """Resolves FineTuneJob references (waiting for them to succeed), validates, launches."""
+    if status.get("phase") in FINAL:
+        return
+    try:
+        parsed, config = preflight.validate_eval(
+            body["metadata"]["name"], dict(body["spec"]),
+            lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name),
+            check_files=memo.config.preflight_files)
+    except preflight.NotReady as waiting:
+        _wait(EVAL, body, waiting)
+        raise kopf.TemporaryError(str(waiting), delay=memo.config.wait_seconds)
+    except preflight.Invalid as invalid:
+        _fail_without_launch(EVAL, body, invalid)
+        return
+    _launch(EVAL, body, parsed, config)
 
 
 @kopf.on.update(*FTJ, field="spec")
+@kopf.on.update(*EVJ, field="spec")
 def spec_changed(body: kopf.Body, **_: Any) -> None:
     kopf.event(body, type="Warning", reason="SpecImmutable",
-              message="spec changes after creation are not applied; delete and re-create the FineTuneJob to change it")
+               message=f"spec changes after creation are not applied; delete and re-create the {body['kind']} to change it")
 
 
-@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
-def job_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
-    sync(namespace, meta["labels"][builders.LABEL_JOB])
+def _watch_children(workload: Workload) -> None:
+    owned = {workload.label: kopf.PRESENT}
+
+    @kopf.on.event("batch", "v1", "jobs", labels=owned, id=f"{workload.plural}-jobs")
+    def job_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+        sync(workload, namespace, meta["labels"][workload.label])
+
+    @kopf.on.event("", "v1", "pods", labels=owned, id=f"{workload.plural}-pods")
+    def pod_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+        sync(workload, namespace, meta["labels"][workload.label])
 
 
-@kopf.on.event("", "v1", "pods", labels=OWNED)
-def pod_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
-    sync(namespace, meta["labels"][builders.LABEL_JOB])
+for _workload in (FINETUNE, EVAL):
+    _watch_children(_workload)
 
 
 @kopf.on.event(*FTJ)
 def finetunejob_event(event: dict[str, Any], namespace: str, name: str, status: kopf.Status, **_: Any) -> None:
     if event.get("type") == "DELETED":
-        metrics.forget_finetunejob(namespace, name)
-        _sync_locks.pop((namespace, name), None)
+        metrics.forget(FINETUNE.kind, namespace, name)
+        _locks.pop((FINETUNE.kind, namespace, name), None)
     else:
         metrics.observe_finetunejob(namespace, name, dict(status))
 
 
-def _status_patch(ftj: dict[str, Any], seen: observe.Observation) -> dict[str, Any]:
-    status = ftj.get("status") or {}
-    generation = ftj["metadata"].get("generation")
-    conditions = observe.upsert_condition(list(status.get("conditions") or []), SUCCEEDED,
-                                          seen.condition_status, seen.reason, seen.message, generation, _now())
+@kopf.on.event(*EVJ)
+def evaljob_event(event: dict[str, Any], namespace: str, name: str, status: kopf.Status, meta: kopf.Meta, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        metrics.forget(EVAL.kind, namespace, name)
+        _locks.pop((EVAL.kind, namespace, name), None)
+        return
+    metrics.observe_evaljob(namespace, name, dict(status))
+    parent = (meta.get("labels") or {}).get(FINETUNE.label)
+    if parent:
+        mirror_evaluation(namespace, parent)
+
+
+def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observation) -> dict[str, Any]:
+    status = obj.get("status") or {}
     patch: dict[str, Any] = {
         "phase": seen.phase.value,
-        "conditions": conditions,
+        "conditions": _conditions(obj, SUCCEEDED, seen.condition_status, seen.reason, seen.message),
         "message": seen.message,
-        "observedGeneration": generation,
-        "jobName": builders.child_name(ftj["metadata"]["name"]),
+        "observedGeneration": obj["metadata"].get("generation"),
+        "jobName": builders.child_name(obj["metadata"]["name"], workload),
     }
     if seen.start_time:
         patch["startTime"] = seen.start_time
     if seen.completion_time:
         patch["completionTime"] = seen.completion_time
-    # The termination message is the fallback when the trainer's own status patches failed.
-    for key in ("metrics", "artifacts", "progress"):
+    for key in POD_FIELDS:
         if seen.report.get(key) and not status.get(key):
             patch[key] = seen.report[key]
     return patch
 
 
 def _changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether the patch says something new (condition timestamps aside)."""
     def essence(status: dict[str, Any]) -> Any:
-        cond = next((c for c in status.get("conditions") or [] if c.get("type") == SUCCEEDED), {})
-        return ({k: status.get(k) for k in patch if k != "conditions"},
-                {k: cond.get(k) for k in ("status", "reason", "message", "observedGeneration")})
+        conditions = {c.get("type"): {k: c.get(k) for k in ("status", "reason", "message", "observedGeneration")}
+                      for c in status.get("conditions") or []}
+        return {k: status.get(k) for k in patch if k != "conditions"}, conditions
     return essence(current) != essence({**current, **patch})
 
 
-def sync(namespace: str, name: str) -> None:
-    """Reads the FineTuneJob's Job and pods and writes what they say into its status."""
-    with _sync_locks[(namespace, name)]:
-        ftj = kube.read_finetunejob(namespace, name)
-        if ftj is None or ftj["metadata"].get("deletionTimestamp"):
+def sync(workload: Workload, namespace: str, name: str) -> None:
+    """Reads a job's batch/v1 Job and pods and writes what they say into its status."""
+    with _locks[(workload.kind, namespace, name)]:
+        obj = kube.read_object(workload.plural, namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
-        current = ftj.get("status") or {}
-        if current.get("phase") in (api.Phase.Succeeded.value, api.Phase.Failed.value):
+        current = obj.get("status") or {}
+        if current.get("phase") in FINAL:
             return  # final: nothing that happens to the children changes the outcome
-        job = kube.read_job(namespace, builders.child_name(name))
-        pods = kube.list_pods(namespace, f"{builders.LABEL_JOB}={name}")
+        job = kube.read_job(namespace, builders.child_name(name, workload))
+        pods = kube.list_pods(namespace, f"{workload.label}={name}")
         seen = observe.observe(job, pods)
-        patch = _status_patch(ftj, seen)
+        patch = _status_patch(workload, obj, seen)
         if not _changed(current, patch):
             return
-        kube.patch_finetunejob_status(namespace, name, patch)
-        previous_reason = next((c.get("reason") for c in current.get("conditions") or [] if c.get("type") == SUCCEEDED), None)
-        if seen.reason != previous_reason:
-            log.info(f"{namespace}/{name}: {seen.phase.value} ({seen.reason}): {seen.message}")
-            event_type = "Warning" if seen.phase == api.Phase.Failed or seen.reason in observe.WARNING_REASONS else "Normal"
-            kopf.event(ftj, type=event_type, reason=seen.reason, message=seen.message)
-        if seen.phase in api.TERMINAL_PHASES and seen.start_time and seen.completion_time:
-            metrics.observe_duration(seen.phase.value, (_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds())
+        kube.patch_status(workload.plural, namespace, name, patch)
+        previous = next((c.get("reason") for c in current.get("conditions") or [] if c.get("type") == SUCCEEDED), None)
+        if seen.reason != previous:
+            log.info(f"{workload.kind} {namespace}/{name}: {seen.phase.value} ({seen.reason}): {seen.message}")
+            warning = seen.phase == api.Phase.Failed or seen.reason in observe.WARNING_REASONS
+            kopf.event(obj, type="Warning" if warning else "Normal", reason=seen.reason, message=seen.message)
+        if seen.phase.value in FINAL and seen.start_time and seen.completion_time:
+            seconds = (_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
+            metrics.observe_duration(workload.kind, seen.phase.value, seconds)
+    if workload is FINETUNE and seen.phase == api.Phase.Succeeded:
+        ensure_evaluation(kube.read_object(workload.plural, namespace, name))
+
+
+def ensure_evaluation(ftj: Optional[dict[str, Any]]) -> None:
+    """Creates the EvalJobs of a succeeded FineTuneJob's evaluation block (idempotent)."""
+    if ftj is None or not ftj["spec"].get("evaluation"):
+        return
+    spec = api.FineTuneJobSpec.model_validate(ftj["spec"])
+    for evaljob in builders.evaluation_jobs(ftj["metadata"], spec):
+        if kube.ensure(evaljob):
+            kopf.event(ftj, type="Normal", reason="EvaluationCreated", message=f"created EvalJob {evaljob['metadata']['name']}")
+    mirror_evaluation(ftj["metadata"]["namespace"], ftj["metadata"]["name"])
+
+
+def mirror_evaluation(namespace: str, name: str) -> None:
+    """Copies the headline scores of a FineTuneJob's EvalJobs into its status.evaluation."""
+    with _locks[(FINETUNE.kind, namespace, name)]:
+        ftj = kube.read_object(FINETUNE.plural, namespace, name)
+        if ftj is None or ftj["metadata"].get("deletionTimestamp") or not ftj["spec"].get("evaluation"):
+            return
+        scores_name, retention_name = builders.evaluation_job_names(name)
+        scores = kube.read_object(EVAL.plural, namespace, scores_name)
+        retention = (kube.read_object(EVAL.plural, namespace, retention_name)
+                     if ftj["spec"]["evaluation"].get("retention") else None)
+        summary, verdict = observe.evaluation_summary(scores_name, scores, retention_name if retention else None, retention)
+        current = ftj.get("status") or {}
+        patch = {"evaluation": summary, "conditions": _conditions(ftj, EVALUATED, *verdict)}
+        if not _changed(current, patch):
+            return
+        kube.patch_status(FINETUNE.plural, namespace, name, patch)
+        previous = next((c.get("status") for c in current.get("conditions") or [] if c.get("type") == EVALUATED), None)
+        if verdict[0] != previous and verdict[0] != "Unknown":
+            kopf.event(ftj, type="Normal" if verdict[0] == "True" else "Warning", reason=verdict[1], message=verdict[2])

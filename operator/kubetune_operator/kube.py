@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from typing import Any, Callable, Optional
 
 import kubernetes
@@ -26,12 +27,15 @@ def _create_and_read(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]
     core = kubernetes.client.CoreV1Api()
     rbac = kubernetes.client.RbacAuthorizationV1Api()
     batch = kubernetes.client.BatchV1Api()
+    custom = kubernetes.client.CustomObjectsApi()
     return {
         "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
         "ServiceAccount": (core.create_namespaced_service_account, core.read_namespaced_service_account),
         "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role),
         "RoleBinding": (rbac.create_namespaced_role_binding, rbac.read_namespaced_role_binding),
         "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
+        "EvalJob": (partial(custom.create_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL),
+                    partial(custom.get_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL)),
     }[kind]
 
 
@@ -45,9 +49,9 @@ def ensure(obj: dict[str, Any]) -> bool:
     except ApiException as exc:
         if exc.status != 409:
             raise
-    existing = read(name=meta["name"], namespace=meta["namespace"])
+    existing = kubernetes.client.ApiClient().sanitize_for_serialization(read(name=meta["name"], namespace=meta["namespace"]))
     owner_uid = meta["ownerReferences"][0]["uid"]
-    if not any(ref.uid == owner_uid for ref in existing.metadata.owner_references or []):
+    if not any(ref.get("uid") == owner_uid for ref in existing["metadata"].get("ownerReferences") or []):
         raise OwnedByOther(f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and is not owned by this FineTuneJob")
     return False
 
@@ -71,17 +75,18 @@ def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
                 label_selector=label_selector).get("items", [])
 
 
-def read_finetunejob(namespace: str, name: str) -> Optional[dict[str, Any]]:
+def read_object(plural: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+    """A FineTuneJob or EvalJob, or None when it does not exist."""
     try:
         return kubernetes.client.CustomObjectsApi().get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.FINETUNEJOB_PLURAL, name)
+            api.GROUP, api.VERSION, namespace, plural, name)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def patch_finetunejob_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
     """A JSON merge patch of the status subresource (a dict body is sent as merge-patch)."""
     kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, namespace, api.FINETUNEJOB_PLURAL, name, {"status": status})
+        api.GROUP, api.VERSION, namespace, plural, name, {"status": status})

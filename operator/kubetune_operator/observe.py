@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kubetune_operator.api import Phase
-from kubetune_operator.builders import TRAINER_CONTAINER
 
 SUCCEEDED = "Succeeded"
+EVALUATED = "Evaluated"
 # Waiting reasons that mean the pod cannot start until someone fixes something.
 _STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "CrashLoopBackOff"}
@@ -43,11 +43,10 @@ def _condition(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
     return None
 
 
-def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == TRAINER_CONTAINER:
-            return status
-    return {}
+def _main_status(pod: dict[str, Any]) -> dict[str, Any]:
+    """The status of the pod's one container (kubetune pods run a single container)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
 
 
 def parse_termination_message(text: str) -> dict[str, Any]:
@@ -69,17 +68,19 @@ def _last_line(text: str, limit: int = 300) -> str:
 
 
 def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, Any]]]:
-    """(reason, message, report) for a pod whose trainer container terminated with an error."""
-    terminated = (_trainer_status(pod).get("state") or {}).get("terminated") or {}
+    """(reason, message, report) for a pod whose container terminated with an error."""
+    terminated = (_main_status(pod).get("state") or {}).get("terminated") or {}
     if not terminated or terminated.get("exitCode", 0) == 0:
         return None
     code = terminated.get("exitCode")
     report = parse_termination_message(terminated.get("message", ""))
     if terminated.get("reason") == "OOMKilled":
-        return "OOMKilled", "the trainer ran out of memory (OOMKilled); lower training.batchSize or dataset.maxLength, or raise resources.memory", report
+        return "OOMKilled", "the pod ran out of memory (OOMKilled); use smaller batches or shorter sequences, or raise resources.memory", report
     detail = report.get("error") or _last_line(report.get("log", ""))
-    message = f"the trainer exited with code {code}" + (f": {detail}" if detail else "")
-    return "TrainerFailed", message, report
+    container = _main_status(pod).get("name", "container")
+    message = f"the {container} exited with code {code}" + (f": {detail}" if detail else "")
+    # The pod names the kind of error (InvalidData, UnknownMetric, ...); else TrainerFailed/EvaluatorFailed.
+    return report.get("reason") or f"{container.capitalize()}Failed", message, report
 
 
 def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -92,13 +93,20 @@ def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
     scheduled = _condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False":
         return scheduled.get("reason") or "Unschedulable", scheduled.get("message") or "the pod cannot be scheduled"
-    waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+    waiting = (_main_status(pod).get("state") or {}).get("waiting") or {}
     if waiting.get("reason") in _STUCK_WAITING:
         return waiting["reason"], waiting.get("message") or waiting["reason"]
     return "PodPending", "the trainer pod is starting"
 
 
-def _success_message(report: dict[str, Any]) -> str:
+def success_message(report: dict[str, Any]) -> str:
+    """One line from the pod's final report: training loss and model, or evaluation scores."""
+    if "results" in report:
+        results = report.get("results") or []
+        scores = "; ".join(
+            f"{r['model']}: " + ", ".join(f"{k} {v:.4f}" for k, v in list((r.get("scores") or {}).items())[:4])
+            for r in results)
+        return "evaluation finished" + (f"; {scores}" if scores else "")
     parts = ["training finished"]
     loss = (report.get("metrics") or {}).get("trainLoss")
     if loss is not None:
@@ -110,7 +118,7 @@ def _success_message(report: dict[str, Any]) -> str:
 
 
 def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observation:
-    """Where a FineTuneJob stands, judged from its Job and the Job's pods."""
+    """Where a kubetune job stands, judged from its batch/v1 Job and the Job's pods."""
     if job is None:
         return Observation(Phase.Pending, "JobMissing", "waiting for the trainer Job to be created")
     job_status = job.get("status") or {}
@@ -121,9 +129,9 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     if complete and complete.get("status") == "True":
         report = {}
         if latest is not None:
-            terminated = (_trainer_status(latest).get("state") or {}).get("terminated") or {}
+            terminated = (_main_status(latest).get("state") or {}).get("terminated") or {}
             report = parse_termination_message(terminated.get("message", ""))
-        return Observation(Phase.Succeeded, "Completed", _success_message(report), start,
+        return Observation(Phase.Succeeded, "Completed", success_message(report), start,
                            job_status.get("completionTime") or complete.get("lastTransitionTime"), report)
 
     failed = _condition(job, "Failed")
@@ -141,8 +149,8 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     pod_phase = (latest.get("status") or {}).get("phase")
     retries = sum(1 for p in pods if describe_failure(p))
     if pod_phase == "Running":
-        message = "training" + (f" (attempt {retries + 1})" if retries else "")
-        return Observation(Phase.Running, "Training", message, start or latest["status"].get("startTime"))
+        message = "running" + (f" (attempt {retries + 1})" if retries else "")
+        return Observation(Phase.Running, "Running", message, start or latest["status"].get("startTime"))
     if pod_phase == "Pending":
         reason, message = _pending_reason(latest)
         return Observation(Phase.Pending, reason, message, start)
@@ -151,7 +159,7 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     if failure:
         reason, message, report = failure
         return Observation(Phase.Running, "Retrying", f"{message}; the Job may retry", start, report=report)
-    return Observation(Phase.Running, "Training", "training", start)
+    return Observation(Phase.Running, "Running", "running", start)
 
 
 def upsert_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str,
@@ -169,3 +177,44 @@ def upsert_condition(conditions: list[dict[str, Any]], ctype: str, status: str, 
         "observedGeneration": generation,
     })
     return out
+
+
+def _tuned_result(evaljob: dict[str, Any]) -> dict[str, Any]:
+    results = (evaljob.get("status") or {}).get("results") or []
+    return next((r for r in results if r.get("model") == "tuned"), results[-1] if results else {})
+
+
+def _deltas(delta: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:+.4f}" for k, v in list(delta.items())[:4])
+
+
+def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], retention_name: Optional[str],
+                       retention: Optional[dict[str, Any]]) -> tuple[dict[str, Any], tuple[str, str, str]]:
+    """A FineTuneJob's status.evaluation and its Evaluated condition (status, reason, message),
+    from the EvalJobs its evaluation block created (None where one does not exist yet)."""
+    jobs = {scores_name: scores, **({retention_name: retention} if retention_name else {})}
+    summary: dict[str, Any] = {"evalJob": scores_name}
+    if scores is not None:
+        tuned = _tuned_result(scores)
+        summary.update(phase=(scores.get("status") or {}).get("phase"), scores=tuned.get("scores") or {},
+                       delta=tuned.get("delta") or {})
+    if retention_name:
+        summary["retentionEvalJob"] = retention_name
+        if retention is not None:
+            summary.update(retentionPhase=(retention.get("status") or {}).get("phase"),
+                           forgetting=_tuned_result(retention).get("delta") or {})
+    summary = {k: v for k, v in summary.items() if v is not None}
+    missing = [name for name, job in jobs.items() if job is None]
+    if missing:
+        return summary, ("Unknown", "EvaluationPending", f"waiting for EvalJob {', '.join(missing)}")
+    phases = {name: (job.get("status") or {}).get("phase") for name, job in jobs.items()}
+    failed = [name for name, phase in phases.items() if phase == Phase.Failed.value]
+    if failed:
+        name = failed[0]
+        return summary, ("False", "EvaluationFailed", f"EvalJob {name} failed: {(jobs[name].get('status') or {}).get('message', '')}")
+    if all(phase == Phase.Succeeded.value for phase in phases.values()):
+        message = f"tuned vs base: {_deltas(summary.get('delta') or {})}"
+        if retention_name:
+            message += f"; on retention data: {_deltas(summary.get('forgetting') or {})}"
+        return summary, ("True", "Evaluated", message)
+    return summary, ("Unknown", "Evaluating", "evaluating base vs tuned")

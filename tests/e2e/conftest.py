@@ -1,11 +1,16 @@
 """Shared fixtures for tests against the local cluster (hack/cluster/up.sh)."""
 from __future__ import annotations
 
+import json
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
-KUBECONFIG = Path(__file__).resolve().parents[2] / ".cluster" / "kubeconfig"
+from kubectl_utils import ADMIN_KUBECONFIG, ROOT, STATE, OperatorProcess, kubectl
+
+KUBECONFIG = ADMIN_KUBECONFIG
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +31,31 @@ def kubeconfig() -> str:
         pytest.fail(f"the local cluster's API server is unreachable ({e}); start it with "
                     "`bash hack/cluster/up.sh`; logs in .cluster/logs/", pytrace=False)
     return str(KUBECONFIG)
+
+
+@pytest.fixture(scope="session")
+def operator(kubeconfig):
+    # A demo operator on the same cluster would race this one for the same objects.
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "stop"], check=True, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "install"], check=True)
+    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "kubeconfig"], check=True)
+    process = OperatorProcess(STATE / "logs" / "operator-test.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kubeconfig):
+    name = f"kt-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def rows_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    words = ["red", "green", "blue", "cyan", "black", "white", "pink", "gold"]
+    path.write_text("".join(json.dumps({"word": w, "upper": w.upper()}) + "\n" for w in words * 5))
+    return path

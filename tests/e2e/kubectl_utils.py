@@ -58,6 +58,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_final(kind: str, namespace: str, name: str, timeout: float = 300) -> dict[str, Any]:
+    """Waits for a FineTuneJob (ftj) or EvalJob (evj) to reach Succeeded or Failed."""
+    def final():
+        obj = get_json(kind, name, "-n", namespace)
+        return obj if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+    return wait_for(final, timeout, f"{kind} {namespace}/{name} to finish")
+
+
+def condition(obj, ctype="Succeeded"):
+    return next(c for c in obj["status"]["conditions"] if c["type"] == ctype)
+
+
+def succeeded_condition(obj):
+    return condition(obj)
+
+
+def events_for(namespace, name):
+    events = get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    return {(e["type"], e["reason"]): e["message"] for e in events}
+
+
+def jobs_in(namespace):
+    return get_json("jobs", "-n", namespace)["items"]
+
+
 class OperatorProcess:
     """`kubetune-operator` as a local process with its ServiceAccount's credentials."""
 

@@ -2,47 +2,13 @@
 Job -> pod (node agent) -> kubetune-train -> status, events and Prometheus."""
 from __future__ import annotations
 
-import json
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from kubectl_utils import ROOT, STATE, OperatorProcess, apply, get_json, kubectl, wait_for
+from kubectl_utils import apply, events_for, get_json, jobs_in, kubectl, succeeded_condition, wait_final, wait_for
 
 pytestmark = pytest.mark.cluster
-
-FINAL = ("Succeeded", "Failed")
-
-
-@pytest.fixture(scope="session")
-def operator(kubeconfig):
-    # A demo operator on the same cluster would race this one for the same objects.
-    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "stop"], check=True, capture_output=True)
-    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "install"], check=True)
-    subprocess.run(["bash", str(ROOT / "hack/operator.sh"), "kubeconfig"], check=True)
-    process = OperatorProcess(STATE / "logs" / "operator-test.log")
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def namespace(kubeconfig):
-    name = f"kt-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="session")
-def rows_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    words = ["red", "green", "blue", "cyan", "black", "white", "pink", "gold"]
-    path.write_text("".join(json.dumps({"word": w, "upper": w.upper()}) + "\n" for w in words * 5))
-    return path
-
 
 def finetunejob(name, namespace, model_path, rows, output, **spec):
     body = {
@@ -61,30 +27,10 @@ def finetunejob(name, namespace, model_path, rows, output, **spec):
             "metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
-def wait_final(namespace, name, timeout=300):
-    def final():
-        ftj = get_json("ftj", name, "-n", namespace)
-        return ftj if (ftj.get("status") or {}).get("phase") in FINAL else None
-    return wait_for(final, timeout, f"FineTuneJob {namespace}/{name} to finish")
-
-
-def succeeded_condition(ftj):
-    return next(c for c in ftj["status"]["conditions"] if c["type"] == "Succeeded")
-
-
-def events_for(namespace, name):
-    events = get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
-    return {(e["type"], e["reason"]): e["message"] for e in events}
-
-
-def jobs_in(namespace):
-    return get_json("jobs", "-n", namespace)["items"]
-
-
 def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_file, tmp_path):
     output = tmp_path / "out"
     apply(finetunejob("shout", namespace, tiny_model_dir, rows_file, output))
-    ftj = wait_final(namespace, "shout")
+    ftj = wait_final("ftj", namespace, "shout")
 
     status = ftj["status"]
     condition = succeeded_condition(ftj)
@@ -111,7 +57,7 @@ def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_
     scraped = operator.metrics()
     assert f'kubetune_finetunejob_progress_ratio{{name="shout",namespace="{namespace}"}} 1.0' in scraped
     assert f'kubetune_finetunejob_loss{{name="shout",namespace="{namespace}",split="train"}}' in scraped
-    assert 'kubetune_finetunejob_duration_seconds_count{phase="Succeeded"}' in scraped
+    assert 'kubetune_job_duration_seconds_count{kind="FineTuneJob",phase="Succeeded"}' in scraped
 
     # Deleting the FineTuneJob garbage-collects everything it owns.
     kubectl("delete", "ftj", "shout", "-n", namespace)
@@ -149,7 +95,7 @@ def test_required_fields_are_enforced(namespace):
 ])
 def test_wrong_spec_fails_without_a_pod(operator, namespace, tiny_model_dir, rows_file, tmp_path, change, reason, words):
     apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, tmp_path / "out", **change))
-    ftj = wait_final(namespace, "wrong", timeout=60)
+    ftj = wait_final("ftj", namespace, "wrong", timeout=60)
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
     assert (condition["status"], condition["reason"]) == ("False", reason)
@@ -164,14 +110,14 @@ def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, t
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
     apply(finetunejob("broken", namespace, broken, rows_file, tmp_path / "out"))
-    ftj = wait_final(namespace, "broken")
+    ftj = wait_final("ftj", namespace, "broken")
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
-    assert (condition["status"], condition["reason"]) == ("False", "TrainerFailed")
-    # The trainer's own error, from its termination message, with its exit code.
+    # The trainer's own error and reason, from its termination message, with its exit code.
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidModel")
     assert condition["message"].startswith("the trainer exited with code 2: ModelSourceError: model.path")
     assert str(broken) in condition["message"]
-    assert ("Warning", "TrainerFailed") in events_for(namespace, "broken")
+    assert ("Warning", "InvalidModel") in events_for(namespace, "broken")
 
 
 def test_unschedulable_job_says_why(operator, namespace, tiny_model_dir, rows_file, tmp_path):
@@ -196,7 +142,7 @@ def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_
                  120, "the trainer to report progress")
     finally:
         operator.start()
-    ftj = wait_final(namespace, "restart")
+    ftj = wait_final("ftj", namespace, "restart")
     assert ftj["status"]["phase"] == "Succeeded" and succeeded_condition(ftj)["reason"] == "Completed"
     assert len(jobs_in(namespace)) == 1
     assert len(get_json("pods", "-n", namespace)["items"]) == 1

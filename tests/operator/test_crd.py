@@ -1,9 +1,11 @@
 """The CRD files are generated from the API models and must not go stale."""
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kubetune_operator import crdgen
+from kubetune_trainer.config import Method
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,8 +25,8 @@ def _walk(schema, path=""):
         yield from _walk(schema["items"], f"{path}[]")
 
 
-def test_schema_is_structural_and_documented():
-    crd = crdgen.finetunejob_crd()
+@pytest.mark.parametrize("crd", [crdgen.finetunejob_crd(), crdgen.evaljob_crd()], ids=["FineTuneJob", "EvalJob"])
+def test_schema_is_structural_and_documented(crd):
     root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _walk(root["properties"]["spec"], "spec"):
         assert "$ref" not in node and "anyOf" not in node, path
@@ -37,7 +39,7 @@ def test_schema_carries_enums_bounds_and_required_fields():
     spec = crdgen.finetunejob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     props = spec["properties"]
     assert set(spec["required"]) == {"model", "dataset", "output"}
-    assert props["method"]["enum"] == ["full", "lora"]
+    assert props["method"]["enum"] == [m.value for m in Method] and {"full", "lora"} <= set(props["method"]["enum"])
     assert props["lora"]["properties"]["r"]["minimum"] == 1
     ratio = props["dataset"]["properties"]["validationRatio"]
     assert ratio["maximum"] == 1.0 and ratio["exclusiveMaximum"] is True
@@ -45,13 +47,25 @@ def test_schema_carries_enums_bounds_and_required_fields():
     assert props["nodeSelector"]["additionalProperties"] == {"type": "string"}
 
 
-def test_crd_names_status_and_columns():
-    crd = yaml.safe_load(next(iter(crdgen.rendered().values())))
-    assert crd["spec"]["names"]["shortNames"] == ["ftj"]
+@pytest.mark.parametrize("name, short, columns", [
+    ("finetunejobs.kubetune.io.yaml", "ftj", ["Phase", "Method", "Progress", "Loss", "Age"]),
+    ("evaljobs.kubetune.io.yaml", "evj", ["Phase", "Task", "Progress", "Age"]),
+])
+def test_crd_names_status_and_columns(name, short, columns):
+    crd = yaml.safe_load(crdgen.rendered()[name])
+    assert crd["spec"]["names"]["shortNames"] == [short]
     assert crd["spec"]["names"]["categories"] == ["kubetune"]
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Phase", "Method", "Progress", "Loss", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")] == columns
     conditions = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_evaljob_schema_requires_models_and_names_metrics():
+    spec = crdgen.evaljob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert {"models", "dataset", "output"} <= set(spec["required"])
+    assert spec["properties"]["models"]["minItems"] == 1
+    model = spec["properties"]["models"]["items"]
+    assert set(model["properties"]) == {"name", "path", "adapter", "fineTuneJob", "dtype"}
+    assert spec["properties"]["task"]["enum"] == ["generation", "multiple-choice", "perplexity"]

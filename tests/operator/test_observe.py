@@ -14,10 +14,10 @@ def _job(*conditions, start="2026-01-01T00:00:00Z", completion=None):
     return {"metadata": {"name": "demo-train"}, "status": status}
 
 
-def _pod(phase, state=None, created="2026-01-01T00:00:01Z", conditions=(), start="2026-01-01T00:00:05Z"):
+def _pod(phase, state=None, created="2026-01-01T00:00:01Z", conditions=(), start="2026-01-01T00:00:05Z", container="trainer"):
     status = {"phase": phase, "conditions": list(conditions), "startTime": start}
     if state:
-        status["containerStatuses"] = [{"name": "trainer", "state": state}]
+        status["containerStatuses"] = [{"name": container, "state": state}]
     return {"metadata": {"creationTimestamp": created}, "status": status}
 
 
@@ -42,7 +42,7 @@ def test_image_pull_failure_is_reported():
 
 def test_running_pod_is_running():
     seen = observe.observe(_job(), [_pod("Running", state={"running": {}})])
-    assert (seen.phase, seen.reason, seen.start_time) == (Phase.Running, "Training", "2026-01-01T00:00:00Z")
+    assert (seen.phase, seen.reason, seen.start_time) == (Phase.Running, "Running", "2026-01-01T00:00:00Z")
 
 
 def test_success_reads_the_trainer_summary():
@@ -69,6 +69,14 @@ def test_log_fallback_uses_the_last_line():
     assert seen.message == "the trainer exited with code 1: KeyError: 'x'"
 
 
+def test_evaluator_failure_and_success_are_named_for_the_evaluator():
+    pod = _pod("Failed", state={"terminated": {"exitCode": 3, "message": '{"error": "DataError: no column summary"}'}}, container="evaluator")
+    seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
+    assert (seen.reason, seen.message) == ("EvaluatorFailed", "the evaluator exited with code 3: DataError: no column summary")
+    report = {"results": [{"model": "base", "scores": {"rougeL": 0.21}}, {"model": "tuned", "scores": {"rougeL": 0.3456}}]}
+    assert observe.success_message(report) == "evaluation finished; base: rougeL 0.2100; tuned: rougeL 0.3456"
+
+
 def test_out_of_memory():
     pod = _pod("Failed", state={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
     seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
@@ -87,7 +95,7 @@ def test_failed_attempt_while_job_retries():
     assert (seen.phase, seen.reason) == (Phase.Running, "Retrying") and "boom" in seen.message
     second = _pod("Running", state={"running": {}}, created="2026-01-01T00:05:00Z")
     seen = observe.observe(_job(), [failed, second])
-    assert seen.phase == Phase.Running and seen.message == "training (attempt 2)"
+    assert seen.phase == Phase.Running and seen.message == "running (attempt 2)"
 
 
 def test_condition_transition_time_moves_only_on_status_change():
@@ -97,3 +105,33 @@ def test_condition_transition_time_moves_only_on_status_change():
     conds = observe.upsert_condition(conds, "Succeeded", "True", "Completed", "done", 1, "t3")
     assert conds == [{"type": "Succeeded", "status": "True", "reason": "Completed", "message": "done",
                       "lastTransitionTime": "t3", "observedGeneration": 1}]
+
+
+def _evaljob(phase, tuned_scores=None, delta=None, message=""):
+    results = [{"model": "base", "scores": {}}, {"model": "tuned", "scores": tuned_scores or {}, "delta": delta or {}}]
+    return {"status": {"phase": phase, "message": message, "results": results if tuned_scores else []}}
+
+
+def test_evaluation_summary_waits_then_reports_scores_and_forgetting():
+    summary, verdict = observe.evaluation_summary("j-eval", None, "j-retention", None)
+    assert verdict[:2] == ("Unknown", "EvaluationPending")
+    summary, verdict = observe.evaluation_summary("j-eval", _evaljob("Running"), "j-retention", _evaljob("Pending"))
+    assert verdict[:2] == ("Unknown", "Evaluating") and summary["phase"] == "Running"
+    summary, verdict = observe.evaluation_summary(
+        "j-eval", _evaljob("Succeeded", {"rougeL": 0.31}, {"rougeL": 0.05}),
+        "j-retention", _evaljob("Succeeded", {"perplexity": 12.0}, {"perplexity": 1.5}))
+    assert summary == {"evalJob": "j-eval", "phase": "Succeeded", "scores": {"rougeL": 0.31}, "delta": {"rougeL": 0.05},
+                       "retentionEvalJob": "j-retention", "retentionPhase": "Succeeded", "forgetting": {"perplexity": 1.5}}
+    assert verdict == ("True", "Evaluated", "tuned vs base: rougeL +0.0500; on retention data: perplexity +1.5000")
+
+
+def test_evaluation_summary_fails_with_the_evaljob_message():
+    _, verdict = observe.evaluation_summary("j-eval", _evaljob("Failed", message="the evaluator exited with code 3"), None, None)
+    assert verdict == ("False", "EvaluationFailed", "EvalJob j-eval failed: the evaluator exited with code 3")
+
+
+def test_the_pods_own_reason_names_the_failure():
+    message = json.dumps({"error": "DataError: rows.jsonl line 4: no column 'answer'", "reason": "InvalidData"})
+    pod = _pod("Failed", state={"terminated": {"exitCode": 3, "message": message}})
+    seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
+    assert seen.reason == "InvalidData" and "line 4" in seen.message

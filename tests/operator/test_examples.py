@@ -1,0 +1,27 @@
+"""Every FineTuneJob manifest in examples/ is valid against the API models the CRD is generated from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_operator.api import FineTuneJobSpec
+from kubetune_trainer.config import Method
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("finetunejob*.yaml")), ids=lambda p: p.name)
+def test_example_is_a_valid_finetunejob(path):
+    manifest = yaml.safe_load(path.read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("kubetune.io/v1alpha1", "FineTuneJob")
+    spec = FineTuneJobSpec.model_validate(manifest["spec"])
+    assert (EXAMPLES.parent / spec.dataset.path).is_file()
+    config = spec.training_config()
+    if path.stem.startswith("finetunejob-"):
+        assert config.method.value == path.stem.removeprefix("finetunejob-")
+
+
+def test_there_is_one_example_per_method():
+    assert {p.stem.removeprefix("finetunejob-") for p in EXAMPLES.glob("finetunejob-*.yaml")} == {m.value for m in Method}
