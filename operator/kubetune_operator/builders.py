@@ -137,7 +137,7 @@ def command(workload: Workload, gpus: int) -> list[str]:
     """One process per GPU for training (accelerate launch); a plain process otherwise."""
     config = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
     if workload is FINETUNE and gpus > 1:
-        return ["accelerate", "launch", "--num_processes", str(gpus), "-m", "kubetune_trainer.cli", *config]
+        return ["accelerate", "launch", "--multi_gpu", "--num_processes", str(gpus), "-m", "kubetune_trainer.cli", *config]
     return [workload.command, *config]
 
 

@@ -162,3 +162,11 @@ def test_trainer_service_account_can_patch_only_its_own_job(operator, namespace,
     assert can("patch", "finetunejobs.kubetune.io/other", "--subresource=status") == "no"
     assert can("patch", "finetunejobs.kubetune.io/mine") == "no"  # the spec stays the user's
     assert can("create", "pods") == "no"
+
+
+@pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")))
+def test_every_example_is_accepted_by_the_api_server(operator, namespace, manifest):
+    path = Path(__file__).resolve().parents[2] / "examples" / manifest
+    result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
+    assert result.returncode == 0, result.stderr
+    assert "(server dry run)" in result.stdout

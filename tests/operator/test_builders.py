@@ -50,7 +50,7 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     (container,) = pod["containers"]
     assert container["image"] == "example/trainer:1"
-    assert container["command"][:4] == ["accelerate", "launch", "--num_processes", "2"]
+    assert container["command"][:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2", "memory": "16Gi"}
     assert container["resources"]["requests"] == container["resources"]["limits"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kubetune", "/data"}
@@ -64,7 +64,7 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
 
 def test_several_gpus_run_one_process_each(meta, spec_dict):
     container = builders.job(meta, builders.FINETUNE, _spec(spec_dict, resources={"gpu": 4}))["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["accelerate", "launch", "--num_processes", "4", "-m", "kubetune_trainer.cli",
+    assert container["command"] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "4", "-m", "kubetune_trainer.cli",
                                     "--config", "/etc/kubetune/config.yaml"]
 
 

@@ -56,6 +56,12 @@ def test_cli_trains_and_writes_summary_adapter_and_termination_message(
     assert summary["versions"]["torch"] and summary["versions"]["peft"]
     assert summary["artifacts"]["modelPath"] == str(out / "adapter")
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 5 and all(set(p) == {"prompt", "reference", "prediction"} for p in predictions)
+    assert summary["predictions"]["rows"] == 5 and summary["processes"] == 1 and summary["resumedFromStep"] is None
+    card = (out / "README.md").read_text()
+    assert "method `lora`" in card and "AutoPeftModelForCausalLM" in card and str(out / "adapter") in card
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-6"]
 
     message = json.loads(termination_log.read_text())
     assert message["progress"]["step"] == 6 and message["metrics"]["testLoss"] == metrics["testLoss"]
@@ -70,7 +76,8 @@ def test_bad_data_exits_3_with_the_error_in_the_termination_message(tiny_model_d
     config = write_config(tmp_path / "config.yaml", tiny_model_dir, data, tmp_path / "out")
     assert main(["--config", str(config)]) == 3
     assert json.loads(termination_log.read_text()) == {
-        "error": f"DataError: {data} line 5: completion field 'answer' is missing"
+        "error": f"DataError: {data} line 5: completion field 'answer' is missing",
+        "reason": "InvalidData",  # becomes the FineTuneJob's condition reason
     }
 
 

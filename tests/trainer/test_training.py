@@ -9,10 +9,10 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from kubetune_trainer.config import TrainingConfig
-from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize_splits
+from kubetune_trainer.data import load_splits, tokenize_splits
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.modelsource import load_model
-from kubetune_trainer.train import completion_loss, total_steps, train
+from kubetune_trainer.train import total_steps, train
 from tinymodels import TEMPLATE
 
 LORA_TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
@@ -32,10 +32,10 @@ def make_config(model_dir, data, output, method="lora", **training) -> TrainingC
 def run_training(config: TrainingConfig, reports: list | None = None):
     """The run's steps without the CLI; returns the trained model and a snapshot taken before training."""
     set_seed(config.training.seed)
-    accelerator = Accelerator(gradient_accumulation_steps=config.training.gradient_accumulation_steps, mixed_precision="no")
-    model, tokenizer, _ = load_model(config.model)
+    accelerator = Accelerator(mixed_precision="no")
+    model, tokenizer, checkpoint = load_model(config.model)
     data = tokenize_splits(load_splits(config.dataset, config.training.seed), tokenizer, config.dataset.max_length)
-    model = METHODS[config.method.value].prepare(model, config)
+    model = METHODS[config.method.value].prepare(model, config, checkpoint)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     result = train(model, data, tokenizer.pad_token_id, config.training, accelerator,
                    reports.append if reports is not None else lambda report: None)
@@ -49,18 +49,6 @@ def train_losses(result) -> list[float]:
 @pytest.fixture
 def probe(tiny_tokenizer):
     return tiny_tokenizer(["Which animal is blue fox?\nAnswer: fox"], return_tensors="pt")["input_ids"]
-
-
-def test_completion_loss_ignores_masked_positions():
-    logits = torch.zeros(1, 4, 3)
-    logits[0, 0, 2] = 10.0  # predicts position 1 correctly
-    logits[0, 1, 0] = 10.0  # predicts position 2 wrongly, but position 2 is masked
-    logits[0, 2, 1] = 10.0  # predicts position 3 wrongly
-    labels = torch.tensor([[IGNORE_INDEX, 2, IGNORE_INDEX, 2]])
-    loss, n, correct = completion_loss(logits, labels)
-    assert (n.item(), correct.item()) == (2, 1)
-    expected = torch.nn.functional.cross_entropy(logits[0, [0, 2]], torch.tensor([2, 2]), reduction="sum")
-    torch.testing.assert_close(loss, expected)
 
 
 def test_total_steps_from_epochs_or_max_steps(tmp_path):
@@ -79,7 +67,7 @@ def test_full_training_lowers_loss_changes_base_weights_and_saves_a_model(tiny_m
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert len(changed) == len(before)
 
-    saved = METHODS["full"].save(model, tokenizer, tmp_path / "out")
+    saved = METHODS["full"].save(model, tokenizer, tmp_path / "out", config)
     assert saved == tmp_path / "out" / "model"
     reloaded = AutoModelForCausalLM.from_pretrained(saved).eval()
     with torch.no_grad():
@@ -100,7 +88,7 @@ def test_lora_trains_only_the_adapter_and_the_saved_adapter_reloads(tiny_model_d
         else:
             assert not p.requires_grad and torch.equal(p, before[name]), name
 
-    saved = METHODS["lora"].save(model, tokenizer, tmp_path / "out")
+    saved = METHODS["lora"].save(model, tokenizer, tmp_path / "out", config)
     assert saved == tmp_path / "out" / "adapter"
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= {p.name for p in saved.iterdir()}
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -116,7 +104,7 @@ def test_unknown_lora_target_is_a_config_error(tiny_model_dir, dataset_file, tmp
     config.lora.target_modules = ["no_such_proj"]
     model, _, _ = load_model(config.model)
     with pytest.raises(ConfigError, match="no_such_proj"):
-        METHODS["lora"].prepare(model, config)
+        METHODS["lora"].prepare(model, config, None)
 
 
 def test_accumulation_epochs_evaluation_and_reports(tiny_model_dir, dataset_file, tmp_path):
@@ -134,3 +122,35 @@ def test_accumulation_epochs_evaluation_and_reports(tiny_model_dir, dataset_file
     # Throughput counts real tokens only: every training example twice, padding never.
     data = tokenize_splits(load_splits(config.dataset, config.training.seed), tokenizer, config.dataset.max_length)
     assert result.train_tokens == 2 * sum(len(x.input_ids) for x in data.splits["train"])
+
+
+def _distance(model, before) -> float:
+    return sum(((p - before[name]) ** 2).sum().item() for name, p in model.named_parameters()) ** 0.5
+
+
+@pytest.mark.parametrize("method", ["full", "selective"])
+def test_drift_penalty_keeps_weights_near_the_pretrained_ones(method, tiny_model_dir, dataset_file, tmp_path):
+    def distance(penalty: float) -> float:
+        config = make_config(tiny_model_dir, dataset_file, tmp_path, method="full", maxSteps=10, driftPenalty=penalty)
+        if method == "selective":
+            config = TrainingConfig.model_validate({**config.model_dump(by_alias=True), "method": "selective",
+                                                    "selective": {"lastLayers": 1}})
+        model, _, _, before = run_training(config)
+        return _distance(model, before)
+
+    free, held = distance(0.0), distance(1000.0)
+    assert held < 0.5 * free, (held, free)
+
+
+def test_gradient_checkpointing_gives_the_same_training(tiny_model_dir, dataset_file, tmp_path):
+    losses = []
+    for checkpointing in (False, True):
+        config = make_config(tiny_model_dir, dataset_file, tmp_path, maxSteps=5, logEverySteps=1, gradientCheckpointing=checkpointing)
+        set_seed(0)
+        model, tokenizer, _ = load_model(config.model)
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        data = tokenize_splits(load_splits(config.dataset, config.training.seed), tokenizer, config.dataset.max_length)
+        model = METHODS["lora"].prepare(model, config, None)
+        losses.append(train_losses(train(model, data, tokenizer.pad_token_id, config.training, Accelerator(mixed_precision="no"))))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

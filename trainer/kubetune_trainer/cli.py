@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML or JSON training config")
     parser.add_argument("--output", help="override output.path")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Under accelerate launch only the main process (RANK 0) logs progress and prints the result.
+    main_process = os.environ.get("RANK", "0") == "0"
+    level = logging.INFO if main_process else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The trainer reads only local files; offline mode keeps transformers from trying the hub
     # (and hanging on timeouts in air-gapped clusters). It must be set before the import below.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -53,5 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("training failed")
         reporter.fail(e)
         return EXIT_FAILED
-    print(summary_path)
+    if main_process:
+        print(summary_path)
     return 0
+
+
+if __name__ == "__main__":  # python -m kubetune_trainer.cli, as accelerate launch -m runs it
+    sys.exit(main())

@@ -25,6 +25,11 @@ class ApiModel(BaseModel):
 class Method(str, Enum):
     full = "full"
     lora = "lora"
+    qlora = "qlora"
+    prompt_tuning = "prompt-tuning"
+    prefix_tuning = "prefix-tuning"
+    ia3 = "ia3"
+    selective = "selective"
 
 
 class Dtype(str, Enum):
@@ -47,21 +52,181 @@ class ModelSource(ApiModel):
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for training; auto picks bfloat16 on GPUs that support it, else float32.")
 
 
-class DatasetSpec(ApiModel):
-    path: str = Field(description="JSONL file of raw rows (one JSON object per line). Relative paths resolve against the container's working directory.", min_length=1)
-    prompt_template: str = Field(
-        description="Jinja template that turns a row into the prompt, e.g. 'Summarize:\\n{{ dialogue }}\\nSummary:'. Every variable must be a column of the data.",
-        min_length=1,
+class DataFormat(str, Enum):
+    auto = "auto"
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+    hf = "hf"
+
+
+class LengthPolicy(str, Enum):
+    truncate = "truncate"
+    drop = "drop"
+
+
+def _path_field(what: str, required: bool = True):
+    description = (
+        f"{what}: a local or PVC path, an http(s):// URL, or an object-store URI (s3://, gs://, az://; the image "
+        "needs the matching fsspec package: s3fs, gcsfs, adlfs). Relative paths resolve against the container's "
+        "working directory."
     )
-    completion_field: str = Field(description="Column holding the completion the model learns to produce.", min_length=1)
-    validation_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for validation.")
-    test_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for the final test.")
-    max_length: int = Field(512, ge=8, le=32768, description="Longest prompt+completion in tokens; longer rows are truncated from the prompt's start.")
+    return Field(... if required else None, min_length=1, description=description)
+
+
+def _format_field():
+    return Field(
+        DataFormat.auto,
+        description=(
+            "Row format: jsonl (one JSON object per line), csv (a header row, then rows), parquet, hf (a directory "
+            "written by the datasets library's save_to_disk), or auto: by extension (.jsonl/.json/.ndjson, .csv, "
+            ".parquet/.pq; .gz/.bz2/.xz/.zst decompressed) and hf for a directory. The same format applies to the "
+            "explicit validation and test files."
+        ),
+    )
+
+
+def _prompt_template_field(required: bool):
+    return Field(
+        ... if required else None,
+        min_length=1,
+        description=(
+            "Jinja template that turns a row into the prompt, e.g. 'Summarize:\\n{{ dialogue }}\\nSummary:'. Every "
+            "variable must be a column of the data and have a value (not null)."
+        ),
+    )
+
+
+def _completion_field_field():
+    return Field(None, min_length=1, description="Column holding the completion the model learns to produce (set this or completionTemplate).")
+
+
+def _completion_template_field():
+    return Field(None, min_length=1, description="Jinja template that builds the completion from the row's columns (set this or completionField).")
+
+
+def _chat_template_field():
+    return Field(
+        False,
+        description=(
+            "Wrap the rendered prompt as a user turn in the model tokenizer's chat template (with the assistant "
+            "turn opened); the model must ship a chat template."
+        ),
+    )
+
+
+def _check_completion(where: str, field: Optional[str], template: Optional[str]) -> None:
+    if (field is None) == (template is None):
+        raise ValueError(f"{where}: set exactly one of completionField and completionTemplate")
+
+
+class TaskSpec(ApiModel):
+    """One task of a multi-task mixture: its own rows, template and weight."""
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Task name, unique in the mixture; per-task metrics are reported under it.",
+    )
+    path: str = _path_field("The task's rows")
+    format: DataFormat = _format_field()
+    prompt_template: str = _prompt_template_field(required=True)
+    completion_field: Optional[str] = _completion_field_field()
+    completion_template: Optional[str] = _completion_template_field()
+    chat_template: bool = _chat_template_field()
+    weight: float = Field(
+        1.0, gt=0, le=1e6,
+        description="Mixing weight: the task gets weight / (sum of weights) of the mixture's training examples.",
+    )
+    validation_path: Optional[str] = _path_field("Explicit validation rows for this task (not cut from path)", required=False)
+    test_path: Optional[str] = _path_field("Explicit test rows for this task (not cut from path)", required=False)
+    max_examples: Optional[int] = Field(
+        None, ge=1, le=100_000_000,
+        description="Cap on the task's training pool (rows after the validation/test cut) before mixing.",
+    )
 
     @model_validator(mode="after")
-    def _ratios_leave_training_rows(self) -> "DatasetSpec":
+    def _one_completion(self) -> "TaskSpec":
+        _check_completion(f"dataset.tasks[{self.name}]", self.completion_field, self.completion_template)
+        return self
+
+
+class RetentionSpec(ApiModel):
+    """Examples of other tasks, scored before and after training to measure forgetting."""
+
+    path: str = _path_field("Retention rows (examples of other tasks the model should keep doing well)")
+    format: DataFormat = _format_field()
+    prompt_template: str = _prompt_template_field(required=True)
+    completion_field: Optional[str] = _completion_field_field()
+    completion_template: Optional[str] = _completion_template_field()
+    chat_template: bool = _chat_template_field()
+    max_examples: int = Field(200, ge=1, le=1_000_000, description="Use at most this many retention rows (the first ones).")
+
+    @model_validator(mode="after")
+    def _one_completion(self) -> "RetentionSpec":
+        _check_completion("dataset.retention", self.completion_field, self.completion_template)
+        return self
+
+
+_SINGLE_TASK_FIELDS = ("path", "format", "prompt_template", "completion_field", "completion_template", "chat_template",
+                       "validation_path", "test_path")
+
+
+class DatasetSpec(ApiModel):
+    path: Optional[str] = _path_field("The rows to train on (single task; or use tasks)", required=False)
+    format: DataFormat = _format_field()
+    prompt_template: Optional[str] = _prompt_template_field(required=False)
+    completion_field: Optional[str] = _completion_field_field()
+    completion_template: Optional[str] = _completion_template_field()
+    chat_template: bool = _chat_template_field()
+    validation_path: Optional[str] = _path_field("Explicit validation rows (then none are cut from path)", required=False)
+    test_path: Optional[str] = _path_field("Explicit test rows (then none are cut from path)", required=False)
+    tasks: Optional[list[TaskSpec]] = Field(
+        None, min_length=1, max_length=256,
+        description=(
+            "A multi-task mixture instead of the single-task fields (path, format, promptTemplate, completionField, "
+            "completionTemplate, chatTemplate, validationPath, testPath). Each task's validation and test rows are "
+            "kept apart and scored per task; training examples are mixed by weight."
+        ),
+    )
+    mixture_size: Optional[int] = Field(
+        None, ge=1, le=100_000_000,
+        description=(
+            "Training examples in the mixture (default: the tasks' training pools summed). Each task gets "
+            "round(mixtureSize * weight / sum of weights), drawn with training.seed: without replacement when its "
+            "pool is large enough, else its whole pool repeated and the rest drawn."
+        ),
+    )
+    validation_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for validation (when no validationPath).")
+    test_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for the final test (when no testPath).")
+    max_length: int = Field(512, ge=8, le=32768, description="Longest prompt+completion in tokens; see lengthPolicy for longer rows.")
+    length_policy: LengthPolicy = Field(
+        LengthPolicy.truncate,
+        description="Rows longer than maxLength: truncate (cut the prompt's start, keep the completion) or drop (skip the row). Both are counted per split in the summary.",
+    )
+    retention: Optional[RetentionSpec] = Field(
+        None, description="Optional retention set (other tasks) scored before and after training; the change measures forgetting.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_give_rows(self) -> "DatasetSpec":
         if self.validation_ratio + self.test_ratio >= 1.0:
             raise ValueError("dataset.validationRatio + dataset.testRatio must be below 1")
+        if self.tasks is not None:
+            # Compared with the defaults, not by presence: the API server fills CRD defaults in.
+            given = [to_camel(name) for name in _SINGLE_TASK_FIELDS
+                     if getattr(self, name) != type(self).model_fields[name].default]
+            if given:
+                raise ValueError(f"dataset.tasks replaces the single-task fields; move dataset.{', dataset.'.join(given)} into the tasks")
+            names = [task.name for task in self.tasks]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"dataset.tasks: task names must be unique; repeated: {', '.join(duplicates)}")
+            return self
+        if self.mixture_size is not None:
+            raise ValueError("dataset.mixtureSize applies to dataset.tasks only")
+        if self.path is None or self.prompt_template is None:
+            raise ValueError("dataset needs path and promptTemplate (or tasks)")
+        _check_completion("dataset", self.completion_field, self.completion_template)
         return self
 
 
@@ -74,6 +239,51 @@ class LoraSpec(ApiModel):
         min_length=1,
         description="Names (suffixes) of the linear modules that get adapters.",
     )
+    merge_on_save: bool = Field(
+        False, description="Merge the trained adapter into the base weights and save a full model (model/) instead of the adapter."
+    )
+
+
+class PromptTuningSpec(ApiModel):
+    num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Trainable soft-prompt tokens prepended to every input.")
+    init_text: Optional[str] = Field(
+        None, min_length=1, description="Initialise the soft prompt from the embeddings of this text (repeated or cut to numVirtualTokens); random when unset."
+    )
+
+
+class PrefixTuningSpec(ApiModel):
+    num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Trainable key/value prefix length in every attention layer.")
+
+
+class Ia3Spec(ApiModel):
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["k_proj", "v_proj", "down_proj"], min_length=1,
+        description="Names (suffixes) of the modules whose activations get learned scaling vectors.",
+    )
+    feedforward_modules: list[str] = Field(
+        default_factory=lambda: ["down_proj"],
+        description="The subset of targetModules that are feed-forward layers (scaled at their input, not output).",
+    )
+
+    @model_validator(mode="after")
+    def _feedforward_are_targets(self) -> "Ia3Spec":
+        if not set(self.feedforward_modules) <= set(self.target_modules):
+            raise ValueError("ia3.feedforwardModules must be a subset of ia3.targetModules")
+        return self
+
+
+class SelectiveSpec(ApiModel):
+    patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions (re.search) over parameter names, e.g. 'bias$' or 'norm'; matching parameters train.",
+    )
+    last_layers: Optional[int] = Field(None, ge=1, le=1024, description="Also train every parameter of the last N transformer blocks.")
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> "SelectiveSpec":
+        if not self.patterns and self.last_layers is None:
+            raise ValueError("selective needs patterns, lastLayers or both")
+        return self
 
 
 class TrainingSpec(ApiModel):
@@ -87,6 +297,15 @@ class TrainingSpec(ApiModel):
     eval_every_steps: int = Field(0, ge=0, description="Validate every N optimizer steps; 0 validates only at the end.")
     log_every_steps: int = Field(1, ge=1, description="Report progress and loss every N optimizer steps.")
     seed: int = Field(42, ge=0, description="Seed for the data split, shuffling and initialisation.")
+    drift_penalty: float = Field(
+        0.0, ge=0.0, le=1e6,
+        description="Strength of an L2 penalty on the distance of the trainable weights from their pretrained values (full and selective; against forgetting); 0 disables.",
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
+    group_by_length: bool = Field(True, description="Batch rows of similar length (seeded shuffle of the groups) so little work goes to padding.")
+    checkpoint_every_steps: int = Field(0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
+    checkpoints_to_keep: int = Field(2, ge=1, le=100, description="Keep the latest N checkpoints; a restarted run resumes from the latest.")
+    prediction_rows: int = Field(5, ge=0, le=1000, description="Test rows to generate predictions for (greedy) into predictions.jsonl.")
 
 
 class OutputSpec(ApiModel):
@@ -98,10 +317,29 @@ class TrainingConfig(ApiModel):
 
     model: ModelSource = Field(description="The base model to fine-tune.")
     dataset: DatasetSpec = Field(description="Raw rows and how they become prompt/completion pairs.")
-    method: Method = Field(Method.lora, description="Which parameters train: full (all) or lora (low-rank adapters).")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings, used when method is lora.")
+    method: Method = Field(
+        Method.lora,
+        description="Which parameters train: full (all), lora (low-rank adapters), qlora (LoRA on a 4-bit base; CUDA and bitsandbytes), prompt-tuning (soft prompt), prefix-tuning (per-layer key/value prefixes), ia3 (learned activation scales), selective (parameters chosen by name or depth).",
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings, used when method is lora or qlora.")
+    prompt_tuning: Optional[PromptTuningSpec] = Field(None, description="Prompt-tuning settings (method prompt-tuning; defaults when unset).")
+    prefix_tuning: Optional[PrefixTuningSpec] = Field(None, description="Prefix-tuning settings (method prefix-tuning; defaults when unset).")
+    ia3: Optional[Ia3Spec] = Field(None, description="IA3 settings (method ia3; defaults when unset).")
+    selective: Optional[SelectiveSpec] = Field(None, description="Which parameters train (method selective; required there).")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
     output: OutputSpec = Field(description="Where results are written.")
+
+    @model_validator(mode="after")
+    def _method_blocks_match(self) -> "TrainingConfig":
+        blocks = {"prompt_tuning": Method.prompt_tuning, "prefix_tuning": Method.prefix_tuning, "ia3": Method.ia3, "selective": Method.selective}
+        for name, method in blocks.items():
+            if getattr(self, name) is not None and self.method is not method:
+                raise ValueError(f"{to_camel(name)} is set but method is {self.method.value}")
+        if self.method is Method.selective and self.selective is None:
+            raise ValueError("method selective needs a selective block (patterns and/or lastLayers)")
+        if self.training.drift_penalty and self.method not in (Method.full, Method.selective):
+            raise ValueError("training.driftPenalty applies to methods full and selective only")
+        return self
 
 
 TRAINING_FIELDS = tuple(TrainingConfig.model_fields)

@@ -1,20 +1,45 @@
 """Dataset rows to tokenized train/validation/test splits and padded batches.
 
-Loss is on the completion only: prompt tokens get the label IGNORE_INDEX. Too-long rows lose
-the start of their prompt, so the model still sees the end of the prompt and the whole answer.
+Loss is on the completion only: prompt tokens get the label IGNORE_INDEX. Rows longer than
+dataset.maxLength follow dataset.lengthPolicy: truncate (the start of the prompt is cut, so the
+model still sees the end of the prompt and the whole answer) or drop (the row is skipped);
+both are counted per split and per task.
+
+Multi-task mixtures (dataset.tasks), the exact rule:
+  1. each task's rows are split on their own: validation/test from its validationPath/testPath
+     when given, else cut from its file by dataset.validationRatio/testRatio with a seeded
+     shuffle (seed: training.seed and the task name);
+  2. the rest is the task's training pool, capped at its maxExamples (the first ones of the
+     shuffled pool);
+  3. the mixture has N = dataset.mixtureSize training examples (default: the pools summed);
+     task i gets k_i = N * w_i / sum(w) examples, rounded by largest remainder so they sum to N;
+  4. a task whose pool holds at least k_i examples contributes a seeded sample of k_i without
+     replacement; a smaller pool is repeated whole floor(k_i / pool) times plus a sample of the
+     remainder (upsampling);
+  5. the mixed training set is shuffled with the seed. Validation and test sets keep every
+     task's rows, tagged with the task, so they are scored per task and overall.
 """
 from __future__ import annotations
 
+import logging
 import random
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Optional, TypeVar
 
 import torch
 
 from kubetune_trainer.config import DatasetSpec
-from kubetune_trainer.rows import Example, ExampleMaker, read_rows, split_sizes
+from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_trainer.rows import (
+    Example, ExampleMaker, Source, read_rows, retention_source, split_sizes, task_sources,
+)
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # the label cross-entropy skips
+SPLITS = ("train", "validation", "test")
+MAX_NAMED_ROWS = 10  # dropped/truncated rows named in the summary, per split
 
 T = TypeVar("T")
 
@@ -24,23 +49,73 @@ class Tokenized:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX on prompt tokens, else equal to input_ids
     truncated: bool = False
+    task: Optional[str] = None
 
 
 @dataclass
 class PreparedData:
     splits: dict[str, list[Tokenized]] = field(default_factory=dict)
+    retention: list[Tokenized] = field(default_factory=list)
+    # split -> task (None for the single-task dataset) -> rows dropped as too long
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    dropped_rows: dict[str, list[str]] = field(default_factory=dict)  # the first few, 'file line N'
+    truncated_rows: dict[str, list[str]] = field(default_factory=dict)
+    length_policy: str = "truncate"
+
+    def tasks(self) -> list[str]:
+        """The mixture's task names, in spec order (empty for a single-task dataset)."""
+        names: dict[str, None] = {}
+        # Held-out splits list the tasks in spec order; the training mixture is shuffled.
+        for split in ("validation", "test", *self.splits):
+            for x in self.splits.get(split, []):
+                if x.task is not None:
+                    names.setdefault(x.task)
+        return list(names)
+
+    def by_task(self, split: str) -> dict[str, list[Tokenized]]:
+        out: dict[str, list[Tokenized]] = {name: [] for name in self.tasks()}
+        for x in self.splits.get(split, []):
+            if x.task is not None:
+                out[x.task].append(x)
+        return out
 
     def counts(self) -> dict:
-        return {
+        counts = {
             "rows": sum(len(items) for items in self.splits.values()),
             **{name: len(items) for name, items in self.splits.items()},
             "truncated": {name: sum(x.truncated for x in items) for name, items in self.splits.items()},
         }
+        if self.length_policy == "drop":
+            counts["lengthPolicy"] = self.length_policy
+            counts["dropped"] = {name: sum(self.dropped.get(name, Counter()).values()) for name in self.splits}
+        named = {"droppedRows": self.dropped_rows, "truncatedRows": self.truncated_rows}
+        for key, rows in named.items():
+            if any(rows.values()):
+                counts[key] = {name: list(r) for name, r in rows.items() if r}
+        if self.retention:
+            counts["retention"] = len(self.retention)
+            counts["truncated"]["retention"] = sum(x.truncated for x in self.retention)
+            if "dropped" in counts:
+                counts["dropped"]["retention"] = sum(self.dropped.get("retention", Counter()).values())
+        tasks = self.tasks()
+        if tasks:
+            counts["tasks"] = {
+                task: {
+                    **{split: sum(x.task == task for x in self.splits.get(split, [])) for split in self.splits},
+                    "truncated": {split: sum(x.truncated and x.task == task for x in self.splits.get(split, [])) for split in self.splits},
+                    **({"dropped": {split: self.dropped.get(split, Counter())[task] for split in self.splits}}
+                       if self.length_policy == "drop" else {}),
+                }
+                for task in tasks
+            }
+        return counts
 
 
-def split_examples(items: list[T], spec: DatasetSpec, seed: int) -> dict[str, list[T]]:
-    """A seeded shuffle cut by the spec's ratios: the same data and seed give the same splits."""
-    n_train, n_val, _ = split_sizes(len(items), spec)
+def split_examples(items: list[T], spec: DatasetSpec, seed, source: Source | None = None) -> dict[str, list[T]]:
+    """A seeded shuffle cut by the spec's ratios: the same data and seed give the same splits.
+
+    A split with its own file (validationPath, testPath) gets nothing from here."""
+    n_train, n_val, _ = split_sizes(len(items), spec, source)
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_val), "test": (n_train + n_val, len(items))}
@@ -56,32 +131,163 @@ def join_and_truncate(prompt: list[int], completion: list[int], max_length: int,
         else:
             keep = max_length - len(completion)
             # Cut the prompt's start but keep a leading BOS: models were trained to see it first.
-            if bos_id is not None and prompt[0] == bos_id:
+            if bos_id is not None and prompt and prompt[0] == bos_id:
                 prompt = [bos_id] + prompt[len(prompt) - keep + 1:]
             else:
                 prompt = prompt[len(prompt) - keep:]
     return Tokenized(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, truncated)
 
 
-def tokenize(tokenizer, examples: list[Example], max_length: int) -> list[Tokenized]:
-    if not examples:
-        return []
-    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
-    completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
+def chat_prompts(tokenizer, prompts: list[str], field: str = "dataset.chatTemplate") -> list[str]:
+    """Each prompt as a user turn in the tokenizer's chat template, the assistant turn opened."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"{field} is true but the model's tokenizer has no chat template (no chat_template in "
+            "tokenizer_config.json or chat_template.jinja); set chatTemplate to false and write the "
+            "model's prompt format into promptTemplate"
+        )
     return [
-        join_and_truncate(p, c + [eos], max_length, tokenizer.bos_token_id) for p, c in zip(prompts, completions)
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        for p in prompts
     ]
 
 
+def _prompt_ids(tokenizer, examples: list[Example]) -> list[list[int]]:
+    """Plain prompts get the tokenizer's special tokens (BOS); chat-wrapped ones carry their own."""
+    ids: list[list[int] | None] = [None] * len(examples)
+    for chat in (False, True):
+        index = [i for i, e in enumerate(examples) if e.chat == chat]
+        if not index:
+            continue
+        texts = [examples[i].prompt for i in index]
+        if chat:
+            texts = chat_prompts(tokenizer, texts)
+        for i, x in zip(index, tokenizer(texts, add_special_tokens=not chat)["input_ids"]):
+            ids[i] = x
+    return ids
+
+
+def tokenize(tokenizer, examples: list[Example], max_length: int, policy: str = "truncate",
+             dropped: list[Example] | None = None) -> list[Tokenized]:
+    """Tokenized examples; under policy 'drop' too-long ones are left out (appended to `dropped`)."""
+    if not examples:
+        return []
+    policy = getattr(policy, "value", policy)
+    prompts = _prompt_ids(tokenizer, examples)
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out = []
+    for e, p, c in zip(examples, prompts, completions):
+        c = c + [eos]
+        if policy == "drop" and len(p) + len(c) > max_length:
+            if dropped is not None:
+                dropped.append(e)
+            continue
+        x = join_and_truncate(p, c, max_length, tokenizer.bos_token_id)
+        out.append(Tokenized(x.input_ids, x.labels, x.truncated, e.task) if e.task is not None else x)
+    return out
+
+
+def _cap(pool: list[T], max_examples: int | None) -> list[T]:
+    return pool if max_examples is None else pool[:max_examples]
+
+
+def mixture_quotas(pools: dict[str, int], weights: dict[str, float], size: int | None) -> dict[str, int]:
+    """Examples per task: size * w / sum(w), rounded by largest remainder (they sum to size)."""
+    size = sum(pools.values()) if size is None else size
+    total = sum(weights.values())
+    exact = {name: size * weights[name] / total for name in pools}
+    quotas = {name: int(value) for name, value in exact.items()}
+    by_remainder = sorted(pools, key=lambda name: (-(exact[name] - quotas[name]), list(pools).index(name)))
+    for name in by_remainder[: size - sum(quotas.values())]:
+        quotas[name] += 1
+    return quotas
+
+
+def mix(pools: dict[str, list[T]], weights: dict[str, float], size: int | None, seed) -> list[T]:
+    """The training mixture (see the module docstring for the rule), shuffled with the seed."""
+    rng = random.Random(f"{seed}:mixture")
+    quotas = mixture_quotas({name: len(pool) for name, pool in pools.items()}, weights, size)
+    mixed: list[T] = []
+    for name, pool in pools.items():
+        k = quotas[name]
+        repeats, rest = divmod(k, len(pool))
+        mixed.extend(pool * repeats)
+        mixed.extend(rng.sample(pool, rest))
+    rng.shuffle(mixed)
+    return mixed
+
+
+def _examples(source: Source, path: str, limit: int | None = None) -> list[Example]:
+    make = ExampleMaker(source.spec, path, source.field, source.name)
+    return [make(row) for row in read_rows(path, source.spec.format, limit)]
+
+
+def _task_splits(spec: DatasetSpec, source: Source, seed) -> dict[str, list[Example]]:
+    main = _examples(source, source.spec.path)
+    splits = split_examples(main, spec, seed if source.name is None else f"{seed}:{source.name}", source)
+    if source.validation_path:
+        splits["validation"] = _examples(source, source.validation_path)
+    if source.test_path:
+        splits["test"] = _examples(source, source.test_path)
+    return splits
+
+
 def load_splits(spec: DatasetSpec, seed: int) -> dict[str, list[Example]]:
-    """Reads and renders every row (failing fast, before any model loads) and splits them."""
-    make = ExampleMaker(spec)
-    return split_examples([make(row) for row in read_rows(spec.path)], spec, seed)
+    """Reads and renders every row (failing fast, before any model loads) and splits them.
+
+    Keys: train, validation, test, and retention when dataset.retention is set. Mixture
+    examples carry their task's name."""
+    sources = task_sources(spec)
+    if spec.tasks:
+        per_task = {source.name: _task_splits(spec, source, seed) for source in sources}
+        pools = {source.name: _cap(per_task[source.name]["train"], source.max_examples) for source in sources}
+        weights = {source.name: source.weight for source in sources}
+        splits = {
+            "train": mix(pools, weights, spec.mixture_size, seed),
+            "validation": [e for name in per_task for e in per_task[name]["validation"]],
+            "test": [e for name in per_task for e in per_task[name]["test"]],
+        }
+        log.info("mixture: %s", {name: {"pool": len(pools[name]), "train": sum(e.task == name for e in splits["train"])} for name in pools})
+    else:
+        splits = _task_splits(spec, sources[0], seed)
+    retention = retention_source(spec)
+    if retention is not None:
+        splits["retention"] = _examples(retention, retention.spec.path, retention.max_examples)
+    return splits
 
 
-def tokenize_splits(splits: dict[str, list[Example]], tokenizer, max_length: int) -> PreparedData:
-    return PreparedData({name: tokenize(tokenizer, items, max_length) for name, items in splits.items()})
+def _check_not_emptied(split: str, before: list[Example], after: list[Tokenized], max_length: int) -> None:
+    """A split (or a task's part of it) that had rows must keep some after dropping."""
+    had = Counter(e.task for e in before)
+    kept = Counter(x.task for x in after)
+    for task, n in had.items():
+        if n and not kept[task]:
+            example = next(e for e in before if e.task == task)
+            which = f"task {task}'s {split}" if task is not None else split
+            raise DataError(
+                f"{example.where.rsplit(' ', 2)[0]}: the {which} split is empty: all {n} rows are longer than "
+                f"dataset.maxLength {max_length} tokens and dataset.lengthPolicy is drop (first: {example.where})"
+            )
+
+
+def tokenize_splits(splits: dict[str, list[Example]], tokenizer, max_length: int, policy: str = "truncate") -> PreparedData:
+    policy = getattr(policy, "value", policy)
+    data = PreparedData(length_policy=policy)
+    for name, items in splits.items():
+        dropped: list[Example] = []
+        tokenized = tokenize(tokenizer, items, max_length, policy, dropped)
+        _check_not_emptied(name, items, tokenized, max_length)
+        data.dropped[name] = Counter(e.task for e in dropped)
+        data.dropped_rows[name] = [e.where for e in dropped[:MAX_NAMED_ROWS]]
+        data.truncated_rows[name] = [e.where for e, x in zip(items, tokenized) if x.truncated][:MAX_NAMED_ROWS] if policy == "truncate" else []
+        for e in dropped[:MAX_NAMED_ROWS]:
+            log.warning("%s: longer than dataset.maxLength %d tokens, dropped (%s split)", e.where, max_length, name)
+        if name == "retention":
+            data.retention = tokenized
+        else:
+            data.splits[name] = tokenized
+    return data
 
 
 class Collator:

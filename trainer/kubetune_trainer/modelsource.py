@@ -88,14 +88,15 @@ def torch_dtype(dtype: Dtype) -> torch.dtype:
     return getattr(torch, dtype.value)
 
 
-def load_model(source: ModelSource):
-    """(model, tokenizer, checkpoint directory) for the base model; the tokenizer always pads."""
+def load_model(source: ModelSource, **options):
+    """(model, tokenizer, checkpoint directory) for the base model; the tokenizer always pads.
+    `options` go to from_pretrained (e.g. a method's quantization_config)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = checkpoint_dir(source.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(source.dtype))
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(source.dtype), **options)
     except (OSError, ValueError) as e:  # unreadable or incomplete checkpoint
         raise ModelSourceError(f"model.path {source.path!r}: cannot load a model from {directory}: {e}") from e
     if tokenizer.eos_token_id is None:

@@ -35,12 +35,26 @@ class Progress(ApiModel):
     tokens_per_second: Optional[float] = Field(None, ge=0, description="Non-padding tokens processed per second.")
 
 
+class TaskMetrics(ApiModel):
+    validation_loss: Optional[float] = Field(None, description="Completion cross-entropy on this task's validation rows, at the end.")
+    validation_accuracy: Optional[float] = Field(None, description="Next-token accuracy on this task's validation completion tokens, at the end.")
+    test_loss: Optional[float] = Field(None, description="Completion cross-entropy on this task's test rows, at the end.")
+    test_accuracy: Optional[float] = Field(None, description="Next-token accuracy on this task's test completion tokens, at the end.")
+
+
 class Metrics(ApiModel):
     train_loss: Optional[float] = Field(None, description="Mean completion cross-entropy over the last logging window.")
-    validation_loss: Optional[float] = Field(None, description="Completion cross-entropy on the validation split.")
+    validation_loss: Optional[float] = Field(None, description="Completion cross-entropy on the validation split (all tasks, weighted by completion tokens).")
     validation_accuracy: Optional[float] = Field(None, description="Next-token accuracy on validation completion tokens.")
     test_loss: Optional[float] = Field(None, description="Completion cross-entropy on the test split, at the end.")
     test_accuracy: Optional[float] = Field(None, description="Next-token accuracy on test completion tokens, at the end.")
+    tasks: Optional[dict[str, TaskMetrics]] = Field(None, description="Per-task validation and test numbers of a multi-task mixture (dataset.tasks), by task name.")
+    retention_loss_before: Optional[float] = Field(None, description="Completion cross-entropy on dataset.retention before training.")
+    retention_loss_after: Optional[float] = Field(None, description="Completion cross-entropy on dataset.retention after training.")
+    retention_loss_change: Optional[float] = Field(None, description="retentionLossAfter - retentionLossBefore; positive means forgetting.")
+    retention_accuracy_before: Optional[float] = Field(None, description="Next-token accuracy on dataset.retention before training.")
+    retention_accuracy_after: Optional[float] = Field(None, description="Next-token accuracy on dataset.retention after training.")
+    retention_accuracy_change: Optional[float] = Field(None, description="retentionAccuracyAfter - retentionAccuracyBefore; negative means forgetting.")
 
 
 class Artifacts(ApiModel):
@@ -71,7 +85,7 @@ class EvalProgress(ApiModel):
 
 class ModelResult(ApiModel):
     model: str = Field(description="The model's name in the EvalJob spec.")
-    scores: dict[str, float] = Field(default_factory=dict, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch).")
+    scores: dict[str, float] = Field(default_factory=dict, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch, accuracy, perplexity); ROUGE is F1 in 0-1, BLEU 0-100. Precision, recall and confidence intervals are in scores.json.")
     delta: dict[str, float] = Field(default_factory=dict, description="Score minus the first model's score, per metric.")
     examples: int = Field(0, ge=0, description="Examples scored.")
     predictions_path: Optional[str] = Field(None, description="JSONL of this model's predictions.")

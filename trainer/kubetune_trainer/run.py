@@ -1,4 +1,5 @@
-"""One training run: config in; trained adapter or model, tokenizer and summary out."""
+"""One training run: config in; trained adapter or model, tokenizer, predictions, model card
+and summary out. Under `accelerate launch` every process trains; only the main one writes."""
 from __future__ import annotations
 
 import json
@@ -8,20 +9,25 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.config import TrainingConfig
 from kubetune_trainer.data import load_splits, tokenize_splits
 from kubetune_trainer.methods import METHODS, count_parameters
+from kubetune_trainer.modelcard import write_model_card
 from kubetune_trainer.modelsource import bf16_supported, load_model
+from kubetune_trainer.predictions import write_predictions
 from kubetune_trainer.report import Artifacts, PodReport
 from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.taskeval import finish_metrics, score_retention
 from kubetune_trainer.train import train
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "training_summary.json"
+SUMMARY_FILE, PREDICTIONS_FILE, MODEL_CARD_FILE = "training_summary.json", "predictions.jsonl", "README.md"
 
 
 def _versions() -> dict:
@@ -38,32 +44,50 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     """Trains as `config` says and returns the path of training_summary.json."""
     started = time.perf_counter()
     spec = config.training
+    method = METHODS[config.method.value]
+    method.check(config)
     set_seed(spec.seed)  # before the method adds (randomly initialised) adapters
-    accelerator = Accelerator(
-        gradient_accumulation_steps=spec.gradient_accumulation_steps,
-        mixed_precision="bf16" if bf16_supported() else "no",
-    )
+    # The train loop accumulates gradients itself (no_sync on all but a window's last batch).
+    # cpu=True without CUDA: several processes then join over gloo (Accelerate only looks for
+    # a CPU process group when told so).
+    accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
     splits = load_splits(config.dataset, spec.seed)
-    model, tokenizer, checkpoint = load_model(config.model)
-    data = tokenize_splits(splits, tokenizer, config.dataset.max_length)
+    model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
+    data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
     counts = data.counts()
     log.info("data: %s", counts)
 
-    method = METHODS[config.method.value]
-    model = method.prepare(model, config)
+    if spec.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input that requires grad, so frozen bases work too.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = method.prepare(model, config, checkpoint)
     params = count_parameters(model)
     log.info("%s: %d of %d parameters trainable", config.method.value, params.trainable, params.total)
 
-    result = train(model, data, tokenizer.pad_token_id, spec, accelerator, reporter.report)
-
     output = Path(config.output.path).absolute()
-    model_path = method.save(accelerator.unwrap_model(model), tokenizer, output)
+    main = accelerator.is_main_process
+    retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
+    result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
+                   reporter.report if main else lambda report: None,
+                   Checkpoints(output, spec.checkpoints_to_keep, accelerator))
+    finish_metrics(result.metrics, model, data, tokenizer.pad_token_id, spec.batch_size, accelerator, retention_before)
+    if not main:
+        accelerator.wait_for_everyone()
+        return output / SUMMARY_FILE
+
+    model = accelerator.unwrap_model(model)
+    n_predictions = write_predictions(model, tokenizer, data.splits["test"][:spec.prediction_rows], output / PREDICTIONS_FILE)
+    model_path = method.save(model, tokenizer, output, config)
     artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE))
     summary = {
         "config": config.model_dump(by_alias=True, mode="json"),
         "model": {"path": config.model.path, "checkpoint": str(checkpoint)},
         "data": counts,
         "parameters": {"trainable": params.trainable, "total": params.total},
+        "processes": accelerator.num_processes,
+        "mixedPrecision": accelerator.mixed_precision,
+        "resumedFromStep": result.resumed_from,
+        "predictions": {"rows": n_predictions, "path": str(output / PREDICTIONS_FILE)},
         "progress": result.progress.model_dump(by_alias=True, mode="json"),
         "metrics": result.metrics.model_dump(by_alias=True, mode="json"),
         "history": result.history,
@@ -78,6 +102,7 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
         "versions": _versions(),
     }
     Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_model_card(output / MODEL_CARD_FILE, summary)
 
     metrics = result.metrics
     final = (f"test loss {metrics.test_loss:.4f}" if metrics.test_loss is not None
@@ -86,4 +111,5 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
         PodReport(progress=result.progress, metrics=metrics, artifacts=artifacts),
         f"{config.method.value} training finished after {result.progress.step} steps, {final}",
     )
+    accelerator.wait_for_everyone()
     return Path(artifacts.summary_path)

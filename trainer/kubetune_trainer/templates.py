@@ -12,26 +12,26 @@ from kubetune_trainer.errors import DataError
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
-def compile_template(source: str) -> jinja2.Template:
+def compile_template(source: str, field: str = "dataset.promptTemplate") -> jinja2.Template:
     try:
         return _ENV.from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise DataError(f"dataset.promptTemplate: syntax error on template line {e.lineno}: {e.message}") from e
+        raise DataError(f"{field}: syntax error on template line {e.lineno}: {e.message}") from e
 
 
-def template_variables(source: str) -> set[str]:
+def template_variables(source: str, field: str = "dataset.promptTemplate") -> set[str]:
     """The top-level names a template reads; each must be a column of the data."""
     try:
         return meta.find_undeclared_variables(_ENV.parse(source))
     except jinja2.TemplateSyntaxError as e:
-        raise DataError(f"dataset.promptTemplate: syntax error on template line {e.lineno}: {e.message}") from e
+        raise DataError(f"{field}: syntax error on template line {e.lineno}: {e.message}") from e
 
 
-def render_prompt(template: jinja2.Template, row: Mapping, where: str) -> str:
+def render_prompt(template: jinja2.Template, row: Mapping, where: str, field: str = "dataset.promptTemplate") -> str:
     """Renders one row; `where` (e.g. 'data.jsonl line 3') prefixes any error."""
     try:
         return template.render(row)
     except jinja2.UndefinedError as e:
-        raise DataError(f"{where}: dataset.promptTemplate: {e.message}") from e
+        raise DataError(f"{where}: {field}: {e.message}") from e
     except Exception as e:  # a filter or expression failing on this row's values
-        raise DataError(f"{where}: dataset.promptTemplate failed: {type(e).__name__}: {e}") from e
+        raise DataError(f"{where}: {field} failed: {type(e).__name__}: {e}") from e

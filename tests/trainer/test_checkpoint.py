@@ -1,0 +1,54 @@
+"""Checkpoints and resume: a run killed after a checkpoint and restarted on the same output
+path ends where an uninterrupted run ends, continuing its step count and data order."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from kubetune_trainer.cli import main
+from test_cli import write_config
+
+STEPS, EVERY = 80, 20
+TRAINING = {"maxSteps": STEPS, "batchSize": 4, "gradientAccumulationSteps": 2, "learningRate": 3e-3,
+            "logEverySteps": 10, "evalEverySteps": 40, "checkpointEverySteps": EVERY, "checkpointsToKeep": 2}
+LORA = {"r": 4, "alpha": 8, "dropout": 0.1, "targetModules": ["q_proj", "v_proj"]}  # dropout: RNG state matters
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tiny_model_dir, dataset_file, tmp_path):
+    reference = tmp_path / "reference"
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, reference, lora=LORA, training=TRAINING)
+    assert main(["--config", str(config)]) == 0
+
+    resumed = tmp_path / "resumed"
+    child = subprocess.Popen([sys.executable, "-m", "kubetune_trainer.cli", "--config", str(config), "--output", str(resumed)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "KUBETUNE_CACHE": str(tmp_path / "cache")})
+    first = resumed / "checkpoints" / f"step-{EVERY}"
+    deadline = time.monotonic() + 300
+    while not first.is_dir() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert first.is_dir() and not (resumed / "training_summary.json").exists(), "the run ended before it could be killed"
+
+    assert main(["--config", str(config), "--output", str(resumed)]) == 0
+    want = json.loads((reference / "training_summary.json").read_text())
+    got = json.loads((resumed / "training_summary.json").read_text())
+    assert want["resumedFromStep"] is None and EVERY <= got["resumedFromStep"] < STEPS
+    # The step count and reports continue: the history is the uninterrupted run's, step for step.
+    assert [e["step"] for e in got["history"]] == [e["step"] for e in want["history"]]
+    assert got["progress"]["step"] == STEPS
+    assert abs(got["finalTrainLoss"] - want["finalTrainLoss"]) < 1e-4
+    assert abs(got["metrics"]["testLoss"] - want["metrics"]["testLoss"]) < 1e-4
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (reference, resumed))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+    # Keep-last-K, and nothing half-written left behind.
+    assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == [f"step-{STEPS - EVERY}", f"step-{STEPS}"]

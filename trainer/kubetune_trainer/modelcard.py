@@ -1,0 +1,54 @@
+"""The model card (README.md in output.path): what was trained, on what, how well, how to load it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _how_to_load(model_path: Path, base: str) -> str:
+    if (model_path / "adapter_config.json").is_file():
+        return (
+            "from peft import AutoPeftModelForCausalLM\n"
+            "from transformers import AutoTokenizer\n\n"
+            f"model = AutoPeftModelForCausalLM.from_pretrained(\"{model_path}\")  # loads the base from {base}\n"
+            f"tokenizer = AutoTokenizer.from_pretrained(\"{model_path}\")\n"
+        )
+    return (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained(\"{model_path}\")\n"
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{model_path}\")\n"
+    )
+
+
+def write_model_card(path: Path, summary: dict) -> None:
+    config, metrics, params = summary["config"], summary["metrics"], summary["parameters"]
+    model_path = Path(summary["artifacts"]["modelPath"])
+    data = summary["data"]
+    rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in metrics.items())
+    text = f"""# Fine-tuned {config['model']['path']}
+
+Trained by kubetune with method `{config['method']}`: {params['trainable']:,} of {params['total']:,} parameters trainable.
+
+- Base model: `{config['model']['path']}` (checkpoint `{summary['model']['checkpoint']}`)
+- Data: `{config['dataset']['path']}`; {data.get('train')} training, {data.get('validation')} validation, {data.get('test')} test rows
+- Prompt template: `{config['dataset']['promptTemplate']!r}`, completion field `{config['dataset']['completionField']}`
+- Training: {summary['progress']['step']} optimizer steps, batch {config['training']['batchSize']} x {config['training']['gradientAccumulationSteps']} accumulation, learning rate {config['training']['learningRate']}, seed {config['training']['seed']}
+- Throughput: {summary['throughput']['tokensPerSecond']} tokens/s over {summary['throughput']['trainSeconds']} s
+
+## Metrics (completion tokens only)
+
+| metric | value |
+|---|---|
+{rows}
+
+Sample predictions on test rows: `predictions.jsonl`. Everything above in full: `training_summary.json`.
+
+## Loading
+
+```python
+{_how_to_load(model_path, summary['model']['checkpoint'])}```
+"""
+    path.write_text(text, encoding="utf-8")
