@@ -3,7 +3,8 @@
 Both train SmolLM2-135M-Instruct for one epoch over the same dialogsum rows (the first rows of
 the file, enough for about --steps batches of 4; the same tokenized training split, at most 512
 tokens), so both process the same real tokens, for LoRA r16 and full fine-tuning. Each run happens in its own subprocess, so each peak RSS is that run's alone.
-Prints real (non-padding) tokens per second, peak RSS and the kubetune/HF ratios.
+Prints real (non-padding) tokens per second, peak RSS and the kubetune/HF ratios, for the
+kubetune defaults and with gradient checkpointing (less memory, some speed).
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--methods lora,full]
 """
@@ -29,7 +30,11 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "k_pr
 LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 
 
-def training_config(method: str, steps: int, data: Path, output: Path) -> dict:
+# kubetune-gc: the kubetune trainer with training.gradientCheckpointing, trading speed for memory.
+SIDES = ("hf", "kubetune", "kubetune-gc")
+
+
+def training_config(method: str, steps: int, data: Path, output: Path, checkpointing: bool = False) -> dict:
     return {
         "model": {"path": MODEL},
         "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "completionField": "summary",
@@ -37,7 +42,7 @@ def training_config(method: str, steps: int, data: Path, output: Path) -> dict:
         "method": method,
         "lora": LORA,
         "training": {"epochs": 1, "batchSize": BATCH, "learningRate": LEARNING_RATE[method], "logEverySteps": steps,
-                     "predictionRows": 0},
+                     "predictionRows": 0, "gradientCheckpointing": checkpointing},
         "output": {"path": str(output)},
     }
 
@@ -102,8 +107,8 @@ def run_hf(config: dict, workdir: Path) -> dict:
 
 def child(side: str, method: str, steps: int, data: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-{method}-") as tmp:
-        config = training_config(method, steps, data, Path(tmp) / "out")
-        result = (run_kubetune if side == "kubetune" else run_hf)(config, Path(tmp))
+        config = training_config(method, steps, data, Path(tmp) / "out", checkpointing=side == "kubetune-gc")
+        result = (run_hf if side == "hf" else run_kubetune)(config, Path(tmp))
     print(json.dumps({**result, "peakRss": peak_rss_bytes()}))
 
 
@@ -131,24 +136,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="about this many optimizer steps per run (default 8)")
     parser.add_argument("--methods", default="lora,full", help="comma-separated: lora, full")
     parser.add_argument("--data", type=Path, default=DATA, help=f"dialogsum JSONL (default {DATA})")
-    parser.add_argument("--child", choices=["kubetune", "hf"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.methods, args.steps, args.data)
 
     print(f"SmolLM2-135M-Instruct, {args.data.name}, batch {BATCH}, <= {MAX_LENGTH} tokens, {args.steps} steps, "
           f"{os.cpu_count()} CPUs, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}")
-    print(f"{'method':<8} {'trainer':<10} {'tokens/s':>9} {'peak RSS':>9} {'tokens':>7} {'steps':>5}")
+    print(f"{'method':<8} {'trainer':<12} {'tokens/s':>9} {'peak RSS':>9} {'tokens':>7} {'steps':>5}")
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data = first_rows(args.data, args.steps, Path(tmp))
         for method in args.methods.split(","):
-            results = {side: measure(side, method, args.steps, data) for side in ("hf", "kubetune")}
-            for side, r in results.items():
-                print(f"{method:<8} {side:<10} {r['tokensPerSecond']:>9.1f} {r['peakRss'] / 2**30:>7.2f}GB {r['tokens']:>7} {r['steps']:>5}",
+            results = {}
+            for side in SIDES:
+                r = results[side] = measure(side, method, args.steps, data)
+                print(f"{method:<8} {side:<12} {r['tokensPerSecond']:>9.1f} {r['peakRss'] / 2**30:>7.2f}GB {r['tokens']:>7} {r['steps']:>5}",
                       flush=True)
-            hf, kt = results["hf"], results["kubetune"]
-            print(f"{method:<8} {'ratio':<10} {kt['tokensPerSecond'] / hf['tokensPerSecond']:>8.2f}x {kt['peakRss'] / hf['peakRss']:>8.2f}x",
-                  flush=True)
+            hf = results["hf"]
+            for side in SIDES[1:]:
+                kt = results[side]
+                print(f"{method:<8} {side + '/hf':<12} {kt['tokensPerSecond'] / hf['tokensPerSecond']:>8.2f}x "
+                      f"{kt['peakRss'] / hf['peakRss']:>8.2f}x", flush=True)
 
 
 if __name__ == "__main__":

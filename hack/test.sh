@@ -10,6 +10,10 @@ if ! kubectl get --raw /readyz >/dev/null 2>&1; then
   bash hack/cluster/up.sh
   started=1
 fi
-cleanup() { [ "$started" = 1 ] && { bash hack/operator.sh stop || true; bash hack/cluster/down.sh || true; }; }
+cleanup() {
+  status=$?
+  if [ "$started" = 1 ]; then bash hack/operator.sh stop || true; bash hack/cluster/down.sh || true; fi
+  exit "$status"  # pytest's verdict, whatever the cleanup did
+}
 trap cleanup EXIT
 "$REPO/.venv/bin/python" -m pytest -q -rfEs "$@"

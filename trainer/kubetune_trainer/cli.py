@@ -1,32 +1,20 @@
 """`kubetune-train --config FILE [--output DIR]`: the trainer pod's entry point.
 
-Exit codes: 0 done, 1 unexpected failure, 2 bad config (or a model it names), 3 bad data.
-On failure the error also goes to the termination message for the operator to show.
+Exit codes and failure reporting as in kubetune_trainer.entrypoint.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 
-import yaml
-from pydantic import ValidationError
-
-from kubetune_trainer.config import OutputSpec, load_config
-from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_trainer.config import load_config
+from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
 from kubetune_trainer.reporter import StatusReporter
-
-log = logging.getLogger("kubetune_trainer")
-
-EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_BAD_DATA = 1, 2, 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kubetune-train", description="Fine-tune a causal language model.")
-    parser.add_argument("--config", required=True, help="YAML or JSON training config")
-    parser.add_argument("--output", help="override output.path")
-    args = parser.parse_args(argv)
+    args = parse_args("kubetune-train", "Fine-tune a causal language model.", "training config", argv)
     # Under accelerate launch only the main process (RANK 0) logs progress and prints the result.
     main_process = os.environ.get("RANK", "0") == "0"
     level = logging.INFO if main_process else logging.WARNING
@@ -39,26 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     from kubetune_trainer.run import run
 
     reporter = StatusReporter.from_env()
-    try:
-        try:
-            config = load_config(args.config)
-        except (OSError, yaml.YAMLError, ValidationError, ValueError) as e:
-            raise ConfigError(f"{args.config}: {e}") from e
-        if args.output:
-            config = config.model_copy(update={"output": OutputSpec(path=args.output)})
+
+    def work():
+        config = read_config(load_config, args)
         with logging_redirect_tqdm():
-            summary_path = run(config, reporter)
-    except (ConfigError, DataError) as e:
-        log.error("%s", e)
-        reporter.fail(e)
-        return EXIT_BAD_DATA if isinstance(e, DataError) else EXIT_BAD_CONFIG
-    except Exception as e:
-        log.exception("training failed")
-        reporter.fail(e)
-        return EXIT_FAILED
-    if main_process:
+            return run(config, reporter)
+
+    code, summary_path = run_reported("training", work, reporter)
+    if code == 0 and main_process:
         print(summary_path)
-    return 0
+    return code
 
 
 if __name__ == "__main__":  # python -m kubetune_trainer.cli, as accelerate launch -m runs it

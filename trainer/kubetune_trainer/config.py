@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -120,7 +120,26 @@ def _check_completion(where: str, field: Optional[str], template: Optional[str])
         raise ValueError(f"{where}: set exactly one of completionField and completionTemplate")
 
 
-class TaskSpec(ApiModel):
+class PromptedRows(ApiModel):
+    """Rows from a file and how each becomes a prompt and a completion."""
+
+    path: str = _path_field("The rows")
+    format: DataFormat = _format_field()
+    prompt_template: str = _prompt_template_field(required=True)
+    completion_field: Optional[str] = _completion_field_field()
+    completion_template: Optional[str] = _completion_template_field()
+    chat_template: bool = _chat_template_field()
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _one_completion(self) -> "PromptedRows":
+        _check_completion(self._where(), self.completion_field, self.completion_template)
+        return self
+
+
+class TaskSpec(PromptedRows):
     """One task of a multi-task mixture: its own rows, template and weight."""
 
     name: str = Field(
@@ -128,11 +147,6 @@ class TaskSpec(ApiModel):
         description="Task name, unique in the mixture; per-task metrics are reported under it.",
     )
     path: str = _path_field("The task's rows")
-    format: DataFormat = _format_field()
-    prompt_template: str = _prompt_template_field(required=True)
-    completion_field: Optional[str] = _completion_field_field()
-    completion_template: Optional[str] = _completion_template_field()
-    chat_template: bool = _chat_template_field()
     weight: float = Field(
         1.0, gt=0, le=1e6,
         description="Mixing weight: the task gets weight / (sum of weights) of the mixture's training examples.",
@@ -144,27 +158,18 @@ class TaskSpec(ApiModel):
         description="Cap on the task's training pool (rows after the validation/test cut) before mixing.",
     )
 
-    @model_validator(mode="after")
-    def _one_completion(self) -> "TaskSpec":
-        _check_completion(f"dataset.tasks[{self.name}]", self.completion_field, self.completion_template)
-        return self
+    def _where(self) -> str:
+        return f"dataset.tasks[{self.name}]"
 
 
-class RetentionSpec(ApiModel):
+class RetentionSpec(PromptedRows):
     """Examples of other tasks, scored before and after training to measure forgetting."""
 
     path: str = _path_field("Retention rows (examples of other tasks the model should keep doing well)")
-    format: DataFormat = _format_field()
-    prompt_template: str = _prompt_template_field(required=True)
-    completion_field: Optional[str] = _completion_field_field()
-    completion_template: Optional[str] = _completion_template_field()
-    chat_template: bool = _chat_template_field()
     max_examples: int = Field(200, ge=1, le=1_000_000, description="Use at most this many retention rows (the first ones).")
 
-    @model_validator(mode="after")
-    def _one_completion(self) -> "RetentionSpec":
-        _check_completion("dataset.retention", self.completion_field, self.completion_template)
-        return self
+    def _where(self) -> str:
+        return "dataset.retention"
 
 
 _SINGLE_TASK_FIELDS = ("path", "format", "prompt_template", "completion_field", "completion_template", "chat_template",
@@ -345,10 +350,17 @@ class TrainingConfig(ApiModel):
 TRAINING_FIELDS = tuple(TrainingConfig.model_fields)
 
 
-def load_config(path: str | Path) -> TrainingConfig:
-    """Reads a YAML or JSON training config (camelCase or snake_case keys)."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_model_file(model: type[ModelT], path: str | Path) -> ModelT:
+    """Reads a YAML or JSON config file (camelCase or snake_case keys) as `model`."""
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return TrainingConfig.model_validate(data)
+    return model.model_validate(data)
+
+
+def load_config(path: str | Path) -> TrainingConfig:
+    return load_model_file(TrainingConfig, path)

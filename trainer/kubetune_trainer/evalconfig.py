@@ -10,10 +10,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-import yaml
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
 
-from kubetune_trainer.config import ApiModel, Dtype, OutputSpec
+from kubetune_trainer.config import ApiModel, Dtype, OutputSpec, load_model_file
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 
@@ -95,14 +95,9 @@ class EvalConfig(ApiModel):
                 EvalTask.perplexity: ["text_field"]}[self.task]
         for field in need:
             if not getattr(self.dataset, field):
-                camel = "".join(w.capitalize() if i else w for i, w in enumerate(field.split("_")))
-                raise ValueError(f"dataset.{camel} is required for task {self.task.value}")
+                raise ValueError(f"dataset.{to_camel(field)} is required for task {self.task.value}")
         return self
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return EvalConfig.model_validate(data)
+    return load_model_file(EvalConfig, path)

@@ -65,7 +65,12 @@ def completion_loss(hidden: torch.Tensor, labels: torch.Tensor, head) -> tuple[t
 
 
 def batch_loss(model, inner, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """completion_loss of `model` (maybe DDP-wrapped) on a batch; `inner` is the unwrapped model."""
+    """completion_loss of `model` (maybe DDP-wrapped) on a batch; `inner` is the unwrapped model.
+
+    Batches are right-padded and attention is causal, so no real token attends to the pads
+    after it: the padding mask changes nothing the loss reads. Leaving it out lets SDPA use
+    its causal kernel instead of materializing a (batch, heads, T, T) mask, which sets the
+    peak memory of a step."""
     with hidden_state_outputs(inner) as head:
-        hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        hidden = model(input_ids=batch["input_ids"]).logits
     return completion_loss(hidden, batch["labels"], head)

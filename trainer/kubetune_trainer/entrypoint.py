@@ -1,0 +1,56 @@
+"""What kubetune-train and kubetune-eval share: reading the config file, the exit codes, and
+reporting every failure to the termination message.
+
+Exit codes: 0 done, 1 unexpected failure, 2 bad config (or a model or metric it names),
+3 bad data.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kubetune_trainer.config import OutputSpec
+from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_trainer.reporter import StatusReporter
+
+log = logging.getLogger("kubetune_trainer")
+
+EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_BAD_DATA = 1, 2, 3
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def parse_args(prog: str, description: str, what: str, argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help=f"YAML or JSON {what}")
+    parser.add_argument("--output", help="override output.path")
+    return parser.parse_args(argv)
+
+
+def read_config(load: Callable[[str], ConfigT], args: argparse.Namespace) -> ConfigT:
+    """The config file as its model, with --output applied; ConfigError names the file."""
+    try:
+        config = load(args.config)
+    except (OSError, yaml.YAMLError, ValidationError, ValueError) as e:
+        raise ConfigError(f"{args.config}: {e}") from e
+    if args.output:
+        config = config.model_copy(update={"output": OutputSpec(path=args.output)})
+    return config
+
+
+def run_reported(what: str, work: Callable[[], Path], reporter: StatusReporter) -> tuple[int, Optional[Path]]:
+    """(exit code, result path) of work(); every failure also goes to the termination message."""
+    try:
+        return 0, work()
+    except (ConfigError, DataError) as e:
+        log.error("%s", e)
+        reporter.fail(e)
+        return (EXIT_BAD_DATA if isinstance(e, DataError) else EXIT_BAD_CONFIG), None
+    except Exception as e:
+        log.exception("%s failed", what)
+        reporter.fail(e)
+        return EXIT_FAILED, None
