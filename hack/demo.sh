@@ -26,7 +26,7 @@ while :; do
   line="$(kubectl get ftj "$NAME" -o jsonpath='{.status.phase}: {.status.message}')"
   step="$(kubectl get ftj "$NAME" -o jsonpath='{.status.progress.step}/{.status.progress.totalSteps} ({.status.progress.percent}%) loss {.status.metrics.trainLoss}')"
   [ "${step%%/*}" != "" ] && line="$line, step $step"
-  [ "$line" != "$last" ] && { echo "  $(date +%T) $line"; last="$line"; }
+  [ -n "$phase" ] && [ "$line" != "$last" ] && { echo "  $(date +%T) $line"; last="$line"; }
   case "$phase" in Succeeded|Failed) break ;; esac
   [ "$SECONDS" -lt "$deadline" ] || { echo "timed out after ${TIMEOUT}s" >&2; exit 1; }
   sleep 3
