@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 crds: install
-	$(PY) -m kubetune_operator.crdgen --out manifests/crds
+	$(PY) -m kubetune_api.crdgen --out manifests/crds
 
 cluster-up: install
 	bash hack/cluster/up.sh

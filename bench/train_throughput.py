@@ -52,7 +52,7 @@ def peak_rss_bytes() -> int:
 
 
 def run_kubetune(config: dict, workdir: Path) -> dict:
-    from kubetune_trainer.config import TrainingConfig
+    from kubetune_api.training import TrainingConfig
     from kubetune_trainer.reporter import StatusReporter
     from kubetune_trainer.run import run
 
@@ -66,7 +66,7 @@ def run_hf(config: dict, workdir: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from kubetune_trainer.config import TrainingConfig
+    from kubetune_api.training import TrainingConfig
     from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize_splits
     from kubetune_trainer.modelsource import load_model
 

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubetune_operator import api
+import kubetune_api as api
+from kubetune_api import wire
 
 
 @dataclass(frozen=True)
@@ -26,19 +27,14 @@ class Workload:
     command: str
 
 
-FINETUNE = Workload("FineTuneJob", api.FINETUNEJOB_PLURAL, "train", "kubetune.io/finetunejob", "trainer", "kubetune-train")
-EVAL = Workload("EvalJob", api.EVALJOB_PLURAL, "eval", "kubetune.io/evaljob", "evaluator", "kubetune-eval")
-WORKLOADS = {w.kind: w for w in (FINETUNE, EVAL)}
+FINETUNE = Workload(api.FINETUNEJOB_KIND, api.FINETUNEJOB_PLURAL, "train", "kubetune.io/finetunejob", "trainer", "kubetune-train")
+EVAL = Workload(api.EVALJOB_KIND, api.EVALJOB_PLURAL, "eval", "kubetune.io/evaljob", "evaluator", "kubetune-eval")
 
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
-CONFIG_DIR = "/etc/kubetune"
-CONFIG_FILE = "config.yaml"
-TERMINATION_LOG = "/dev/termination-log"
-# Job names become pod label values (<= 63 chars) with a suffix the Job controller adds.
-MAX_NAME_LENGTH = 52
+CONFIG_DIR, CONFIG_FILE, TERMINATION_LOG = wire.CONFIG_DIR, wire.CONFIG_FILE, wire.TERMINATION_LOG
 
 
 def child_name(parent: str, workload: Workload) -> str:
@@ -123,12 +119,13 @@ def _resources(spec: api.Placement) -> dict[str, Any]:
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
 
-def _env(meta: dict[str, Any], workload: Workload) -> list[dict[str, Any]]:
+def _env(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> list[dict[str, Any]]:
     return [
-        {"name": "KUBETUNE_JOB_NAME", "value": meta["name"]},
-        {"name": "KUBETUNE_JOB_PLURAL", "value": workload.plural},
-        {"name": "KUBETUNE_JOB_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "KUBETUNE_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": wire.ENV_JOB_NAME, "value": meta["name"]},
+        {"name": wire.ENV_JOB_PLURAL, "value": workload.plural},
+        {"name": wire.ENV_JOB_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": wire.ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
+        {"name": wire.ENV_WRITABLE_ROOTS, "value": ":".join(spec.writable_roots())},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
 
@@ -156,7 +153,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> dict[s
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy.value,
         "command": command(workload, spec.resources.gpu),
-        "env": _env(meta, workload),
+        "env": _env(meta, workload, spec),
         "resources": _resources(spec),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

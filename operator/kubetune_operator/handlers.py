@@ -14,7 +14,8 @@ from typing import Any, Optional
 
 import kopf
 
-from kubetune_operator import api, builders, kube, metrics, observe, preflight
+import kubetune_api as api
+from kubetune_operator import builders, kube, metrics, observe, preflight
 from kubetune_operator.builders import EVAL, FINETUNE, Workload
 from kubetune_operator.settings import OperatorSettings
 
@@ -22,8 +23,8 @@ log = logging.getLogger("kubetune.operator")
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
 EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
 FINAL = (api.Phase.Succeeded.value, api.Phase.Failed.value)
-SUCCEEDED = observe.SUCCEEDED
-EVALUATED = observe.EVALUATED
+SUCCEEDED = api.CONDITION_SUCCEEDED
+EVALUATED = api.CONDITION_EVALUATED
 # Fields the pod reports itself; the termination message fills them when its patches failed.
 POD_FIELDS = ("progress", "metrics", "artifacts", "results", "samples")
 
@@ -108,7 +109,7 @@ def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **
     if status.get("phase") in FINAL:
         return
     try:
-        parsed = preflight.validate(body["metadata"]["name"], dict(body["spec"]), check_files=memo.config.preflight_files)
+        parsed = preflight.validate(body["metadata"]["name"], dict(body["spec"]))
     except preflight.Invalid as invalid:
         _fail_without_launch(FINETUNE, body, invalid)
         return
@@ -124,8 +125,7 @@ def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namesp
     try:
         parsed, config = preflight.validate_eval(
             body["metadata"]["name"], dict(body["spec"]),
-            lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name),
-            check_files=memo.config.preflight_files)
+            lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name))
     except preflight.NotReady as waiting:
         _wait(EVAL, body, waiting)
         raise kopf.TemporaryError(str(waiting), delay=memo.config.wait_seconds)
@@ -228,6 +228,8 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
             log.info(f"{workload.kind} {namespace}/{name}: {seen.phase.value} ({seen.reason}): {seen.message}")
             warning = seen.phase == api.Phase.Failed or seen.reason in observe.WARNING_REASONS
             kopf.event(obj, type="Warning" if warning else "Normal", reason=seen.reason, message=seen.message)
+        if seen.phase == api.Phase.Failed and job is not None and not observe.job_finished(job):
+            kube.stop_job(namespace, job["metadata"]["name"])  # a user error: no retry can help
         if seen.phase.value in FINAL and seen.start_time and seen.completion_time:
             seconds = (_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
             metrics.observe_duration(workload.kind, seen.phase.value, seconds)

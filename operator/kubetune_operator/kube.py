@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from kubetune_operator import api
+import kubetune_api as api
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +90,8 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any])
     """A JSON merge patch of the status subresource (a dict body is sent as merge-patch)."""
     kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
         api.GROUP, api.VERSION, namespace, plural, name, {"status": status})
+
+
+def stop_job(namespace: str, name: str) -> None:
+    """Stops a Job from starting more pods (parallelism 0) while keeping it and its pods' logs."""
+    kubernetes.client.BatchV1Api().patch_namespaced_job(name, namespace, {"spec": {"parallelism": 0}})

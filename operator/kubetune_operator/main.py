@@ -12,19 +12,17 @@ from kubetune_operator.settings import OperatorSettings
 
 def parse_args(argv: list[str] | None = None) -> OperatorSettings:
     defaults = OperatorSettings()
-    parser = argparse.ArgumentParser(prog="kubetune-operator", description="Reconciles kubetune.io FineTuneJobs.")
+    parser = argparse.ArgumentParser(prog="kubetune-operator", description="Reconciles kubetune.io FineTuneJobs and EvalJobs.")
     parser.add_argument("-n", "--namespace", action="append", default=[],
                         help="watch only this namespace (repeatable); default: all namespaces")
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port, help="Prometheus /metrics port; 0 disables")
     parser.add_argument("--metrics-address", default=defaults.metrics_address)
     parser.add_argument("--health-port", type=int, default=defaults.health_port, help="liveness /healthz port; 0 disables")
-    parser.add_argument("--no-preflight-files", dest="preflight_files", action="store_false", default=defaults.preflight_files,
-                        help="do not read model and dataset files before launching (when the operator cannot see them)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads for handlers")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     args = parser.parse_args(argv)
     return OperatorSettings(namespaces=args.namespace, metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-                            health_port=args.health_port, preflight_files=args.preflight_files, workers=args.workers,
+                            health_port=args.health_port, workers=args.workers,
                             verbose=args.verbose)
 
 

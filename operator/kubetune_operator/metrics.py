@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
-from kubetune_operator.api import Phase
+from kubetune_api import Phase
 
 REGISTRY = CollectorRegistry()
 

@@ -10,10 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from kubetune_operator.api import Phase
-
-SUCCEEDED = "Succeeded"
-EVALUATED = "Evaluated"
+from kubetune_api import Phase
+from kubetune_api.errors import USER_ERRORS
 # Waiting reasons that mean the pod cannot start until someone fixes something.
 _STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "CrashLoopBackOff"}
@@ -79,8 +77,17 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
     detail = report.get("error") or _last_line(report.get("log", ""))
     container = _main_status(pod).get("name", "container")
     message = f"the {container} exited with code {code}" + (f": {detail}" if detail else "")
-    # The pod names the kind of error (InvalidData, UnknownMetric, ...); else TrainerFailed/EvaluatorFailed.
+    # The pod names the kind of error (InvalidDataset, UnknownMetric, ...); else TrainerFailed/EvaluatorFailed.
     return report.get("reason") or f"{container.capitalize()}Failed", message, report
+
+
+def job_finished(job: dict[str, Any]) -> bool:
+    """Whether the Job controller has given its verdict (Complete or Failed)."""
+    return any((_condition(job, ctype) or {}).get("status") == "True" for ctype in ("Complete", "Failed"))
+
+
+def _finished_at(pod: dict[str, Any]) -> Optional[str]:
+    return ((_main_status(pod).get("state") or {}).get("terminated") or {}).get("finishedAt")
 
 
 def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -154,10 +161,14 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     if pod_phase == "Pending":
         reason, message = _pending_reason(latest)
         return Observation(Phase.Pending, reason, message, start)
-    # A pod finished but the Job controller has not decided yet (retry or give up).
+    # A pod finished but the Job controller has not decided yet (retry or give up). The user's
+    # own mistakes (bad data, model or config, found by the pod's check phase) fail at once:
+    # another pod would fail the same way.
     failure = describe_failure(latest)
     if failure:
         reason, message, report = failure
+        if reason in USER_ERRORS:
+            return Observation(Phase.Failed, reason, message, start, _finished_at(latest), report)
         return Observation(Phase.Running, "Retrying", f"{message}; the Job may retry", start, report=report)
     return Observation(Phase.Running, "Running", "running", start)
 

@@ -1,28 +1,24 @@
-"""What the CRD schema cannot check, checked before any pod is launched.
+"""What the CRD schema cannot check, decided from the spec alone before any pod is launched.
 
 A spec that fails here becomes a Failed FineTuneJob or EvalJob with a reason naming the
-problem, and no Job. Files are checked when the operator can see them: paths on the job's
-own volumes (PVCs) are left to the pod, which reports the same errors.
+field, and no Job. The operator opens no file and renders no template a user wrote: checks
+that need the data or the model (files exist, rows parse, templates render, the model loads)
+run in the pod's own check phase, with the job's identity and volumes, and come back as the
+same named reasons through the termination message.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from kubetune_operator import api
-from kubetune_operator.builders import MAX_NAME_LENGTH
-from kubetune_trainer.errors import DataError, MetricError, ModelSourceError
-from kubetune_trainer.evalconfig import EvalConfig, EvalModel
-from kubetune_trainer.evaluation.dataset import check_eval_dataset
-from kubetune_trainer.evaluation.metrics import hub_metric_names
-from kubetune_trainer.modelpath import resolve_path
-from kubetune_trainer.rows import check_dataset
-
+import kubetune_api as api
+from kubetune_api.catalog import hub_metric_names, produces_full_model
+from kubetune_api.errors import MetricError, Reason
+from kubetune_api.evaluation import EvalConfig, EvalModel
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-# Methods whose output is a whole model rather than an adapter on the base model.
-FULL_MODEL_METHODS = {"full", "selective"}
 
 
 class Invalid(Exception):
@@ -37,87 +33,65 @@ class NotReady(Invalid):
     """The spec may work later (e.g. a referenced FineTuneJob is still training)."""
 
 
+# A cross-field rule's message that starts with the field it is about ("output.path: ...").
+_NAMES_A_FIELD = re.compile(r"[a-z][A-Za-z0-9]*(\[[^\]]*\])?[.:\[]")
+
+
 def _field_errors(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        parts.append(f"spec.{where}: {item['msg']}" if where else f"spec: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        if where:
+            parts.append(f"spec.{where}: {message}")
+        else:
+            parts.append(f"spec.{message}" if _NAMES_A_FIELD.match(message) else f"spec: {message}")
     return "; ".join(parts)
 
 
-def _on_volume(path: str, spec: api.Placement) -> bool:
-    return any(path == v.mount_path or path.startswith(v.mount_path.rstrip("/") + "/") for v in spec.volumes)
-
-
 def _parse(model: type[ModelT], name: str, spec: dict) -> ModelT:
-    if len(name) > MAX_NAME_LENGTH:
-        raise Invalid("InvalidName", f"metadata.name must be at most {MAX_NAME_LENGTH} characters (is {len(name)})")
+    if len(name) > api.MAX_NAME_LENGTH:
+        raise Invalid(Reason.InvalidName, f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters (is {len(name)})")
     try:
         return model.model_validate(spec)
     except ValidationError as error:
-        raise Invalid("InvalidSpec", _field_errors(error)) from None
+        raise Invalid(Reason.InvalidSpec, _field_errors(error)) from None
 
 
-def _check_model(path: str, field: str, placement: api.Placement) -> None:
-    if not _on_volume(path, placement):
-        try:
-            resolve_path(path)
-        except ModelSourceError as error:
-            raise Invalid("InvalidModel", f"spec.{field}: {error}") from None
-
-
-def validate(name: str, spec: dict, check_files: bool = True) -> api.FineTuneJobSpec:
-    """Returns the parsed FineTuneJob spec, or raises Invalid(reason, message naming the field or file)."""
-    parsed = _parse(api.FineTuneJobSpec, name, spec)
-    if not check_files:
-        return parsed
-    _check_model(parsed.model.path, "model.path", parsed)
-    try:  # every file the dataset names (tasks, split files, retention) except those on the job's volumes
-        check_dataset(parsed.dataset, skip=lambda path: _on_volume(path, parsed))
-    except DataError as error:
-        raise Invalid("InvalidDataset", f"spec.dataset: {error}") from None
-    return parsed
+def validate(name: str, spec: dict) -> api.FineTuneJobSpec:
+    """Returns the parsed FineTuneJob spec, or raises Invalid(reason, message naming the field)."""
+    return _parse(api.FineTuneJobSpec, name, spec)
 
 
 def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:
     """The model a FineTuneJob produced, as the evaluator loads it."""
+    where = f"spec.models[{ref.name}].fineTuneJob"
     if ftj is None:
-        raise Invalid("FineTuneJobNotFound", f"spec.models[{ref.name}].fineTuneJob: FineTuneJob {ref.fine_tune_job!r} does not exist")
+        raise Invalid(Reason.FineTuneJobNotFound, f"{where}: FineTuneJob {ref.fine_tune_job!r} does not exist")
     status = ftj.get("status") or {}
     phase = status.get("phase")
     if phase == api.Phase.Failed.value:
-        raise Invalid("FineTuneJobFailed", f"spec.models[{ref.name}].fineTuneJob: FineTuneJob {ref.fine_tune_job!r} failed: {status.get('message', '')}")
+        raise Invalid(Reason.FineTuneJobFailed, f"{where}: FineTuneJob {ref.fine_tune_job!r} failed: {status.get('message', '')}")
     model_path = (status.get("artifacts") or {}).get("modelPath")
     if phase != api.Phase.Succeeded.value or not model_path:
-        raise NotReady("WaitingForFineTuneJob", f"waiting for FineTuneJob {ref.fine_tune_job!r} to succeed (now {phase or 'Pending'})")
-    spec = ftj["spec"]
-    full = spec.get("method") in FULL_MODEL_METHODS or (spec.get("lora") or {}).get("mergeOnSave")
-    if full:
+        raise NotReady(Reason.WaitingForFineTuneJob, f"waiting for FineTuneJob {ref.fine_tune_job!r} to succeed (now {phase or 'Pending'})")
+    spec = ftj["spec"]  # as the API server stored it, defaults filled in
+    if produces_full_model(spec.get("method", api.Method.lora), (spec.get("lora") or {}).get("mergeOnSave", False)):
         return EvalModel(name=ref.name, path=model_path, dtype=ref.dtype)
     return EvalModel(name=ref.name, path=spec["model"]["path"], adapter=model_path, dtype=ref.dtype)
 
 
-def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]],
-                  check_files: bool = True) -> tuple[api.EvalJobSpec, EvalConfig]:
+def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]) -> tuple[api.EvalJobSpec, EvalConfig]:
     """The parsed EvalJob spec and the evaluator's config with FineTuneJob references resolved.
 
-    `lookup(name)` reads a FineTuneJob in the EvalJob's namespace (None when absent)."""
+    `lookup(name)` reads a FineTuneJob in the EvalJob's namespace (None when absent); names
+    reach it only after the schema checked they are valid Kubernetes names."""
     parsed = _parse(api.EvalJobSpec, name, spec)
+    try:
+        hub_metric_names(parsed.task, parsed.metrics)
+    except MetricError as error:
+        raise Invalid(error.reason, f"spec.{error}") from None
     models = [tuned_model(ref, lookup(ref.fine_tune_job)) if ref.fine_tune_job
               else EvalModel(name=ref.name, path=ref.path, adapter=ref.adapter, dtype=ref.dtype)
               for ref in parsed.models]
-    config = parsed.eval_config(models)
-    try:
-        hub_metric_names(config)
-    except MetricError as error:
-        raise Invalid(error.reason, f"spec.{error}") from None
-    if check_files:
-        for i, model in enumerate(models):
-            if not parsed.models[i].fine_tune_job:
-                _check_model(model.path, f"models[{model.name}].path", parsed)
-        if not _on_volume(config.dataset.path, parsed):
-            try:
-                check_eval_dataset(config)
-            except DataError as error:
-                raise Invalid("InvalidDataset", f"spec.dataset: {error}") from None
-    return parsed, config
+    return parsed, parsed.eval_config(models)

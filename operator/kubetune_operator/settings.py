@@ -16,8 +16,6 @@ class OperatorSettings:
     metrics_port: int = field(default_factory=lambda: _env_int("KUBETUNE_METRICS_PORT", 8080))
     metrics_address: str = field(default_factory=lambda: os.environ.get("KUBETUNE_METRICS_ADDRESS", "0.0.0.0"))
     health_port: int = field(default_factory=lambda: _env_int("KUBETUNE_HEALTH_PORT", 8081))
-    # Check model and dataset files the operator can see before launching any pod.
-    preflight_files: bool = field(default_factory=lambda: os.environ.get("KUBETUNE_PREFLIGHT_FILES", "true").lower() != "false")
     workers: int = field(default_factory=lambda: _env_int("KUBETUNE_WORKERS", 8))
     # How often an EvalJob re-checks a FineTuneJob it waits for.
     wait_seconds: int = field(default_factory=lambda: _env_int("KUBETUNE_WAIT_SECONDS", 10))

@@ -13,7 +13,7 @@ CHOICES = [" " + a for a in ANIMALS[:3]]
 @pytest.fixture(scope="session")
 def tiny(tiny_model_dir):
     """(model, tokenizer) of the tiny checkpoint, loaded as the evaluator loads it."""
-    from kubetune_trainer.evalconfig import EvalModel
+    from kubetune_api.evaluation import EvalModel
     from kubetune_trainer.evaluation.loading import load_eval_model
 
     return load_eval_model(EvalModel(name="tiny", path=str(tiny_model_dir)))

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from kubetune_trainer.errors import DataError
-from kubetune_trainer.evalconfig import EvalConfig
+from kubetune_api.errors import DataError
+from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation.dataset import check_eval_dataset, load_items
 from tinymodels import TEMPLATE, write_jsonl
 

@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.evalconfig import GenerationSpec
+from kubetune_api.errors import ConfigError
+from kubetune_api.evaluation import GenerationSpec
 from kubetune_trainer.evaluation.generation import cut_at_stop, encode_prompts, generate
 
 PROMPTS = ["Which animal is red cat?\nAnswer:", "Which animal is a very green dog, if any?\nAnswer:", "Which animal?"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.evalconfig import EvalConfig
+from kubetune_api.errors import ConfigError
+from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import metrics
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from sacrebleu.metrics import BLEU
 
-from kubetune_trainer.evalconfig import ExactMatchSpec
+from kubetune_api.evaluation import ExactMatchSpec
 from kubetune_trainer.evaluation.rouge import rouge
 from kubetune_trainer.evaluation.textmetrics import bleu, exact_match, normalize, token_f1
 

@@ -18,5 +18,5 @@ def spec_dict(tmp_path):
     return {
         "model": {"path": str(model)},
         "dataset": {"path": str(data), "promptTemplate": "Q: {{ question }}\nA:", "completionField": "answer"},
-        "output": {"path": str(tmp_path / "out")},
+        "output": {"path": "runs/out"},
     }

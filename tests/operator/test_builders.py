@@ -1,7 +1,8 @@
 import yaml
 
-from kubetune_operator import api, builders
-from kubetune_trainer.config import TrainingConfig
+import kubetune_api as api
+from kubetune_operator import builders
+from kubetune_api.training import TrainingConfig
 
 
 def _spec(spec_dict, **extra):

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune_operator.api import FineTuneJobSpec
-from kubetune_trainer.config import Method
+from kubetune_api import FineTuneJobSpec
+from kubetune_api.catalog import Method
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -2,7 +2,7 @@
 import json
 
 from kubetune_operator import observe
-from kubetune_operator.api import Phase
+from kubetune_api import Phase
 
 
 def _job(*conditions, start="2026-01-01T00:00:00Z", completion=None):
@@ -131,7 +131,7 @@ def test_evaluation_summary_fails_with_the_evaljob_message():
 
 
 def test_the_pods_own_reason_names_the_failure():
-    message = json.dumps({"error": "DataError: rows.jsonl line 4: no column 'answer'", "reason": "InvalidData"})
+    message = json.dumps({"error": "DataError: rows.jsonl line 4: no column 'answer'", "reason": "InvalidDataset"})
     pod = _pod("Failed", state={"terminated": {"exitCode": 3, "message": message}})
     seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
-    assert seen.reason == "InvalidData" and "line 4" in seen.message
+    assert seen.reason == "InvalidDataset" and "line 4" in seen.message

@@ -77,7 +77,7 @@ def test_bad_data_exits_3_with_the_error_in_the_termination_message(tiny_model_d
     assert main(["--config", str(config)]) == 3
     assert json.loads(termination_log.read_text()) == {
         "error": f"DataError: {data} line 5: completion field 'answer' is missing",
-        "reason": "InvalidData",  # becomes the FineTuneJob's condition reason
+        "reason": "InvalidDataset",  # becomes the FineTuneJob's condition reason
     }
 
 

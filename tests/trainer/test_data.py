@@ -1,7 +1,7 @@
 """Tokenization, completion-only labels, truncation, splitting and padding."""
 from __future__ import annotations
 
-from kubetune_trainer.config import DatasetSpec
+from kubetune_api.training import DatasetSpec
 from kubetune_trainer.data import IGNORE_INDEX, Collator, Tokenized, join_and_truncate, load_splits, split_examples, tokenize, tokenize_splits
 from kubetune_trainer.rows import Example
 from tinymodels import TEMPLATE

@@ -5,9 +5,9 @@ import copy
 
 import pytest
 
-from kubetune_trainer.config import DatasetSpec
+from kubetune_api.training import DatasetSpec
 from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize, tokenize_splits
-from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.rows import Example, check_dataset
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 

@@ -43,7 +43,7 @@ def batch(tiny_tokenizer):
     ("prefix-tuning", {"prefixTuning": {"numVirtualTokens": 3}}),
 ])
 def test_chunked_loss_and_gradients_equal_the_naive_loss(method, block, tiny_model_dir, dataset_file, tmp_path, batch, monkeypatch):
-    from kubetune_trainer.config import TrainingConfig
+    from kubetune_api.training import TrainingConfig
 
     monkeypatch.setattr(loss_module, "CHUNK_POSITIONS", 3)  # several chunks, the last one short
     config = make_config(tiny_model_dir, dataset_file, tmp_path)

@@ -10,9 +10,9 @@ from peft import PeftModel
 from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
-from kubetune_trainer.config import TrainingConfig
+from kubetune_api.training import TrainingConfig
 from kubetune_trainer.data import IGNORE_INDEX, Tokenized
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.errors import ConfigError
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.predictions import write_predictions
 from test_training import make_config, probe, run_training, train_losses  # noqa: F401 (probe: a fixture)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kubetune_trainer import modelsource
-from kubetune_trainer.config import ModelSource
-from kubetune_trainer.errors import ModelSourceError
+from kubetune_api.training import ModelSource
+from kubetune_api.errors import ModelSourceError
 from kubetune_trainer.modelpath import resolve_path
 from kubetune_trainer.modelsource import checkpoint_dir, convert_gguf, gguf_cache_dir, load_model
 from tinymodels import build_model, build_tokenizer, write_gguf

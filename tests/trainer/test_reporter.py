@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from kubernetes import client
 
-from kubetune_trainer.report import Artifacts, Metrics, PodReport, Progress
+from kubetune_api.reports import Artifacts, Metrics, PodReport, Progress
 from kubetune_trainer.reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
 
 PATH = "/apis/kubetune.io/v1alpha1/namespaces/ns1/finetunejobs/job1/status"
@@ -114,7 +114,7 @@ def test_fit_json_trims_only_the_text_field_and_stays_valid():
 
 
 def test_status_patch_rounds_numbers_for_kubectl():
-    from kubetune_trainer.report import Metrics, PodReport, Progress
+    from kubetune_api.reports import Metrics, PodReport, Progress
 
     patch = PodReport(progress=Progress(step=3, total_steps=7, percent=300 / 7),
                       metrics=Metrics(train_loss=1.30359160900115)).as_status_patch()

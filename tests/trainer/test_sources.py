@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from kubetune_trainer.config import DatasetSpec
-from kubetune_trainer.errors import DataError
+from kubetune_api.training import DatasetSpec
+from kubetune_api.errors import DataError
 from kubetune_trainer.rows import ExampleMaker, check_dataset, read_rows
 from kubetune_trainer.sources import records, resolve_format
 from tinymodels import TEMPLATE, make_rows, write_jsonl

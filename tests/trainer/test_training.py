@@ -8,7 +8,7 @@ from accelerate.utils import set_seed
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from kubetune_trainer.config import TrainingConfig
+from kubetune_api.training import TrainingConfig
 from kubetune_trainer.data import load_splits, tokenize_splits
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.modelsource import load_model
@@ -98,7 +98,7 @@ def test_lora_trains_only_the_adapter_and_the_saved_adapter_reloads(tiny_model_d
 
 
 def test_unknown_lora_target_is_a_config_error(tiny_model_dir, dataset_file, tmp_path):
-    from kubetune_trainer.errors import ConfigError
+    from kubetune_api.errors import ConfigError
 
     config = make_config(tiny_model_dir, dataset_file, tmp_path)
     config.lora.target_modules = ["no_such_proj"]

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from kubetune_trainer.config import load_config
+from kubetune_api.training import load_config
 from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
 from kubetune_trainer.reporter import StatusReporter
 

@@ -29,8 +29,8 @@ from typing import Optional, TypeVar
 
 import torch
 
-from kubetune_trainer.config import DatasetSpec
-from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_api.training import DatasetSpec
+from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.rows import (
     Example, ExampleMaker, Source, read_rows, retention_source, split_sizes, task_sources,
 )

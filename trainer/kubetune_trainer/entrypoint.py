@@ -14,8 +14,8 @@ from typing import Callable, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kubetune_trainer.config import OutputSpec
-from kubetune_trainer.errors import ConfigError, DataError
+from kubetune_api.training import OutputSpec
+from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.reporter import StatusReporter
 
 log = logging.getLogger("kubetune_trainer")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from kubetune_trainer.errors import ModelSourceError
+from kubetune_api.errors import ModelSourceError
 
 PKG_SCHEME = "pkg://"
 

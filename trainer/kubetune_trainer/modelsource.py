@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from kubetune_trainer.config import Dtype, ModelSource
-from kubetune_trainer.errors import ModelSourceError
+from kubetune_api.training import Dtype, ModelSource
+from kubetune_api.errors import ModelSourceError
 from kubetune_trainer.modelpath import resolve_path
 
 log = logging.getLogger(__name__)

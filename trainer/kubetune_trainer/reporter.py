@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from kubetune_trainer.report import EvalPodReport, PodReport
+from kubetune_api.reports import EvalPodReport, PodReport
 
 log = logging.getLogger(__name__)
 

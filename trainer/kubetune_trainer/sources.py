@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kubetune_trainer.errors import DataError
+from kubetune_api.errors import DataError
 
 FORMATS = ("jsonl", "csv", "parquet", "hf")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

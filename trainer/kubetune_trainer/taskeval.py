@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from kubetune_trainer.data import Collator, PreparedData
-from kubetune_trainer.report import Metrics, TaskMetrics
+from kubetune_api.reports import Metrics, TaskMetrics
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from transformers import get_linear_schedule_with_warmup
 
 from kubetune_trainer.batching import epoch_batches, shard
 from kubetune_trainer.checkpoint import Checkpoints
-from kubetune_trainer.config import TrainingSpec
+from kubetune_api.training import TrainingSpec
 from kubetune_trainer.data import Collator, PreparedData, Tokenized
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.errors import ConfigError
 from kubetune_trainer.loss import batch_loss
-from kubetune_trainer.report import Metrics, PodReport, Progress
+from kubetune_api.reports import Metrics, PodReport, Progress
 
 log = logging.getLogger(__name__)
 

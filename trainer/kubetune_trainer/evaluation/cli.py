@@ -10,8 +10,8 @@ import os
 import sys
 
 from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
-from kubetune_trainer.evalconfig import load_eval_config
-from kubetune_trainer.evaluation.metrics import BUILTIN
+from kubetune_api.evaluation import load_eval_config
+from kubetune_api.catalog import TASKS
 from kubetune_trainer.reporter import StatusReporter
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         config = read_config(load_eval_config, args)
         # Models are local files, so transformers stays offline (no hub timeouts in air-gapped
         # clusters) unless a metric must come from the Hub. Set before transformers is imported.
-        if all(name in BUILTIN[config.task] for name in config.metrics):
+        if all(name in TASKS[config.task].metrics for name in config.metrics):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from kubetune_trainer.evalconfig import EvalConfig, EvalTask
-from kubetune_trainer.errors import DataError
+from kubetune_api.catalog import EvalTask
+from kubetune_api.evaluation import EvalConfig
+from kubetune_api.errors import DataError
 from kubetune_trainer.rows import Row, read_rows
 from kubetune_trainer.templates import compile_template, render_prompt, template_variables
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from kubetune_trainer.errors import ConfigError
-from kubetune_trainer.evalconfig import GenerationSpec
+from kubetune_api.errors import ConfigError
+from kubetune_api.evaluation import GenerationSpec
 
 
 def format_prompt(tokenizer, prompt: str, chat_template: bool) -> str:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from kubetune_trainer.config import ModelSource
-from kubetune_trainer.evalconfig import EvalModel
-from kubetune_trainer.errors import ModelSourceError
+from kubetune_api.training import ModelSource
+from kubetune_api.evaluation import EvalModel
+from kubetune_api.errors import ModelSourceError
 from kubetune_trainer.modelsource import load_model
 
 log = logging.getLogger(__name__)

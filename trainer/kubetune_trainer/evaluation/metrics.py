@@ -5,17 +5,11 @@ cannot be fetched) fails the run at once. Light to import: no torch.
 """
 from __future__ import annotations
 
-from kubetune_trainer.evalconfig import EvalConfig, EvalTask
-from kubetune_trainer.errors import MetricError
+from kubetune_api.catalog import BUILTIN_METRICS, hub_metric_names
+from kubetune_api.evaluation import EvalConfig
+from kubetune_api.errors import MetricError
 from kubetune_trainer.evaluation import textmetrics
 from kubetune_trainer.evaluation.rouge import rouge
-
-BUILTIN = {
-    EvalTask.generation: ("rouge", "bleu", "exact_match", "token_f1"),
-    EvalTask.multiple_choice: ("accuracy",),
-    EvalTask.perplexity: ("perplexity",),
-}
-
 
 def load_hub_metric(name: str):
     """An `evaluate` metric; needs the Hugging Face Hub unless it is cached."""
@@ -27,30 +21,13 @@ def load_hub_metric(name: str):
         raise MetricError(
             f"metric {name!r} is not built in, and loading it through the evaluate package failed: the Hugging Face "
             f"Hub is unreachable from here (offline) or has no such metric ({type(e).__name__}: {e}). "
-            f"Built-in metrics: {', '.join(n for names in BUILTIN.values() for n in names)}"
+            f"Built-in metrics: {', '.join(BUILTIN_METRICS)}"
         ) from e
-
-
-def hub_metric_names(config: EvalConfig) -> list[str]:
-    """The metric names that must load through `evaluate`; MetricError for a built-in name the
-    task cannot use. Light: the operator calls it before launching a pod."""
-    own = BUILTIN[config.task]
-    hub = []
-    for name in config.metrics:
-        if name in own:
-            continue
-        if config.task is not EvalTask.generation or any(name in names for names in BUILTIN.values()):
-            raise MetricError(
-                f"metrics: {name!r} cannot score task {config.task.value}; use {', '.join(own)}"
-                + (" (or an evaluate metric name)" if config.task is EvalTask.generation else "")
-            )
-        hub.append(name)
-    return hub
 
 
 def resolve_metrics(config: EvalConfig) -> dict:
     """Metric name -> loaded `evaluate` metric, or None for a built-in one."""
-    hub = hub_metric_names(config)
+    hub = hub_metric_names(config.task, config.metrics)
     return {name: load_hub_metric(name) if name in hub else None for name in config.metrics}
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from kubetune_trainer.evalconfig import EvalConfig, EvalModel, EvalTask
+from kubetune_api.catalog import EvalTask
+from kubetune_api.evaluation import EvalConfig, EvalModel
 from kubetune_trainer.evaluation.dataset import Item, load_items
 from kubetune_trainer.evaluation.generation import generate
 from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.metrics import resolve_metrics, score_generation
 from kubetune_trainer.evaluation.scoring import choice_scores, perplexity_scores, score_choices, score_texts
-from kubetune_trainer.report import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult, Sample
+from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult, Sample
 from kubetune_trainer.reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from kubetune_trainer.errors import DataError
+from kubetune_api.errors import DataError
 from kubetune_trainer.evaluation.dataset import Item
 from kubetune_trainer.evaluation.generation import format_prompt
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 from sacrebleu.metrics import BLEU
 
-from kubetune_trainer.evalconfig import ExactMatchSpec
+from kubetune_api.evaluation import ExactMatchSpec
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

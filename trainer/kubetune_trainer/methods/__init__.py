@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubetune_trainer.config import TrainingConfig
+from kubetune_api.training import TrainingConfig
 from kubetune_trainer.methods import full, ia3, lora, prefix_tuning, prompt_tuning, qlora, selective
 
 

@@ -1,6 +1,6 @@
 """IA3: learned vectors that rescale chosen activations; the model stays frozen."""
-from kubetune_trainer.config import Ia3Spec
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.training import Ia3Spec
+from kubetune_api.errors import ConfigError
 
 
 def prepare(model, config, checkpoint=None):

@@ -1,5 +1,5 @@
 """LoRA: low-rank adapters on the named linear modules; the base stays frozen."""
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.errors import ConfigError
 
 
 def prepare(model, config, checkpoint=None):

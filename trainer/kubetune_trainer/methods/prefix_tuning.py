@@ -1,5 +1,5 @@
 """Prefix tuning: trainable key/value prefixes in every attention layer; the model stays frozen."""
-from kubetune_trainer.config import PrefixTuningSpec
+from kubetune_api.training import PrefixTuningSpec
 
 
 def prepare(model, config, checkpoint=None):

@@ -3,7 +3,7 @@
 PEFT prepends the virtual tokens to the inputs, so the outputs are longer than the labels by
 numVirtualTokens; the loss (kubetune_trainer.loss) drops those leading positions.
 """
-from kubetune_trainer.config import PromptTuningSpec
+from kubetune_api.training import PromptTuningSpec
 
 
 def prepare(model, config, checkpoint=None):

@@ -1,7 +1,7 @@
 """QLoRA: LoRA adapters on a base model loaded in 4-bit NF4 (bitsandbytes, CUDA only)."""
 import importlib.util
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.errors import ConfigError
 from kubetune_trainer.methods import lora
 
 

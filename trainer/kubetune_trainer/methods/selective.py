@@ -1,7 +1,7 @@
 """Selective fine-tuning: only parameters matched by name patterns or in the last N blocks train."""
 import re
 
-from kubetune_trainer.errors import ConfigError
+from kubetune_api.errors import ConfigError
 
 BLOCK_INDEX = re.compile(r"\.layers\.(\d+)\.")  # decoder blocks in Llama-style models
 

@@ -10,22 +10,15 @@ from datetime import datetime
 from enum import Enum
 from typing import Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from pydantic import model_validator
-
-from kubetune_trainer.config import ApiModel, Dtype, OutputSpec, TrainingConfig, TRAINING_FIELDS
-from kubetune_trainer.evalconfig import (NAME_PATTERN, EvalConfig, EvalDataset, EvalModel, EvalTask, ExactMatchSpec,
-                                         GenerationSpec, RougeSpec)
-from kubetune_trainer.report import (Artifacts, EvalArtifacts, EvalProgress, Metrics, ModelResult, Progress,
-                                     Sample)
-
-GROUP = "kubetune.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-FINETUNEJOB_PLURAL = "finetunejobs"
-EVALJOB_PLURAL = "evaljobs"
-DEFAULT_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
+from kubetune_api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, NAME_PATTERN, ApiModel
+from kubetune_api.catalog import EvalTask
+from kubetune_api.evaluation import EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
+from kubetune_api.paths import is_under
+from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Metrics, ModelResult, Progress, Sample
+from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
+from kubetune_api.wire import DEFAULT_IMAGE
 
 QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
 
@@ -56,9 +49,10 @@ class Toleration(ApiModel):
 
 
 class VolumeMount(ApiModel):
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63, description="Volume name inside the pod.")
-    claim_name: str = Field(min_length=1, description="PersistentVolumeClaim to mount (datasets, models, outputs).")
-    mount_path: str = Field(pattern=r"^/", description="Absolute path in the trainer container.")
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Volume name inside the pod.")
+    claim_name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX,
+                            description="PersistentVolumeClaim in the job's namespace to mount (datasets, models, outputs).")
+    mount_path: str = Field(pattern=r"^/", max_length=4096, description="Absolute path in the trainer container.")
     read_only: bool = Field(False, description="Mount read-only.")
 
 
@@ -82,6 +76,18 @@ class Placement(ApiModel):
     backoff_limit: int = Field(0, ge=0, le=20, description="Pod retries before the job fails (raise it on preemptible nodes).")
     active_deadline_seconds: Optional[int] = Field(None, ge=1, description="Wall-clock limit for the whole job; past it the job fails with DeadlineExceeded.")
 
+    def writable_roots(self) -> list[str]:
+        """Mount paths of the volumes the pod may write to."""
+        return [v.mount_path for v in self.volumes if not v.read_only]
+
+    def check_output_path(self, path: str, field: str = "output.path") -> None:
+        """An absolute output path must lie on a writable volume; relative ones stay in the
+        working directory (checked by OutputSpec itself)."""
+        if path.startswith("/") and not any(is_under(path, root) for root in self.writable_roots()):
+            roots = ", ".join(self.writable_roots()) or "none"
+            raise ValueError(f"{field}: {path!r} is outside the job's writable volumes ({roots}); use a relative path "
+                             "or a path under a volume's mountPath that is not readOnly")
+
 
 class FineTuneEvaluation(ApiModel):
     """Evaluation run automatically (as an owned EvalJob) once training succeeds: base vs tuned."""
@@ -102,6 +108,11 @@ class FineTuneJobSpec(Placement, TrainingConfig):
 
     evaluation: Optional[FineTuneEvaluation] = Field(None, description="Evaluate base vs tuned after training (creates an EvalJob).")
 
+    @model_validator(mode="after")
+    def _output_on_a_volume(self) -> "FineTuneJobSpec":
+        self.check_output_path(self.output.path)
+        return self
+
     def training_config(self) -> TrainingConfig:
         """The part handed to the trainer, as the trainer's own model."""
         return TrainingConfig.model_validate(self.model_dump(include=set(TRAINING_FIELDS)))
@@ -111,7 +122,7 @@ class EvalModelRef(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
     path: Optional[str] = Field(None, min_length=1, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
     adapter: Optional[str] = Field(None, description="A PEFT adapter directory applied on top of path.")
-    fine_tune_job: Optional[str] = Field(None, description="A Succeeded FineTuneJob in this namespace: its output (adapter applied to its base model, or its full model). Instead of path.")
+    fine_tune_job: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="A Succeeded FineTuneJob in this namespace: its output (adapter applied to its base model, or its full model). Instead of path.")
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
 
     @model_validator(mode="after")
@@ -131,6 +142,11 @@ class EvalJobSpec(Placement, EvalConfig):
 
     models: list[EvalModelRef] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
 
+    @model_validator(mode="after")
+    def _output_on_a_volume(self) -> "EvalJobSpec":
+        self.check_output_path(self.output.path)
+        return self
+
     def eval_config(self, models: list[EvalModel]) -> EvalConfig:
         """The evaluator's config, with FineTuneJob references resolved into models."""
         data = self.model_dump(include=set(EVAL_FIELDS))
@@ -142,9 +158,6 @@ class Phase(str, Enum):
     Running = "Running"
     Succeeded = "Succeeded"
     Failed = "Failed"
-
-
-TERMINAL_PHASES = (Phase.Succeeded, Phase.Failed)
 
 
 class ConditionStatus(str, Enum):

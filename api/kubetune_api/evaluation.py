@@ -1,8 +1,7 @@
 """The evaluation configuration: what `kubetune-eval` runs, and the body of an EvalJob spec.
 
-Like config.py for training, this is the single source of truth: the operator embeds these
-models in the EvalJob spec (resolving FineTuneJob references into paths first) and
-generates the CRD from them. Light to import: pydantic only.
+Like training.py, the single source of truth: the EvalJob spec embeds these models (the
+operator resolves FineTuneJob references into paths first) and the CRD is generated from them.
 """
 from __future__ import annotations
 
@@ -13,15 +12,9 @@ from typing import Optional
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubetune_trainer.config import ApiModel, Dtype, OutputSpec, load_model_file
-
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
-
-
-class EvalTask(str, Enum):
-    generation = "generation"
-    multiple_choice = "multiple-choice"
-    perplexity = "perplexity"
+from kubetune_api.base import NAME_PATTERN, ApiModel, load_model_file
+from kubetune_api.catalog import TASKS, EvalTask
+from kubetune_api.training import Dtype, OutputSpec
 
 
 class EvalModel(ApiModel):
@@ -91,9 +84,7 @@ class EvalConfig(ApiModel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models[].name must be unique")
-        need = {EvalTask.generation: ["reference_fields"], EvalTask.multiple_choice: ["choices_field", "answer_field"],
-                EvalTask.perplexity: ["text_field"]}[self.task]
-        for field in need:
+        for field in TASKS[self.task].required_fields:
             if not getattr(self.dataset, field):
                 raise ValueError(f"dataset.{to_camel(field)} is required for task {self.task.value}")
         return self

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune_operator import crdgen
-from kubetune_trainer.config import Method
+from kubetune_api import crdgen
+from kubetune_api.catalog import Method
 
 ROOT = Path(__file__).resolve().parents[2]
 

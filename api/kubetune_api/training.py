@@ -1,35 +1,22 @@
-"""The training configuration: the training part of a FineTuneJob spec.
+"""The training configuration: what `kubetune-train` runs, and the training part of a
+FineTuneJob spec.
 
-This module is the single source of truth for what the trainer accepts. The operator embeds
-these models in the FineTuneJob spec and generates the CRD from them, so a spec the API
-server accepts is a config the trainer understands. It must stay light to import (pydantic
-only): the operator imports it without torch.
+The single source of truth for what the trainer accepts: the FineTuneJob spec embeds these
+models and the CRD is generated from them, so a spec the API server accepts is a config the
+trainer understands.
 """
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Optional
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-
-class ApiModel(BaseModel):
-    """Base for API models: camelCase on the wire, unknown fields refused."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-
-class Method(str, Enum):
-    full = "full"
-    lora = "lora"
-    qlora = "qlora"
-    prompt_tuning = "prompt-tuning"
-    prefix_tuning = "prefix-tuning"
-    ia3 = "ia3"
-    selective = "selective"
+from kubetune_api.base import ApiModel, load_model_file
+from kubetune_api.catalog import Method
+from kubetune_api.paths import check_relative_stays_inside
 
 
 class Dtype(str, Enum):
@@ -314,7 +301,18 @@ class TrainingSpec(ApiModel):
 
 
 class OutputSpec(ApiModel):
-    path: str = Field(description="Directory for the adapter or model, tokenizer and training_summary.json.", min_length=1)
+    path: str = Field(
+        min_length=1, max_length=4096,
+        description=(
+            "Directory for the results: relative to the container's working directory (no '..' that leaves it), or "
+            "absolute on one of the job's writable volumes."
+        ),
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _stays_inside(cls, path: str) -> str:
+        return check_relative_stays_inside(path, "output.path")
 
 
 class TrainingConfig(ApiModel):
@@ -348,18 +346,6 @@ class TrainingConfig(ApiModel):
 
 
 TRAINING_FIELDS = tuple(TrainingConfig.model_fields)
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def load_model_file(model: type[ModelT], path: str | Path) -> ModelT:
-    """Reads a YAML or JSON config file (camelCase or snake_case keys) as `model`."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return model.model_validate(data)
 
 
 def load_config(path: str | Path) -> TrainingConfig:

@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from kubetune_trainer.config import ApiModel
+from kubetune_api.base import ApiModel
 
 STATUS_DECIMALS = 4
 

@@ -1,0 +1,36 @@
+"""What every API model shares: camelCase on the wire, unknown fields refused, and the name
+patterns Kubernetes itself enforces (checked before any name reaches an API path)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+# RFC 1123 label: Jobs, Services, ServiceAccounts and pod label values.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# RFC 1123 subdomain: ConfigMaps, PersistentVolumeClaims, custom resources.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MAX = 253
+# Model labels in results and in file names (predictions-<name>.jsonl): no separators.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+
+class ApiModel(BaseModel):
+    """Base for API models: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_model_file(model: type[ModelT], path: str | Path) -> ModelT:
+    """Reads a YAML or JSON config file (camelCase or snake_case keys) as `model`."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return model.model_validate(data)

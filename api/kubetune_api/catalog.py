@@ -1,0 +1,64 @@
+"""What the pods decide, told to everyone: which methods produce an adapter and which a whole
+model, and for each evaluation task its metrics and the dataset fields it needs. The operator
+reads this instead of guessing; the trainer and evaluator build on the same table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from kubetune_api.errors import MetricError
+
+
+class Method(str, Enum):
+    full = "full"
+    lora = "lora"
+    qlora = "qlora"
+    prompt_tuning = "prompt-tuning"
+    prefix_tuning = "prefix-tuning"
+    ia3 = "ia3"
+    selective = "selective"
+
+
+# Methods whose output is a whole model; the others save a PEFT adapter for the base model
+# (LoRA too, unless lora.mergeOnSave merges it into a whole model).
+FULL_MODEL_METHODS = frozenset({Method.full, Method.selective})
+
+
+def produces_full_model(method: Method | str, merge_on_save: bool = False) -> bool:
+    method = Method(method)
+    return method in FULL_MODEL_METHODS or (merge_on_save and method in (Method.lora, Method.qlora))
+
+
+class EvalTask(str, Enum):
+    generation = "generation"
+    multiple_choice = "multiple-choice"
+    perplexity = "perplexity"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    metrics: tuple[str, ...]  # built in
+    required_fields: tuple[str, ...]  # of the eval dataset (snake_case)
+    hub_metrics: bool  # may other names load through the evaluate package?
+
+
+TASKS = {
+    EvalTask.generation: TaskInfo(("rouge", "bleu", "exact_match", "token_f1"), ("reference_fields",), True),
+    EvalTask.multiple_choice: TaskInfo(("accuracy",), ("choices_field", "answer_field"), False),
+    EvalTask.perplexity: TaskInfo(("perplexity",), ("text_field",), False),
+}
+BUILTIN_METRICS = tuple(name for info in TASKS.values() for name in info.metrics)
+
+
+def hub_metric_names(task: EvalTask, metrics: list[str]) -> list[str]:
+    """The names that must load through `evaluate`; MetricError for a name the task cannot use."""
+    info = TASKS[task]
+    hub = []
+    for name in metrics:
+        if name in info.metrics:
+            continue
+        if not info.hub_metrics or name in BUILTIN_METRICS:
+            raise MetricError(f"metrics: {name!r} cannot score task {task.value}; use {', '.join(info.metrics)}"
+                              + (" (or an evaluate metric name)" if info.hub_metrics else ""))
+        hub.append(name)
+    return hub

@@ -1,0 +1,102 @@
+"""Why a job is where it is: the reasons of its conditions, and the errors a pod reports as
+the user's fault.
+
+Each error carries its `reason`; the pod writes it to its termination message and the
+operator copies it into the Succeeded=False condition. The CLIs give each kind its own
+exit code.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(str, Enum):
+    """Every reason the operator puts on a kubetune condition (besides a kubelet waiting reason,
+    such as ImagePullBackOff, which it passes through while the pod cannot start)."""
+
+    # Refused before any pod launches (the spec alone decides).
+    InvalidSpec = "InvalidSpec"
+    InvalidName = "InvalidName"
+    UnknownMetric = "UnknownMetric"
+    FineTuneJobNotFound = "FineTuneJobNotFound"
+    FineTuneJobFailed = "FineTuneJobFailed"
+    WaitingForFineTuneJob = "WaitingForFineTuneJob"
+    # Found by the pod's check phase, with the job's own identity and volumes; never retried.
+    InvalidConfig = "InvalidConfig"
+    InvalidModel = "InvalidModel"
+    InvalidDataset = "InvalidDataset"
+    # The Job and its pod.
+    JobMissing = "JobMissing"
+    JobCreated = "JobCreated"
+    PodPending = "PodPending"
+    Unschedulable = "Unschedulable"
+    Running = "Running"
+    Retrying = "Retrying"
+    Completed = "Completed"
+    TrainerFailed = "TrainerFailed"
+    EvaluatorFailed = "EvaluatorFailed"
+    OOMKilled = "OOMKilled"
+    DeadlineExceeded = "DeadlineExceeded"
+    JobFailed = "JobFailed"
+    # The Evaluated condition of a FineTuneJob with an evaluation block.
+    EvaluationPending = "EvaluationPending"
+    Evaluating = "Evaluating"
+    Evaluated = "Evaluated"
+    EvaluationFailed = "EvaluationFailed"
+
+
+# What each reason means, for the README's reference (docgen) and nowhere else.
+REASON_DOCS = {
+    Reason.InvalidSpec: "the spec breaks a rule the schema cannot express (mutually exclusive fields, ratios, method blocks, paths)",
+    Reason.InvalidName: "metadata.name is too long for the child objects' names",
+    Reason.UnknownMetric: "a metric is not valid for the task, or cannot be loaded",
+    Reason.FineTuneJobNotFound: "an EvalJob names a FineTuneJob that does not exist",
+    Reason.FineTuneJobFailed: "an EvalJob names a FineTuneJob that failed",
+    Reason.WaitingForFineTuneJob: "an EvalJob waits for the FineTuneJob it names to succeed",
+    Reason.InvalidConfig: "the config does not fit what it names (e.g. target modules the model lacks)",
+    Reason.InvalidModel: "the pod's check found no loadable model at the path",
+    Reason.InvalidDataset: "the pod's check found a missing file, a bad row, or a template that fails or breaks its limits",
+    Reason.JobMissing: "the batch/v1 Job is not created yet",
+    Reason.JobCreated: "the Job exists, its pod does not yet",
+    Reason.PodPending: "the pod is starting",
+    Reason.Unschedulable: "no node can take the pod (e.g. no free GPU)",
+    Reason.Running: "the pod runs",
+    Reason.Retrying: "the pod failed and the Job may start another",
+    Reason.Completed: "the pod finished its work",
+    Reason.TrainerFailed: "the trainer exited with an error it did not classify",
+    Reason.EvaluatorFailed: "the evaluator exited with an error it did not classify",
+    Reason.OOMKilled: "the pod ran out of memory",
+    Reason.DeadlineExceeded: "activeDeadlineSeconds passed",
+    Reason.JobFailed: "the Job failed with no pod failure to explain it",
+    Reason.EvaluationPending: "(Evaluated) the evaluation EvalJobs are not created yet",
+    Reason.Evaluating: "(Evaluated) the evaluation EvalJobs run",
+    Reason.Evaluated: "(Evaluated) base and tuned model are scored",
+    Reason.EvaluationFailed: "(Evaluated) an evaluation EvalJob failed",
+}
+
+# Reasons that name the user's mistake: retrying the pod cannot help.
+USER_ERRORS = frozenset(r.value for r in (Reason.InvalidConfig, Reason.InvalidModel, Reason.InvalidDataset, Reason.UnknownMetric))
+
+
+class ConfigError(ValueError):
+    """The config is valid on its own but does not fit what it names (model, modules)."""
+
+    reason = Reason.InvalidConfig.value
+
+
+class ModelSourceError(ConfigError):
+    """model.path does not name a loadable model."""
+
+    reason = Reason.InvalidModel.value
+
+
+class MetricError(ConfigError):
+    """A metric name that is not built in for the task and cannot be loaded."""
+
+    reason = Reason.UnknownMetric.value
+
+
+class DataError(ValueError):
+    """The dataset or prompt template cannot produce training examples."""
+
+    reason = Reason.InvalidDataset.value
