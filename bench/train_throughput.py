@@ -53,7 +53,7 @@ def peak_rss_bytes() -> int:
 
 def run_kubetune(config: dict, workdir: Path) -> dict:
     from kubetune_api.training import TrainingConfig
-    from kubetune_trainer.reporter import StatusReporter
+    from kubetune_trainer.status_reporter import StatusReporter
     from kubetune_trainer.run import run
 
     summary = json.loads(run(TrainingConfig.model_validate(config), StatusReporter.from_env()).read_text())
@@ -68,7 +68,7 @@ def run_hf(config: dict, workdir: Path) -> dict:
 
     from kubetune_api.training import TrainingConfig
     from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize_splits
-    from kubetune_trainer.modelsource import load_model
+    from kubetune_trainer.model_loading import load_model
 
     spec = TrainingConfig.model_validate(config)
     model, tokenizer, checkpoint = load_model(spec.model)

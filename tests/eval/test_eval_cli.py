@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kubetune_trainer.evaluation import cli
-from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.status_reporter import StatusReporter
 from tinymodels import TEMPLATE
 
 
@@ -125,7 +125,7 @@ def test_cli_bad_input_exits_with_a_named_reason(tiny_model_dir, eval_file, tmp_
 def test_termination_message_fits_with_many_models(tmp_path):
     from kubetune_trainer.evaluation.runner import _termination_report
     from kubetune_api.reports import EvalPodReport, ModelResult
-    from kubetune_trainer.reporter import MAX_TERMINATION_BYTES
+    from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES
 
     scores = {f"metric{i}": 0.123456789 for i in range(12)}
     report = EvalPodReport(results=[ModelResult(model=f"model-{i}", scores=scores, delta=scores) for i in range(40)])

@@ -8,7 +8,7 @@ import pytest
 from kubetune_api.training import DatasetSpec
 from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize, tokenize_splits
 from kubetune_api.errors import ConfigError, DataError
-from kubetune_trainer.rows import Example, check_dataset
+from kubetune_trainer.examples import Example, check_dataset
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 
 CHAT_TEMPLATE = (

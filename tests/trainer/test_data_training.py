@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kubetune_api.training import TrainingConfig
-from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.run import run
 from tinymodels import COLORS, TEMPLATE, make_rows, write_jsonl
 

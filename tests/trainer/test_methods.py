@@ -70,7 +70,7 @@ def test_method_trains_only_its_parameters_and_reloads(case, tiny_model_dir, dat
 
 
 def test_selective_without_a_match_or_a_block_is_an_error(tiny_model_dir, dataset_file, tmp_path):
-    from kubetune_trainer.modelsource import load_model
+    from kubetune_trainer.model_loading import load_model
 
     with pytest.raises(ValidationError, match="selective block"):
         make_config(tiny_model_dir, dataset_file, tmp_path, method="selective")

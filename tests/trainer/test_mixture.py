@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from kubetune_api.training import DatasetSpec
 from kubetune_trainer.data import load_splits, mix, mixture_quotas, tokenize_splits
 from kubetune_api.errors import DataError
-from kubetune_trainer.rows import check_dataset
+from kubetune_trainer.examples import check_dataset
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 
 

@@ -10,7 +10,7 @@ import sys
 
 from kubetune_api.training import load_config
 from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
-from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ import torch
 
 from kubetune_api.training import DatasetSpec
 from kubetune_api.errors import ConfigError, DataError
-from kubetune_trainer.rows import (
+from kubetune_trainer.examples import (
     Example, ExampleMaker, Source, read_rows, retention_source, split_sizes, task_sources,
 )
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from kubetune_api.training import OutputSpec
 from kubetune_api.errors import ConfigError, DataError
-from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.status_reporter import StatusReporter
 
 log = logging.getLogger("kubetune_trainer")
 

@@ -18,11 +18,11 @@ from kubetune_api.training import TrainingConfig
 from kubetune_trainer.data import load_splits, tokenize_splits
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.modelcard import write_model_card
-from kubetune_trainer.modelsource import bf16_supported, load_model
+from kubetune_trainer.model_loading import bf16_supported, load_model
 from kubetune_trainer.predictions import write_predictions
 from kubetune_api.reports import Artifacts, PodReport
-from kubetune_trainer.reporter import StatusReporter
-from kubetune_trainer.taskeval import finish_metrics, score_retention
+from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.task_scores import finish_metrics, score_retention
 from kubetune_trainer.train import train
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import sys
 from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
 from kubetune_api.evaluation import load_eval_config
 from kubetune_api.catalog import TASKS
-from kubetune_trainer.reporter import StatusReporter
+from kubetune_trainer.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:

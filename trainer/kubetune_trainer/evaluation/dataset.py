@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from kubetune_api.catalog import EvalTask
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.errors import DataError
-from kubetune_trainer.rows import Row, read_rows
+from kubetune_trainer.examples import Row, read_rows
 from kubetune_trainer.templates import compile_template, render_prompt, template_variables
 
 

@@ -21,7 +21,7 @@ from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.metrics import resolve_metrics, score_generation
 from kubetune_trainer.evaluation.scoring import choice_scores, perplexity_scores, score_choices, score_texts
 from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult, Sample
-from kubetune_trainer.reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
+from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
 
 log = logging.getLogger(__name__)
 

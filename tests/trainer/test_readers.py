@@ -11,8 +11,8 @@ import pytest
 
 from kubetune_api.training import DatasetSpec
 from kubetune_api.errors import DataError
-from kubetune_trainer.rows import ExampleMaker, check_dataset, read_rows
-from kubetune_trainer.sources import records, resolve_format
+from kubetune_trainer.examples import ExampleMaker, check_dataset, read_rows
+from kubetune_trainer.readers import records, resolve_format
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 
 ROWS = make_rows(12)

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from kubetune_api.reports import Artifacts, Metrics, PodReport, Progress
-from kubetune_trainer.reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
+from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
 
 PATH = "/apis/kubetune.io/v1alpha1/namespaces/ns1/finetunejobs/job1/status"
 

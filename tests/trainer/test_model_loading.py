@@ -7,11 +7,11 @@ import sys
 import pytest
 import torch
 
-from kubetune_trainer import modelsource
+from kubetune_trainer import model_loading
 from kubetune_api.training import ModelSource
 from kubetune_api.errors import ModelSourceError
-from kubetune_trainer.modelpath import resolve_path
-from kubetune_trainer.modelsource import checkpoint_dir, convert_gguf, gguf_cache_dir, load_model
+from kubetune_trainer.model_location import resolve_path
+from kubetune_trainer.model_loading import checkpoint_dir, convert_gguf, gguf_cache_dir, load_model
 from tinymodels import build_model, build_tokenizer, write_gguf
 
 
@@ -109,7 +109,7 @@ def test_gguf_is_converted_once_then_read_from_the_cache(tmp_path, monkeypatch):
     def fail(*args):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(modelsource, "convert_gguf", fail)
+    monkeypatch.setattr(model_loading, "convert_gguf", fail)
     assert checkpoint_dir(str(gguf)) == directory
 
 

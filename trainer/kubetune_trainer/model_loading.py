@@ -17,7 +17,7 @@ import torch
 
 from kubetune_api.training import Dtype, ModelSource
 from kubetune_api.errors import ModelSourceError
-from kubetune_trainer.modelpath import resolve_path
+from kubetune_trainer.model_location import resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Optional
 
 from kubetune_api.training import DatasetSpec
 from kubetune_api.errors import DataError
-from kubetune_trainer.sources import is_remote, jsonl_lines, parse_jsonl, records, resolve_format, row_count, unit
+from kubetune_trainer.readers import is_remote, jsonl_lines, parse_jsonl, records, resolve_format, row_count, unit
 from kubetune_trainer.templates import compile_template, render_prompt, template_variables
 
 

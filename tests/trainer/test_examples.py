@@ -8,7 +8,7 @@ import pytest
 
 from kubetune_api.training import DatasetSpec
 from kubetune_api.errors import DataError
-from kubetune_trainer.rows import ExampleMaker, Row, check_dataset, read_rows, split_sizes
+from kubetune_trainer.examples import ExampleMaker, Row, check_dataset, read_rows, split_sizes
 from kubetune_trainer.templates import template_variables
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 
@@ -116,7 +116,7 @@ def test_template_variables_and_rendering():
 
 def test_light_modules_import_neither_torch_nor_transformers():
     code = (
-        "import sys, kubetune_trainer.rows, kubetune_trainer.templates, kubetune_api.reports;"
+        "import sys, kubetune_trainer.examples, kubetune_trainer.templates, kubetune_api.reports;"
         "heavy = {'torch', 'transformers', 'peft', 'accelerate'} & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
