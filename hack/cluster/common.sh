@@ -31,6 +31,6 @@ running() {
   pid="$(cat "$PIDS/$name.pid")"
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
   [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ] || return 1
-  want="$name"; [ "$name" = node-agent ] && want=node_agent.py
+  want="$name"; [ "$name" = node-agent ] && want=hack/cluster/node_agent
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$want"
 }

@@ -164,7 +164,9 @@ start kube-scheduler "$BIN/kube-scheduler" \
   --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --port 0 --cert-dir "$PKI/sched-generated" \
   --leader-elect=false
 
-start node-agent "$PYTHON" "$HERE/node_agent.py" --kubeconfig "$KUBECONFIG_ADMIN" \
+# The node agent is the package hack/cluster/node_agent, run by path (its __main__.py puts
+# hack/cluster on sys.path; PYTHONPATH would leak into the pods' processes).
+start node-agent "$PYTHON" "$HERE/node_agent" --kubeconfig "$KUBECONFIG_ADMIN" \
   --state "$STATE" --node "$NODE_NAME"
 
 wait_for kube-controller-manager 60 kube-controller-manager probe "https://127.0.0.1:$CM_PORT/healthz"

@@ -1,4 +1,4 @@
-"""The local cluster itself: real control plane + hack/cluster/node_agent.py as the kubelet.
+"""The local cluster itself: real control plane + hack/cluster/node_agent/ as the kubelet.
 
 These prove that what the operator tests rely on really happens: Jobs run their container
 command as a process and the Job controller sees the outcome, exit codes and termination

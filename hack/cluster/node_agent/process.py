@@ -1,0 +1,134 @@
+"""Running a container as a process: the setup script that binds its volumes inside a
+private mount namespace, its log/termination-message/pid files, and signalling its process
+group (also the leftovers of an earlier agent run)."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import log
+
+REPO = Path(__file__).resolve().parents[3]  # stands in for the image's WORKDIR
+MAX_MESSAGE = 4096     # the kubelet's limit for termination messages
+FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
+
+Mount = tuple[Path, str, bool]  # (host source, mountPath, readOnly)
+
+
+@dataclass(frozen=True)
+class ContainerFiles:
+    """Where one container's files live in the pod directory (down.sh reads the pid files)."""
+    pod_dir: Path
+    name: str
+
+    @property
+    def log(self) -> Path:
+        return self.pod_dir / f"{self.name}.log"
+
+    @property
+    def previous_log(self) -> Path:
+        return self.pod_dir / f"{self.name}.previous.log"
+
+    @property
+    def termination(self) -> Path:
+        return self.pod_dir / f"{self.name}.termination-log"
+
+    @property
+    def pid(self) -> Path:
+        return self.pod_dir / f"{self.name}.pid"
+
+
+def proc_start_time(pid: int) -> str | None:
+    """Start time of a process (field 22 of /proc/pid/stat): tells a pid from a reused one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def kill_group(pid: int, sig: int):
+    """Signals a container's whole process group: what it spawned goes with it."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        log.warning("no permission to signal process group %s", pid)
+
+
+def setup_script(mounts: list[Mount], cwd: str) -> str:
+    """Shell run inside the container's mount namespace: bind the volumes, cd, exec."""
+    lines = ["set -e"]
+    for src, target, ro in mounts:
+        s, t = shlex.quote(str(src)), shlex.quote(target)
+        if src.is_dir():
+            lines.append(f"mkdir -p {t}")
+        else:
+            lines.append(f"[ -e {t} ] || {{ mkdir -p \"$(dirname {t})\"; : > {t}; }}")
+        lines.append(f"mount --bind {s} {t}")
+        if ro:
+            lines.append(f"mount -o remount,bind,ro {t}")
+    lines.append(f"mkdir -p {shlex.quote(cwd)} && cd {shlex.quote(cwd)}")
+    lines.append('exec "$@"')
+    return "\n".join(lines)
+
+
+def launch(files: ContainerFiles, spec: dict, argv: list[str], env: dict,
+           mounts: list[Mount], restarted: bool) -> subprocess.Popen:
+    """Starts the container's process in its own mount namespace and process group; its
+    output goes to the log (the previous run's log is kept, like `kubectl logs -p`)."""
+    files.termination.write_bytes(b"")
+    mounts = [*mounts, (files.termination,
+                        spec.get("terminationMessagePath") or "/dev/termination-log", False)]
+    if restarted and files.log.exists():
+        files.log.replace(files.previous_log)
+    script = setup_script(mounts, spec.get("workingDir") or str(REPO))
+    with open(files.log, "ab") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--",
+             "sh", "-c", script, "kubetune-container", *argv],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd="/", start_new_session=True)
+    files.pid.write_text(f"{proc.pid} {proc_start_time(proc.pid)}\n")
+    return proc
+
+
+def tail_of_log(path: Path) -> str:
+    """FallbackToLogsOnError: the last 80 lines of the log, at most 2048 bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    lines = data.splitlines(keepends=True)[-FALLBACK_LINES:]
+    return b"".join(lines)[-FALLBACK_BYTES:].decode("utf-8", "replace")
+
+
+def termination_message(files: ContainerFiles, code: int, policy: str | None) -> str:
+    """What the container wrote to its terminationMessagePath (or its log's tail)."""
+    try:
+        msg = files.termination.read_bytes()[:MAX_MESSAGE]
+    except OSError:
+        msg = b""
+    text = msg.decode("utf-8", "replace")
+    if not text and code != 0 and policy == "FallbackToLogsOnError":
+        text = tail_of_log(files.log)
+    return text
+
+
+def kill_leftovers(pods_root: Path):
+    """Pod processes an earlier agent run left behind (it crashed): nothing runs under
+    this agent yet, so every live pid file is a leftover."""
+    for pid_file in pods_root.glob("*/*/*.pid"):
+        try:
+            pid, start = pid_file.read_text().split()
+            if proc_start_time(int(pid)) == start:
+                log.info("killing leftover process group %s (%s)", pid, pid_file)
+                kill_group(int(pid), signal.SIGKILL)
+        except (ValueError, OSError):
+            pass
+        pid_file.unlink(missing_ok=True)
