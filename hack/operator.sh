@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the kubetune operator as a local process against the local cluster, with the
-# credentials of its own ServiceAccount, so it has exactly the RBAC of manifests/operator/.
+# credentials of its own ServiceAccount, so it has exactly the RBAC of manifests/operator/,
+# from .venv-operator: the operator's extra installed alone (no torch, no Jinja), as in its image.
 #   hack/operator.sh install   CRDs, namespace and RBAC
 #   hack/operator.sh start     install, then start the operator (no-op when running)
 #   hack/operator.sh stop      stop the operator this script started
@@ -13,6 +14,7 @@ LOG="$STATE/logs/operator.log"
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 export KUBECONFIG="${KUBECONFIG:-$STATE/kubeconfig}"
 METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
+OPERATOR_BIN="${KUBETUNE_OPERATOR_BIN:-$REPO/.venv-operator/bin/kubetune-operator}"
 
 running() {
   [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
@@ -43,7 +45,7 @@ start() {
   if running; then echo "operator already running (pid $(cat "$PIDFILE"))"; return; fi
   write_kubeconfig
   mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOG")"
-  KUBECONFIG="$OPERATOR_KUBECONFIG" setsid "$REPO/.venv/bin/kubetune-operator" \
+  KUBECONFIG="$OPERATOR_KUBECONFIG" setsid "$OPERATOR_BIN" \
     --metrics-port "$METRICS_PORT" --metrics-address 127.0.0.1 --health-port 0 >>"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 60); do

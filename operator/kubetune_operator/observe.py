@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from kubetune_api import Phase
-from kubetune_api.errors import USER_ERRORS
+from kubetune_api.errors import USER_ERRORS, Reason
 # Waiting reasons that mean the pod cannot start until someone fixes something.
 _STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "CrashLoopBackOff"}
 # Reasons worth a Warning event although the job is not over.
-WARNING_REASONS = _STUCK_WAITING | {"Unschedulable", "Retrying"}
+WARNING_REASONS = _STUCK_WAITING | {Reason.Unschedulable.value, Reason.Retrying.value}
 
 
 @dataclass
@@ -73,7 +73,7 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
     code = terminated.get("exitCode")
     report = parse_termination_message(terminated.get("message", ""))
     if terminated.get("reason") == "OOMKilled":
-        return "OOMKilled", "the pod ran out of memory (OOMKilled); use smaller batches or shorter sequences, or raise resources.memory", report
+        return Reason.OOMKilled.value, "the pod ran out of memory (OOMKilled); use smaller batches or shorter sequences, or raise resources.memory", report
     detail = report.get("error") or _last_line(report.get("log", ""))
     container = _main_status(pod).get("name", "container")
     message = f"the {container} exited with code {code}" + (f": {detail}" if detail else "")
@@ -99,11 +99,11 @@ def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
 def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
     scheduled = _condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False":
-        return scheduled.get("reason") or "Unschedulable", scheduled.get("message") or "the pod cannot be scheduled"
+        return scheduled.get("reason") or Reason.Unschedulable.value, scheduled.get("message") or "the pod cannot be scheduled"
     waiting = (_main_status(pod).get("state") or {}).get("waiting") or {}
     if waiting.get("reason") in _STUCK_WAITING:
         return waiting["reason"], waiting.get("message") or waiting["reason"]
-    return "PodPending", "the trainer pod is starting"
+    return Reason.PodPending.value, "the trainer pod is starting"
 
 
 def success_message(report: dict[str, Any]) -> str:
@@ -127,7 +127,7 @@ def success_message(report: dict[str, Any]) -> str:
 def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observation:
     """Where a kubetune job stands, judged from its batch/v1 Job and the Job's pods."""
     if job is None:
-        return Observation(Phase.Pending, "JobMissing", "waiting for the trainer Job to be created")
+        return Observation(Phase.Pending, Reason.JobMissing.value, "waiting for the trainer Job to be created")
     job_status = job.get("status") or {}
     start = job_status.get("startTime")
     latest = _latest_pod(pods)
@@ -138,7 +138,7 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
         if latest is not None:
             terminated = (_main_status(latest).get("state") or {}).get("terminated") or {}
             report = parse_termination_message(terminated.get("message", ""))
-        return Observation(Phase.Succeeded, "Completed", success_message(report), start,
+        return Observation(Phase.Succeeded, Reason.Completed.value, success_message(report), start,
                            job_status.get("completionTime") or complete.get("lastTransitionTime"), report)
 
     failed = _condition(job, "Failed")
@@ -146,18 +146,18 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
         ended = failed.get("lastTransitionTime")
         failures = [f for f in (describe_failure(p) for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)) if f]
         if failed.get("reason") == "DeadlineExceeded" or not failures:
-            return Observation(Phase.Failed, failed.get("reason") or "JobFailed",
+            return Observation(Phase.Failed, failed.get("reason") or Reason.JobFailed.value,
                                failed.get("message") or "the trainer Job failed", start, ended)
         reason, message, report = failures[0]
         return Observation(Phase.Failed, reason, message, start, ended, report)
 
     if latest is None:
-        return Observation(Phase.Pending, "JobCreated", "waiting for the trainer pod", start)
+        return Observation(Phase.Pending, Reason.JobCreated.value, "waiting for the trainer pod", start)
     pod_phase = (latest.get("status") or {}).get("phase")
     retries = sum(1 for p in pods if describe_failure(p))
     if pod_phase == "Running":
         message = "running" + (f" (attempt {retries + 1})" if retries else "")
-        return Observation(Phase.Running, "Running", message, start or latest["status"].get("startTime"))
+        return Observation(Phase.Running, Reason.Running.value, message, start or latest["status"].get("startTime"))
     if pod_phase == "Pending":
         reason, message = _pending_reason(latest)
         return Observation(Phase.Pending, reason, message, start)
@@ -169,8 +169,8 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
         reason, message, report = failure
         if reason in USER_ERRORS:
             return Observation(Phase.Failed, reason, message, start, _finished_at(latest), report)
-        return Observation(Phase.Running, "Retrying", f"{message}; the Job may retry", start, report=report)
-    return Observation(Phase.Running, "Running", "running", start)
+        return Observation(Phase.Running, Reason.Retrying.value, f"{message}; the Job may retry", start, report=report)
+    return Observation(Phase.Running, Reason.Running.value, "running", start)
 
 
 def upsert_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str,
@@ -217,15 +217,15 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
     summary = {k: v for k, v in summary.items() if v is not None}
     missing = [name for name, job in jobs.items() if job is None]
     if missing:
-        return summary, ("Unknown", "EvaluationPending", f"waiting for EvalJob {', '.join(missing)}")
+        return summary, ("Unknown", Reason.EvaluationPending.value, f"waiting for EvalJob {', '.join(missing)}")
     phases = {name: (job.get("status") or {}).get("phase") for name, job in jobs.items()}
     failed = [name for name, phase in phases.items() if phase == Phase.Failed.value]
     if failed:
         name = failed[0]
-        return summary, ("False", "EvaluationFailed", f"EvalJob {name} failed: {(jobs[name].get('status') or {}).get('message', '')}")
+        return summary, ("False", Reason.EvaluationFailed.value, f"EvalJob {name} failed: {(jobs[name].get('status') or {}).get('message', '')}")
     if all(phase == Phase.Succeeded.value for phase in phases.values()):
         message = f"tuned vs base: {_deltas(summary.get('delta') or {})}"
         if retention_name:
             message += f"; on retention data: {_deltas(summary.get('forgetting') or {})}"
-        return summary, ("True", "Evaluated", message)
-    return summary, ("Unknown", "Evaluating", "evaluating base vs tuned")
+        return summary, ("True", Reason.Evaluated.value, message)
+    return summary, ("Unknown", Reason.Evaluating.value, "evaluating base vs tuned")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_utils import ADMIN_KUBECONFIG, ROOT, STATE, OperatorProcess, kubectl
+import shutil
+
+from kubectl_utils import ADMIN_KUBECONFIG, E2E_OUTPUTS, ROOT, STATE, OperatorProcess, kubectl
 
 KUBECONFIG = ADMIN_KUBECONFIG
 
@@ -51,6 +53,14 @@ def namespace(kubeconfig):
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def workdir(namespace):
+    """Where this test's pods write (runs/e2e/<namespace> in the pods' working directory)."""
+    path = E2E_OUTPUTS / namespace
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

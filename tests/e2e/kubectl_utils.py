@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cluster"
 ADMIN_KUBECONFIG = STATE / "kubeconfig"
 OPERATOR_KUBECONFIG = STATE / "operator.kubeconfig"
+# The operator installed alone from its extra (make install builds it), as in its image.
+OPERATOR_BIN = ROOT / ".venv-operator" / "bin" / "kubetune-operator"
+# Pods on the local cluster run in the repository root (their image's WORKDIR), and write
+# only inside it unless a volume says otherwise: outputs go to runs/e2e/<namespace>/.
+E2E_OUTPUTS = ROOT / "runs" / "e2e"
+
+
+def in_workdir(path: Path) -> str:
+    """An output path as a spec gives it: relative to the pods' working directory."""
+    return os.path.relpath(path, ROOT)
 
 
 def kubectl(*args: str, stdin: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,7 +104,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG)}
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("kubetune-operator")), "--metrics-port", str(self.metrics_port),
+            [str(OPERATOR_BIN), "--metrics-port", str(self.metrics_port),
              "--metrics-address", "127.0.0.1", "--health-port", "0"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._serving, 60, "the operator to serve /metrics")
@@ -112,6 +121,13 @@ class OperatorProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return response.read().decode()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the operator process now."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS for the operator process")
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, as when a node dies under the operator."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_utils import apply, condition, events_for, get_json, jobs_in, kubectl, wait_final, wait_for
+from kubectl_utils import apply, condition, events_for, get_json, in_workdir, jobs_in, kubectl, wait_final, wait_for
 from tinymodels import TEMPLATE, make_rows, write_jsonl
 
 pytestmark = pytest.mark.cluster
@@ -29,13 +29,13 @@ def evaljob(name, namespace, models, data, output, **spec):
             "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "referenceFields": ["answer"]},
             "metrics": ["exact_match", "rouge", "bleu"],
             "generation": {"maxNewTokens": 3, "batchSize": 8},
-            "output": {"path": str(output)}, "resources": {"gpu": 0}, **spec}
+            "output": {"path": in_workdir(output)}, "resources": {"gpu": 0}, **spec}
     return {"apiVersion": "kubetune.io/v1alpha1", "kind": "EvalJob", "metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
-def test_two_models_scored_side_by_side(operator, namespace, tiny_model_dir, other_tiny_model_dir, qa_file, tmp_path):
+def test_two_models_scored_side_by_side(operator, namespace, tiny_model_dir, other_tiny_model_dir, qa_file, workdir):
     models = [{"name": "first", "path": str(tiny_model_dir)}, {"name": "second", "path": str(other_tiny_model_dir)}]
-    apply(evaljob("pair", namespace, models, qa_file, tmp_path / "out"))
+    apply(evaljob("pair", namespace, models, qa_file, workdir / "out"))
     evj = wait_final("evj", namespace, "pair")
 
     status = evj["status"]
@@ -62,14 +62,14 @@ def test_two_models_scored_side_by_side(operator, namespace, tiny_model_dir, oth
     assert f'kubetune_evaljob_score{{metric="rougeL",model="second",name="pair",namespace="{namespace}"}}' in scraped
 
 
-def test_finetunejob_evaluation_block_creates_and_mirrors_an_evaljob(operator, namespace, tiny_model_dir, qa_file, text_file, tmp_path):
+def test_finetunejob_evaluation_block_creates_and_mirrors_an_evaljob(operator, namespace, tiny_model_dir, qa_file, text_file, workdir):
     spec = {
         "model": {"path": str(tiny_model_dir)},
         "dataset": {"path": str(qa_file), "promptTemplate": TEMPLATE, "completionField": "answer", "validationRatio": 0.2, "testRatio": 0.2},
         "method": "lora",
         "lora": {"r": 4, "alpha": 8},
         "training": {"maxSteps": 6, "batchSize": 4, "learningRate": 0.01},
-        "output": {"path": str(tmp_path / "out")},
+        "output": {"path": in_workdir(workdir / "out")},
         "resources": {"gpu": 1},
         "evaluation": {
             "dataset": {"path": str(qa_file), "promptTemplate": TEMPLATE, "referenceFields": ["answer"], "maxExamples": 8},
@@ -102,22 +102,22 @@ def test_finetunejob_evaluation_block_creates_and_mirrors_an_evaljob(operator, n
 @pytest.mark.parametrize("case, reason, words", [
     ("missing-finetunejob", "FineTuneJobNotFound", ["'nope' does not exist"]),
     ("failed-finetunejob", "FineTuneJobFailed", ["'broken' failed"]),
-    ("missing-reference-column", "InvalidDataset", ["summary"]),
+    ("escaping-output", "InvalidSpec", ["spec.output.path", "leaves the working directory"]),
 ])
-def test_bad_references_and_data_fail_without_a_pod(operator, namespace, tiny_model_dir, qa_file, tmp_path, case, reason, words):
+def test_bad_references_and_spec_fail_without_a_pod(operator, namespace, tiny_model_dir, qa_file, workdir, case, reason, words):
     models = [{"name": "base", "path": str(tiny_model_dir)}]
     spec = {}
     if case == "missing-finetunejob":
         models.append({"name": "tuned", "fineTuneJob": "nope"})
     elif case == "failed-finetunejob":
         broken = {"model": {"path": "/nonexistent/model"}, "dataset": {"path": str(qa_file), "promptTemplate": TEMPLATE, "completionField": "answer"},
-                  "output": {"path": str(tmp_path / "x")}}
+                  "output": {"path": in_workdir(workdir / "x")}}
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "broken", "namespace": namespace}, "spec": broken})
         wait_final("ftj", namespace, "broken", timeout=60)
         models.append({"name": "tuned", "fineTuneJob": "broken"})
     else:
-        spec["dataset"] = {"path": str(qa_file), "promptTemplate": TEMPLATE, "referenceFields": ["summary"]}
-    apply(evaljob("bad", namespace, models, qa_file, tmp_path / "out", **spec))
+        spec["output"] = {"path": "../../etc"}
+    apply(evaljob("bad", namespace, models, qa_file, workdir / "out", **spec))
     evj = wait_final("evj", namespace, "bad", timeout=60)
     assert evj["status"]["phase"] == "Failed"
     assert (condition(evj)["status"], condition(evj)["reason"]) == ("False", reason)
@@ -127,9 +127,19 @@ def test_bad_references_and_data_fail_without_a_pod(operator, namespace, tiny_mo
     assert jobs_in(namespace) == []
 
 
-def test_metric_the_pod_cannot_load_fails_with_its_name(operator, namespace, tiny_model_dir, qa_file, tmp_path):
+def test_missing_column_fails_in_the_pods_check_phase(operator, namespace, tiny_model_dir, qa_file, workdir):
+    dataset = {"path": str(qa_file), "promptTemplate": TEMPLATE, "referenceFields": ["summary"]}
+    apply(evaljob("bad", namespace, [{"name": "base", "path": str(tiny_model_dir)}], qa_file, workdir / "out",
+                  dataset=dataset))
+    evj = wait_final("evj", namespace, "bad", timeout=120)
+    assert (evj["status"]["phase"], condition(evj)["reason"]) == ("Failed", "InvalidDataset")
+    assert "summary" in condition(evj)["message"]
+    assert len(get_json("pods", "-n", namespace)["items"]) == 1 and not (workdir / "out").exists()
+
+
+def test_metric_the_pod_cannot_load_fails_with_its_name(operator, namespace, tiny_model_dir, qa_file, workdir):
     # Not built in: the evaluator tries the Hub (unreachable here) and fails naming the metric.
-    apply(evaljob("hub", namespace, [{"name": "base", "path": str(tiny_model_dir)}], qa_file, tmp_path / "out",
+    apply(evaljob("hub", namespace, [{"name": "base", "path": str(tiny_model_dir)}], qa_file, workdir / "out",
                   metrics=["no_such_metric"]))
     evj = wait_final("evj", namespace, "hub", timeout=120)
     assert evj["status"]["phase"] == "Failed"
@@ -137,6 +147,6 @@ def test_metric_the_pod_cannot_load_fails_with_its_name(operator, namespace, tin
     assert "exited with code 2" in condition(evj)["message"] and "'no_such_metric'" in condition(evj)["message"]
 
 
-def test_schema_refuses_an_unknown_task(namespace, tiny_model_dir, qa_file, tmp_path):
-    result = apply(evaljob("bad", namespace, [{"name": "base", "path": str(tiny_model_dir)}], qa_file, tmp_path, task="translation"), check=False)
+def test_schema_refuses_an_unknown_task(namespace, tiny_model_dir, qa_file, workdir):
+    result = apply(evaljob("bad", namespace, [{"name": "base", "path": str(tiny_model_dir)}], qa_file, workdir, task="translation"), check=False)
     assert result.returncode != 0 and "spec.task" in result.stderr and "Unsupported value" in result.stderr, result.stderr

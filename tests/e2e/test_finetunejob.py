@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kubectl_utils import apply, events_for, get_json, jobs_in, kubectl, succeeded_condition, wait_final, wait_for
+from kubectl_utils import (apply, events_for, get_json, in_workdir, jobs_in, kubectl, succeeded_condition, wait_final,
+                           wait_for)
 
 pytestmark = pytest.mark.cluster
 
@@ -18,7 +19,7 @@ def finetunejob(name, namespace, model_path, rows, output, **spec):
         "method": "lora",
         "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
         "training": {"maxSteps": 4, "batchSize": 4, "learningRate": 0.01, "evalEverySteps": 2},
-        "output": {"path": str(output)},
+        "output": {"path": in_workdir(output)},
         "resources": {"gpu": 1},
     }
     for key, value in spec.items():
@@ -27,8 +28,8 @@ def finetunejob(name, namespace, model_path, rows, output, **spec):
             "metadata": {"name": name, "namespace": namespace}, "spec": body}
 
 
-def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_file, tmp_path):
-    output = tmp_path / "out"
+def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_file, workdir):
+    output = workdir / "out"
     apply(finetunejob("shout", namespace, tiny_model_dir, rows_file, output))
     ftj = wait_final("ftj", namespace, "shout")
 
@@ -70,8 +71,8 @@ def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_
     ("lora", {"r": 0}, ["spec.lora.r", "greater than or equal to 1"]),
     ("training", {"batchSize": "four"}, ["spec.training.batchSize", "integer"]),
 ])
-def test_schema_refuses_bad_specs(namespace, tiny_model_dir, rows_file, tmp_path, field, value, expected):
-    result = apply(finetunejob("bad", namespace, tiny_model_dir, rows_file, tmp_path, **{field: value}), check=False)
+def test_schema_refuses_bad_specs(namespace, tiny_model_dir, rows_file, workdir, field, value, expected):
+    result = apply(finetunejob("bad", namespace, tiny_model_dir, rows_file, workdir, **{field: value}), check=False)
     assert result.returncode != 0
     for text in expected:
         assert text in result.stderr, result.stderr
@@ -88,28 +89,63 @@ def test_required_fields_are_enforced(namespace):
     assert get_json("ftj", "empty", "-n", namespace) is None
 
 
-@pytest.mark.parametrize("change, reason, words", [
-    ({"dataset": {"path": "/nonexistent/rows.jsonl"}}, "InvalidDataset", ["/nonexistent/rows.jsonl"]),
-    ({"dataset": {"promptTemplate": "Shout {{ colour }}:"}}, "InvalidDataset", ["colour"]),
-    ({"model": {"path": "/nonexistent/model"}}, "InvalidModel", ["spec.model.path", "/nonexistent/model"]),
+@pytest.mark.parametrize("change, words", [
+    ({"output": {"path": "../../etc"}}, ["spec.output.path", "leaves the working directory"]),
+    ({"output": {"path": "/etc"}}, ["spec.output.path", "outside the job's writable volumes"]),
+    ({"dataset": {"validationRatio": 0.6, "testRatio": 0.5}}, ["dataset.validationRatio + dataset.testRatio"]),
 ])
-def test_wrong_spec_fails_without_a_pod(operator, namespace, tiny_model_dir, rows_file, tmp_path, change, reason, words):
-    apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, tmp_path / "out", **change))
+def test_spec_rules_fail_without_a_pod(operator, namespace, tiny_model_dir, rows_file, workdir, change, words):
+    apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, workdir / "out", **change))
     ftj = wait_final("ftj", namespace, "wrong", timeout=60)
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
-    assert (condition["status"], condition["reason"]) == ("False", reason)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
     for word in words:
         assert word in condition["message"]
-    assert ("Warning", reason) in events_for(namespace, "wrong")
+    assert ("Warning", "InvalidSpec") in events_for(namespace, "wrong")
     assert jobs_in(namespace) == [] and get_json("pods", "-n", namespace)["items"] == []
 
 
-def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, tmp_path):
+@pytest.mark.parametrize("change, reason, words", [
+    ({"dataset": {"path": "/nonexistent/rows.jsonl"}}, "InvalidDataset", ["/nonexistent/rows.jsonl"]),
+    ({"dataset": {"promptTemplate": "Shout {{ colour }}:"}}, "InvalidDataset", ["colour"]),
+    ({"model": {"path": "/nonexistent/model"}}, "InvalidModel", ["model.path", "/nonexistent/model"]),
+])
+def test_pod_check_phase_fails_bad_files_once(operator, namespace, tiny_model_dir, rows_file, workdir, change, reason, words):
+    """Files are checked by the pod (its identity, its volumes), before any model loads; a
+    user error is not retried although the Job allows retries."""
+    apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, workdir / "out", backoffLimit=3, **change))
+    ftj = wait_final("ftj", namespace, "wrong", timeout=120)
+    condition = succeeded_condition(ftj)
+    assert (ftj["status"]["phase"], condition["status"], condition["reason"]) == ("Failed", "False", reason)
+    for word in words:
+        assert word in condition["message"]
+    assert ("Warning", reason) in events_for(namespace, "wrong")
+    (job,) = jobs_in(namespace)
+    wait_for(lambda: get_json("job", job["metadata"]["name"], "-n", namespace)["spec"]["parallelism"] == 0, 30,
+             "the Job to be stopped")
+    assert len(get_json("pods", "-n", namespace)["items"]) == 1  # no retry
+    assert not (workdir / "out").exists()
+
+
+def test_hostile_template_runs_nothing_anywhere(operator, namespace, tiny_model_dir, rows_file, workdir, tmp_path):
+    proof = tmp_path / "proof"
+    template = ("{{ cycler.__init__.__globals__.os.popen('id > " + str(proof) + "').read() }}"
+                "{% for i in range(999999999) %}x{% endfor %}{{ word }}")
+    apply(finetunejob("hostile", namespace, tiny_model_dir, rows_file, workdir / "out", dataset={"promptTemplate": template}))
+    ftj = wait_final("ftj", namespace, "hostile", timeout=120)
+    condition = succeeded_condition(ftj)
+    assert (ftj["status"]["phase"], condition["reason"]) == ("Failed", "InvalidDataset")
+    assert "dataset.promptTemplate" in condition["message"] and "unsafe" in condition["message"]
+    assert not proof.exists()
+    assert operator.rss_bytes() < 500 * 2**20  # the operator never rendered it
+
+
+def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, tmp_path, workdir):
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    apply(finetunejob("broken", namespace, broken, rows_file, tmp_path / "out"))
+    apply(finetunejob("broken", namespace, broken, rows_file, workdir / "out"))
     ftj = wait_final("ftj", namespace, "broken")
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
@@ -120,8 +156,8 @@ def test_trainer_failure_reaches_the_condition(operator, namespace, rows_file, t
     assert ("Warning", "InvalidModel") in events_for(namespace, "broken")
 
 
-def test_unschedulable_job_says_why(operator, namespace, tiny_model_dir, rows_file, tmp_path):
-    apply(finetunejob("greedy", namespace, tiny_model_dir, rows_file, tmp_path, resources={"gpu": 64}))
+def test_unschedulable_job_says_why(operator, namespace, tiny_model_dir, rows_file, workdir):
+    apply(finetunejob("greedy", namespace, tiny_model_dir, rows_file, workdir, resources={"gpu": 64}))
 
     def unschedulable():
         status = (get_json("ftj", "greedy", "-n", namespace).get("status") or {})
@@ -131,8 +167,8 @@ def test_unschedulable_job_says_why(operator, namespace, tiny_model_dir, rows_fi
     assert succeeded_condition({"status": status})["status"] == "Unknown"
 
 
-def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_dir, rows_file, tmp_path):
-    apply(finetunejob("restart", namespace, tiny_model_dir, rows_file, tmp_path / "out", training={"maxSteps": 30}))
+def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_dir, rows_file, workdir):
+    apply(finetunejob("restart", namespace, tiny_model_dir, rows_file, workdir / "out", training={"maxSteps": 30}))
     wait_for(lambda: (get_json("ftj", "restart", "-n", namespace).get("status") or {}).get("phase") == "Running",
              120, "the job to run")
     operator.kill()
@@ -148,9 +184,9 @@ def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_
     assert len(get_json("pods", "-n", namespace)["items"]) == 1
 
 
-def test_trainer_service_account_can_patch_only_its_own_job(operator, namespace, tiny_model_dir, rows_file, tmp_path):
+def test_trainer_service_account_can_patch_only_its_own_job(operator, namespace, tiny_model_dir, rows_file, workdir):
     for name in ("mine", "other"):
-        apply(finetunejob(name, namespace, tiny_model_dir, rows_file, tmp_path / name, resources={"gpu": 64}))
+        apply(finetunejob(name, namespace, tiny_model_dir, rows_file, workdir / name, resources={"gpu": 64}))
     wait_for(lambda: get_json("role", "mine-train", "-n", namespace), 60, "the per-job Role")
     wait_for(lambda: get_json("rolebinding", "mine-train", "-n", namespace), 60, "the per-job RoleBinding")
     account = f"system:serviceaccount:{namespace}:mine-train"
