@@ -115,9 +115,10 @@ def test_bad_references_and_spec_fail_without_a_pod(operator, namespace, tiny_mo
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "broken", "namespace": namespace}, "spec": broken})
         wait_final("ftj", namespace, "broken", timeout=120)
         models.append({"name": "tuned", "fineTuneJob": "broken"})
-    else:
-        spec["output"] = {"path": "../../etc"}
-    apply(evaljob("bad", namespace, models, qa_file, workdir / "out", **spec))
+    body = evaljob("bad", namespace, models, qa_file, workdir / "out", **spec)
+    if case == "escaping-output":
+        body["spec"]["output"] = {"path": "../../etc"}
+    apply(body)
     evj = wait_final("evj", namespace, "bad", timeout=60)
     assert evj["status"]["phase"] == "Failed"
     assert (condition(evj)["status"], condition(evj)["reason"]) == ("False", reason)
