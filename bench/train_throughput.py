@@ -67,7 +67,8 @@ def run_hf(config: dict, workdir: Path) -> dict:
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
     from kubetune_api.training import TrainingConfig
-    from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize_splits
+    from kubetune_trainer.splits import load_splits
+    from kubetune_trainer.tokenization import IGNORE_INDEX, tokenize_splits
     from kubetune_trainer.model_loading import load_model
 
     spec = TrainingConfig.model_validate(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubetune_trainer.evaluation import cli
+from kubetune_trainer.evaluation import cli, runner
 from kubetune_trainer.status_reporter import StatusReporter
 from tinymodels import TEMPLATE
 
@@ -95,31 +95,66 @@ def test_cli_multiple_choice_and_perplexity(tiny_model_dir, eval_file, tmp_path)
     assert json.loads((tmp_path / "ppl" / "scores.json").read_text())["models"][0]["scores"]["perplexity"] > 1
 
 
-@pytest.mark.parametrize("overrides, code, message", [
-    ({"metrics": ["rouge", "no_such_metric_xyz"]}, 2, "metric 'no_such_metric_xyz' is not built in"),
-    ({"metrics": ["accuracy"]}, 2, "metrics: 'accuracy' cannot score task generation"),
-    ({"dataset": {"promptTemplate": TEMPLATE, "referenceFields": ["summary"]}}, 3, "line 1: reference field (dataset.referenceFields) 'summary' is missing"),
-    ({"models": [{"name": "m", "path": "/nonexistent/model"}]}, 2, "model.path '/nonexistent/model'"),
-    ({"models": [{"name": "m", "path": "MODEL", "adapter": "/nonexistent"}]}, 2, "models[m].adapter '/nonexistent'"),
-    ({"models": [{"name": "Bad Name", "path": "MODEL"}]}, 2, "models.0.name"),
-    ({"task": "multiple-choice"}, 2, "dataset.choicesField is required for task multiple-choice"),
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fails the test if the evaluator loads a model: bad input must be refused before that."""
+    def refuse(spec):
+        raise AssertionError(f"model {spec.name} loaded")
+
+    monkeypatch.setattr(runner, "load_eval_model", refuse)
+
+
+@pytest.mark.parametrize("overrides, code, reason, message", [
+    ({"metrics": ["rouge", "no_such_metric_xyz"]}, 2, "UnknownMetric", "metric 'no_such_metric_xyz' is not built in"),
+    ({"metrics": ["accuracy"]}, 2, "UnknownMetric", "metrics: 'accuracy' cannot score task generation"),
+    ({"dataset": {"promptTemplate": TEMPLATE, "referenceFields": ["summary"]}}, 3, "InvalidDataset",
+     "line 1: reference field (dataset.referenceFields) 'summary' is missing"),
+    ({"models": [{"name": "m", "path": "/nonexistent/model"}]}, 2, "InvalidModel", "models[m].path '/nonexistent/model'"),
+    ({"models": [{"name": "m", "path": "MODEL", "adapter": "/nonexistent"}]}, 2, "InvalidModel", "models[m].adapter '/nonexistent'"),
+    ({"models": [{"name": "Bad Name", "path": "MODEL"}]}, 2, "InvalidConfig", "models.0.name"),
+    ({"task": "multiple-choice"}, 2, "InvalidConfig", "dataset.choicesField is required for task multiple-choice"),
 ])
-def test_cli_bad_input_exits_with_a_named_reason(tiny_model_dir, eval_file, tmp_path, monkeypatch, overrides, code, message):
+def test_cli_bad_input_exits_with_a_named_reason_before_any_model_loads(
+        tiny_model_dir, eval_file, tmp_path, monkeypatch, no_model_loads, overrides, code, reason, message):
     log = tmp_path / "termination-log"
     monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(log))
     for model in overrides.get("models", []):
         model["path"] = model["path"].replace("MODEL", str(tiny_model_dir))
     if "dataset" in overrides:
         overrides["dataset"]["path"] = str(eval_file)
-    # The metric errors must come before any model loads: this model does not exist.
-    models = overrides.pop("models", [{"name": "m", "path": "/nonexistent/model" if "metrics" in overrides else str(tiny_model_dir)}])
+    models = overrides.pop("models", [{"name": "m", "path": str(tiny_model_dir)}])
     started = time.monotonic()
     assert cli.main(["--config", str(write_config(tmp_path, models, eval_file, **overrides))]) == code
     assert time.monotonic() - started < 60  # an offline Hub metric fails at once, without retries
-    error = json.loads(log.read_text())["error"]
-    assert message in error, error
+    failure = json.loads(log.read_text())
+    assert message in failure["error"] and failure["reason"] == reason, failure
     if "no_such_metric" in message:
-        assert "Hugging Face Hub is unreachable" in error
+        assert "Hugging Face Hub is unreachable" in failure["error"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_outside_the_writable_roots_is_refused_and_nothing_is_written(
+        tiny_model_dir, eval_file, tmp_path, monkeypatch, no_model_loads):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(log))
+    monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", str(tmp_path / "volume"))
+    outside = tmp_path / "elsewhere" / "out"
+    config = write_config(tmp_path, [{"name": "m", "path": str(tiny_model_dir)}], eval_file,
+                          output={"path": str(outside)})
+    assert cli.main(["--config", str(config)]) == 2
+    failure = json.loads(log.read_text())
+    assert failure["reason"] == "InvalidConfig" and f"output.path '{outside}'" in failure["error"], failure
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_output_inside_a_writable_root_and_check_only(tiny_model_dir, eval_file, tmp_path, monkeypatch,
+                                                      no_model_loads, capsys):
+    monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", str(tmp_path / "volume"))
+    config = write_config(tmp_path, [{"name": "m", "path": str(tiny_model_dir)}], eval_file,
+                          output={"path": str(tmp_path / "volume" / "out")})
+    assert cli.main(["--config", str(config), "--check-only"]) == 0
+    assert capsys.readouterr().out.startswith("check passed: 12 dataset rows")
+    assert not (tmp_path / "volume").exists()  # the check creates nothing
 
 
 def test_termination_message_fits_with_many_models(tmp_path):

@@ -1,11 +1,15 @@
-"""Metric names per task, and metrics loaded through the evaluate package (faked: no Hub here)."""
+"""Metric names per task, the task registry, and metrics loaded through the evaluate package
+(faked: no Hub here)."""
 from __future__ import annotations
 
 import pytest
 
+from kubetune_api import catalog
 from kubetune_api.errors import ConfigError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import metrics
+from kubetune_trainer.evaluation.tasks import TASKS, task_for
+from kubetune_trainer.evaluation.tasks.generation import Generation
 
 
 def config(task: str, names: list[str]) -> EvalConfig:
@@ -20,15 +24,38 @@ class FakeMetric:
         return {"meteor": 0.5, "details": "text is dropped", "count": 3}
 
 
+def test_every_catalog_task_is_registered_and_scores_its_builtin_metrics():
+    assert set(TASKS) == set(catalog.TASKS)
+    assert all(TASKS[kind].kind is kind for kind in TASKS)
+    # Generation scores each built-in metric with a method named after it (no second list of names).
+    assert all(callable(getattr(Generation, f"_{name}", None)) for name in Generation.builtin_metrics())
+
+
 def test_hub_metrics_are_loaded_up_front_and_scored(monkeypatch):
     fake = FakeMetric()
     monkeypatch.setattr(metrics, "load_hub_metric", lambda name: fake)
     cfg = config("generation", ["exact_match", "meteor"])
     resolved = metrics.resolve_metrics(cfg)
     assert resolved == {"exact_match": None, "meteor": fake}
-    scores, _ = metrics.score_generation(cfg, resolved, ["a", "b"], [["a"], ["c"]])
+    records = [{"prediction": "a", "references": ["a"]}, {"prediction": "b", "references": ["c"]}]
+    scores, _ = task_for(cfg).scores(records, resolved)
     assert scores == {"exactMatch": 0.5, "meteor": 0.5, "meteor.count": 3.0}
     assert fake.references == ["a", "c"]  # one reference each: passed flat
+
+
+def test_builtin_generation_metrics_and_signatures():
+    cfg = config("generation", ["rouge", "bleu", "exact_match", "token_f1"])
+    records = [{"prediction": "the cat sat", "references": ["the cat sat"]}]
+    scores, signatures = task_for(cfg).scores(records, metrics.resolve_metrics(cfg))
+    assert scores["exactMatch"] == scores["tokenF1"] == scores["rouge1"] == 1.0 and "bleu" in scores
+    assert set(signatures) == {"rouge", "bleu"}
+
+
+def test_headline_leaves_detail_to_scores_json():
+    scores = {"rouge1": 0.5, "rouge1Precision": 0.4, "rouge1Low": 0.3, "perplexity": 3.0, "nll": 1.1, "tokens": 9.0}
+    assert task_for(config("generation", ["rouge"])).headline(scores) == {"rouge1": 0.5, "perplexity": 3.0,
+                                                                          "nll": 1.1, "tokens": 9.0}
+    assert task_for(config("perplexity", ["perplexity"])).headline(scores) == {"rouge1": 0.5, "perplexity": 3.0}
 
 
 def test_a_metric_of_another_task_is_refused():

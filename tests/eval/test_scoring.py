@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
-from kubetune_trainer.evaluation.dataset import Item
-from kubetune_trainer.evaluation.scoring import choice_scores, perplexity_scores, score_choices, score_texts
+from kubetune_trainer.evaluation.scoring import score_choices, score_texts
+from kubetune_trainer.evaluation.tasks import Item
+from kubetune_trainer.evaluation.tasks.multiple_choice import choice_scores
+from kubetune_trainer.evaluation.tasks.perplexity import perplexity_scores
 
 
 def option_loglikelihood(model, tokenizer, prompt: str, option: str) -> float:

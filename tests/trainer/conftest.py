@@ -29,5 +29,5 @@ def dataset_file(tmp_path) -> Path:
 def _isolated_env(tmp_path, monkeypatch):
     """Keeps each test's model cache and cluster settings out of the real environment."""
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
-    for name in ("KUBETUNE_JOB_NAME", "KUBETUNE_JOB_NAMESPACE", "KUBETUNE_TERMINATION_LOG"):
+    for name in ("KUBETUNE_JOB_NAME", "KUBETUNE_JOB_NAMESPACE", "KUBETUNE_TERMINATION_LOG", "KUBETUNE_WRITABLE_ROOTS"):
         monkeypatch.delenv(name, raising=False)

@@ -103,3 +103,74 @@ def test_console_script_runs(tiny_model_dir, dataset_file, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / "out" / "training_summary.json")
     assert "step 1/1 train loss" in done.stderr
+
+
+# Runs `kubetune-train --check-only ARGS` in a fresh interpreter and prints which heavy
+# libraries it imported: the check phase must load no model (and no torch).
+CHECK_ONLY = ("import sys; from kubetune_trainer.cli import main; code = main(sys.argv[1:]); "
+              "print('imported:', sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules)); "
+              "sys.exit(code)")
+
+
+def check_only(config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CHECK_ONLY, "--config", str(config), "--check-only"],
+                          capture_output=True, text=True, env=dict(os.environ), timeout=60)
+
+
+def test_check_only_passes_prints_what_it_checked_and_writes_nothing(tiny_model_dir, dataset_file, tmp_path, termination_log):
+    out = tmp_path / "out"
+    done = check_only(write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"check passed: 48 dataset rows, model at {tiny_model_dir}, output in {out}",
+                                        "imported: []"]
+    assert not out.exists() and not termination_log.exists()
+
+
+def test_check_only_on_bad_data_exits_3_with_reason_invalid_dataset(tiny_model_dir, tmp_path, termination_log):
+    rows = make_rows(10)
+    del rows[4]["answer"]
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    done = check_only(write_config(tmp_path / "config.yaml", tiny_model_dir, data, tmp_path / "out"))
+    assert done.returncode == 3 and done.stdout.strip() == "imported: []"
+    assert json.loads(termination_log.read_text()) == {
+        "error": f"DataError: {data} line 5: completion field 'answer' is missing", "reason": "InvalidDataset"}
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_only_on_a_missing_model_exits_2_with_reason_invalid_model(dataset_file, tmp_path, termination_log):
+    done = check_only(write_config(tmp_path / "config.yaml", tmp_path / "no-model", dataset_file, tmp_path / "out"))
+    assert done.returncode == 2 and done.stdout.strip() == "imported: []"
+    message = json.loads(termination_log.read_text())
+    assert message["reason"] == "InvalidModel" and message["error"].startswith("ModelSourceError: model.path")
+
+
+def test_training_refuses_an_output_outside_the_writable_roots_before_any_work(
+    tiny_model_dir, dataset_file, tmp_path, termination_log, monkeypatch
+):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "escape").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", "")  # only the working directory
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, "escape/out")
+    assert main(["--config", str(config)]) == 2
+    message = json.loads(termination_log.read_text())
+    assert message["reason"] == "InvalidConfig" and f"resolves to {tmp_path / 'out'}" in message["error"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_file_goes_under_the_resolved_output_dir(tiny_model_dir, dataset_file, tmp_path, monkeypatch):
+    work, volume = tmp_path / "work", tmp_path / "volume"
+    work.mkdir(), volume.mkdir()
+    (work / "link").symlink_to(volume)  # to an allowed root: fine, and recorded as the real path
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", str(volume))
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, "link/out",
+                          training={"maxSteps": 1, "batchSize": 4})
+    assert main(["--config", str(config)]) == 0
+    summary = json.loads((volume / "out" / "training_summary.json").read_text())
+    assert summary["artifacts"] == {"outputPath": str(volume / "out"), "modelPath": str(volume / "out" / "adapter"),
+                                    "summaryPath": str(volume / "out" / "training_summary.json")}
+    assert summary["predictions"]["path"] == str(volume / "out" / "predictions.jsonl")
+    assert sorted(p.name for p in (volume / "out").iterdir()) == [
+        "README.md", "adapter", "checkpoints", "predictions.jsonl", "training_summary.json"]
+    assert [p.name for p in work.iterdir()] == ["link"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kubetune_trainer import loss as loss_module
-from kubetune_trainer.data import IGNORE_INDEX, Collator, Tokenized
+from kubetune_trainer.tokenization import IGNORE_INDEX, Collator, Tokenized
 from kubetune_trainer.loss import batch_loss, completion_loss
 from kubetune_trainer.methods import METHODS
 from kubetune_trainer.model_loading import load_model

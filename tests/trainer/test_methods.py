@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM
 
 from kubetune_api.training import TrainingConfig
-from kubetune_trainer.data import IGNORE_INDEX, Tokenized
+from kubetune_trainer.tokenization import IGNORE_INDEX, Tokenized
 from kubetune_api.errors import ConfigError
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.predictions import write_predictions

@@ -9,7 +9,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from kubetune_api.training import TrainingConfig
-from kubetune_trainer.data import load_splits, tokenize_splits
+from kubetune_trainer.splits import load_splits
+from kubetune_trainer.tokenization import tokenize_splits
 from kubetune_trainer.methods import METHODS, count_parameters
 from kubetune_trainer.model_loading import load_model
 from kubetune_trainer.train import total_steps, train

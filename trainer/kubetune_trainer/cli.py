@@ -1,6 +1,8 @@
-"""`kubetune-train --config FILE [--output DIR]`: the trainer pod's entry point.
+"""`kubetune-train --config FILE [--output DIR] [--check-only]`: the trainer pod's entry point.
 
-Exit codes and failure reporting as in kubetune_trainer.entrypoint.
+Every run starts with the CPU-only check phase (kubetune_trainer.checks); --check-only runs
+just that, loading no model (no torch either), and prints what it checked. Exit codes and
+failure reporting as in kubetune_trainer.entrypoint.
 """
 from __future__ import annotations
 
@@ -14,28 +16,32 @@ from kubetune_trainer.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args("kubetune-train", "Fine-tune a causal language model.", "training config", argv)
+    args = parse_args("kubetune-train", "Fine-tune a causal language model.", "training config", argv, check_only=True)
     # Under accelerate launch only the main process (RANK 0) logs progress and prints the result.
     main_process = os.environ.get("RANK", "0") == "0"
     level = logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The trainer reads only local files; offline mode keeps transformers from trying the hub
-    # (and hanging on timeouts in air-gapped clusters). It must be set before the import below.
+    # (and hanging on timeouts in air-gapped clusters). It must be set before run's imports in work().
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from kubetune_trainer.run import run
-
     reporter = StatusReporter.from_env()
 
     def work():
         config = read_config(load_config, args)
+        if args.check_only:
+            from kubetune_trainer.checks import check_training
+
+            return check_training(config).describe()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        from kubetune_trainer.run import run
+
         with logging_redirect_tqdm():
             return run(config, reporter)
 
-    code, summary_path = run_reported("training", work, reporter)
+    code, result = run_reported("training", work, reporter)
     if code == 0 and main_process:
-        print(summary_path)
+        print(result)  # the summary's path, or what --check-only checked
     return code
 
 

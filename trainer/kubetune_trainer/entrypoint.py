@@ -1,14 +1,14 @@
 """What kubetune-train and kubetune-eval share: reading the config file, the exit codes, and
 reporting every failure to the termination message.
 
-Exit codes: 0 done, 1 unexpected failure, 2 bad config (or a model or metric it names),
-3 bad data.
+Exit codes: 0 done, 1 unexpected failure, 2 bad config (or a model, metric or output path it
+names), 3 bad data. The termination message carries the error and its reason (InvalidConfig,
+InvalidModel, InvalidDataset, UnknownMetric), which the operator copies into the condition.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Callable, Optional, TypeVar
 
 import yaml
@@ -22,12 +22,19 @@ log = logging.getLogger("kubetune_trainer")
 
 EXIT_FAILED, EXIT_BAD_CONFIG, EXIT_BAD_DATA = 1, 2, 3
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+ResultT = TypeVar("ResultT")
 
 
-def parse_args(prog: str, description: str, what: str, argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(prog: str, description: str, what: str, argv: Optional[list[str]],
+               check_only: bool = False) -> argparse.Namespace:
+    """The common flags; with `check_only`, also --check-only (args.check_only)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help=f"YAML or JSON {what}")
     parser.add_argument("--output", help="override output.path")
+    if check_only:
+        parser.add_argument("--check-only", action="store_true",
+                            help="only run the CPU-only check phase (data, templates, model location, output "
+                                 "directory); load no model")
     return parser.parse_args(argv)
 
 
@@ -42,8 +49,8 @@ def read_config(load: Callable[[str], ConfigT], args: argparse.Namespace) -> Con
     return config
 
 
-def run_reported(what: str, work: Callable[[], Path], reporter: StatusReporter) -> tuple[int, Optional[Path]]:
-    """(exit code, result path) of work(); every failure also goes to the termination message."""
+def run_reported(what: str, work: Callable[[], ResultT], reporter: StatusReporter) -> tuple[int, Optional[ResultT]]:
+    """(exit code, result) of work(); every failure also goes to the termination message."""
     try:
         return 0, work()
     except (ConfigError, DataError) as e:

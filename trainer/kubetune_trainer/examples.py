@@ -1,12 +1,12 @@
 """Raw rows to prompt/completion examples, and the preflight check of a dataset.
 
-Light: no torch/transformers/datasets at import. The operator calls `check_dataset` before it
-launches a pod, so a bad file or template fails the FineTuneJob at once with a message naming
-file, line (or row) and field. Reading files of every format and location is `sources`'s job.
+Light: no torch/transformers/datasets at import. The pod's check phase (kubetune_trainer.checks)
+calls `check_dataset` before any model loads, so a bad file or template fails the FineTuneJob at
+once (reason InvalidDataset) with a message naming file, line (or row) and field. Reading files
+of every format and location is `readers`'s job.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
@@ -172,30 +172,26 @@ def _check_file(path: str, fmt: str, make: ExampleMaker, max_rows: int, limit: i
     return n_rows
 
 
-def check_dataset(spec: DatasetSpec, max_rows_to_check: int = 1000, skip: Callable[[str], bool] | None = None) -> int:
+def check_dataset(spec: DatasetSpec, max_rows_to_check: int = 1000) -> int:
     """Raises DataError unless the dataset can be trained on; returns the rows seen.
 
     Covers every file the spec names: the training file (or each mixture task's), explicit
     validation/test files and the retention file. The first `max_rows_to_check` rows of each
     are parsed and rendered; local JSONL/CSV files are counted to the end, Parquet and saved
-    datasets give their count from metadata, and remote files are read no further. Paths for
-    which `skip(path)` is true (e.g. on the job's own volumes) are left to the trainer.
+    datasets give their count from metadata, and remote files are read no further.
     """
-    skip = skip or (lambda path: False)
     total = 0
-    sources = task_sources(spec)
-    for source in sources:
+    for source in task_sources(spec):
         s = source.spec
-        if not skip(s.path):
-            n = _check_file(s.path, s.format, ExampleMaker(s, s.path, source.field, source.name), max_rows_to_check)
-            if n is not None:
-                split_sizes(n, spec, source)
-            total += n or max_rows_to_check
+        n = _check_file(s.path, s.format, ExampleMaker(s, s.path, source.field, source.name), max_rows_to_check)
+        if n is not None:
+            split_sizes(n, spec, source)
+        total += n or max_rows_to_check
         for path in (source.validation_path, source.test_path):
-            if path and not skip(path):
+            if path:
                 total += _check_file(path, s.format, ExampleMaker(s, path, source.field, source.name), max_rows_to_check) or max_rows_to_check
     retention = retention_source(spec)
-    if retention is not None and not skip(retention.spec.path):
+    if retention is not None:
         s = retention.spec
         total += _check_file(s.path, s.format, ExampleMaker(s, s.path, retention.field), max_rows_to_check, limit=s.max_examples) or 0
     return total

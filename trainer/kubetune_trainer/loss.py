@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from kubetune_trainer.data import IGNORE_INDEX
+from kubetune_trainer.tokenization import IGNORE_INDEX
 
 CHUNK_POSITIONS = 512  # completion positions projected at once: 512 x 49152 fp32 logits are 100 MB
 

@@ -17,9 +17,10 @@ import torch
 
 from kubetune_api.training import Dtype, ModelSource
 from kubetune_api.errors import ModelSourceError
-from kubetune_trainer.model_location import resolve_path
+from kubetune_trainer.model_location import locate_model
 
 log = logging.getLogger(__name__)
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("KUBETUNE_CACHE", "~/.cache/kubetune")).expanduser()
@@ -63,13 +64,9 @@ def convert_gguf(gguf: Path, target: Path) -> None:
 
 def checkpoint_dir(path: str) -> Path:
     """A checkpoint directory for model.path, converting a GGUF file on first use."""
-    location = resolve_path(path)
+    location = locate_model(path)
     if location.is_dir():
-        if not (location / "config.json").is_file():
-            raise ModelSourceError(f"model.path {path!r}: {location} has no config.json, so it is not a checkpoint")
         return location
-    if location.suffix.lower() != ".gguf":
-        raise ModelSourceError(f"model.path {path!r}: {location} is neither a checkpoint directory nor a .gguf file")
     target = gguf_cache_dir(location)
     if target.is_dir():
         log.info("using cached checkpoint %s for %s", target, location)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from kubetune_trainer.data import IGNORE_INDEX, Tokenized
+from kubetune_trainer.tokenization import IGNORE_INDEX, Tokenized
 
 MAX_NEW_TOKENS = 48
 

@@ -2,7 +2,8 @@
 
 A path is a local (or PVC) path, a file:// or http(s):// URL, or an object-store URI (s3://,
 gs://, az://, ...) read through fsspec. Light at import: fsspec, pyarrow and datasets are
-imported inside the functions that need them (the operator's preflight imports this module).
+imported inside the functions that need them (the pod's CPU-only check phase reads
+through this module before anything heavy loads).
 
 Every reader yields (number, values) pairs: `number` is the 1-based line for JSONL and CSV
 (what an editor shows) and the 1-based row for Parquet and HF datasets; `unit(format)` says

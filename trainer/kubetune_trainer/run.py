@@ -1,85 +1,56 @@
 """One training run: config in; trained adapter or model, tokenizer, predictions, model card
-and summary out. Under `accelerate launch` every process trains; only the main one writes."""
+and summary out. Under `accelerate launch` every process trains; only the main one writes.
+
+The check phase (kubetune_trainer.checks) runs first, before the Accelerator or the model,
+and every file goes under the output directory it resolved (see kubetune_trainer.outputs).
+"""
 from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from kubetune_trainer.checkpoint import Checkpoints
-from kubetune_api.training import TrainingConfig
-from kubetune_trainer.data import load_splits, tokenize_splits
-from kubetune_trainer.methods import METHODS, count_parameters
-from kubetune_trainer.modelcard import write_model_card
-from kubetune_trainer.model_loading import bf16_supported, load_model
-from kubetune_trainer.predictions import write_predictions
 from kubetune_api.reports import Artifacts, PodReport
+from kubetune_api.training import TrainingConfig
+from kubetune_trainer.checkpoint import Checkpoints
+from kubetune_trainer.checks import check_training
+from kubetune_trainer.methods import METHODS, ParameterCount, count_parameters
+from kubetune_trainer.model_loading import bf16_supported, load_model
+from kubetune_trainer.modelcard import write_model_card
+from kubetune_trainer.predictions import write_predictions
+from kubetune_trainer.splits import load_splits
 from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.task_scores import finish_metrics, score_retention
+from kubetune_trainer.tokenization import tokenize_splits
 from kubetune_trainer.train import train
+from kubetune_trainer.versions import library_versions
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE, PREDICTIONS_FILE, MODEL_CARD_FILE = "training_summary.json", "predictions.jsonl", "README.md"
 
 
-def _versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for package in ("kubetune", "torch", "transformers", "peft", "accelerate"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
-    """Trains as `config` says and returns the path of training_summary.json."""
-    started = time.perf_counter()
-    spec = config.training
-    method = METHODS[config.method.value]
-    method.check(config)
-    set_seed(spec.seed)  # before the method adds (randomly initialised) adapters
-    # The train loop accumulates gradients itself (no_sync on all but a window's last batch).
-    # cpu=True without CUDA: several processes then join over gloo (Accelerate only looks for
-    # a CPU process group when told so).
-    accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
-    splits = load_splits(config.dataset, spec.seed)
-    model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
-    data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
-    counts = data.counts()
-    log.info("data: %s", counts)
-
-    if spec.gradient_checkpointing:
+def _prepare(model, config: TrainingConfig, method, checkpoint: Path) -> tuple[object, ParameterCount]:
+    """The model to train, as the method makes it, and its parameter counts."""
+    if config.training.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input that requires grad, so frozen bases work too.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = method.prepare(model, config, checkpoint)
     params = count_parameters(model)
     log.info("%s: %d of %d parameters trainable", config.method.value, params.trainable, params.total)
+    return model, params
 
-    output = Path(config.output.path).absolute()
-    main = accelerator.is_main_process
-    retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
-    result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
-                   reporter.report if main else lambda report: None,
-                   Checkpoints(output, spec.checkpoints_to_keep, accelerator))
-    finish_metrics(result.metrics, model, data, tokenizer.pad_token_id, spec.batch_size, accelerator, retention_before)
-    if not main:
-        accelerator.wait_for_everyone()
-        return output / SUMMARY_FILE
 
-    model = accelerator.unwrap_model(model)
-    n_predictions = write_predictions(model, tokenizer, data.splits["test"][:spec.prediction_rows], output / PREDICTIONS_FILE)
-    model_path = method.save(model, tokenizer, output, config)
-    artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE))
-    summary = {
+def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, params: ParameterCount,
+             accelerator, n_predictions: int, artifacts: Artifacts, started: float) -> dict:
+    """training_summary.json: config, data, metrics, history, throughput, artifacts, versions."""
+    output = Path(artifacts.output_path)
+    return {
         "config": config.model_dump(by_alias=True, mode="json"),
         "model": {"path": config.model.path, "checkpoint": str(checkpoint)},
         "data": counts,
@@ -99,11 +70,11 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
         "finalTrainLoss": result.metrics.train_loss,
         "wallTimeSeconds": round(time.perf_counter() - started, 3),
         "artifacts": artifacts.model_dump(by_alias=True, mode="json"),
-        "versions": _versions(),
+        "versions": library_versions("accelerate"),
     }
-    Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_model_card(output / MODEL_CARD_FILE, summary)
 
+
+def _finish(config: TrainingConfig, result, artifacts: Artifacts, reporter: StatusReporter) -> None:
     metrics = result.metrics
     final = (f"test loss {metrics.test_loss:.4f}" if metrics.test_loss is not None
              else f"train loss {metrics.train_loss:.4f}")
@@ -111,5 +82,46 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
         PodReport(progress=result.progress, metrics=metrics, artifacts=artifacts),
         f"{config.method.value} training finished after {result.progress.step} steps, {final}",
     )
+
+
+def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
+    """Trains as `config` says and returns the path of training_summary.json."""
+    started = time.perf_counter()
+    checked = check_training(config)  # user errors fail here, before any GPU work
+    log.info("%s", checked.describe())
+    output, spec, method = checked.output, config.training, METHODS[config.method.value]
+    method.check(config)  # what the method needs of this machine (qlora: CUDA, bitsandbytes)
+    set_seed(spec.seed)  # before the method adds (randomly initialised) adapters
+    # The train loop accumulates gradients itself (no_sync on all but a window's last batch).
+    # cpu=True without CUDA: several processes then join over gloo (Accelerate only looks for
+    # a CPU process group when told so).
+    accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
+    splits = load_splits(config.dataset, spec.seed)
+    model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
+    data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
+    counts = data.counts()
+    log.info("data: %s", counts)
+    model, params = _prepare(model, config, method, checkpoint)
+
+    main = accelerator.is_main_process
+    retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
+    result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
+                   reporter.report if main else lambda report: None,
+                   Checkpoints(output, spec.checkpoints_to_keep, accelerator))
+    finish_metrics(result.metrics, model, data, tokenizer.pad_token_id, spec.batch_size, accelerator, retention_before)
+    if not main:
+        accelerator.wait_for_everyone()
+        return output / SUMMARY_FILE
+
+    output.mkdir(parents=True, exist_ok=True)
+    model = accelerator.unwrap_model(model)
+    n_predictions = write_predictions(model, tokenizer, data.splits["test"][:spec.prediction_rows], output / PREDICTIONS_FILE)
+    model_path = method.save(model, tokenizer, output, config)
+    artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE))
+    summary = _summary(config, result, checkpoint=checkpoint, counts=counts, params=params, accelerator=accelerator,
+                       n_predictions=n_predictions, artifacts=artifacts, started=started)
+    Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_model_card(output / MODEL_CARD_FILE, summary)
+    _finish(config, result, artifacts, reporter)
     accelerator.wait_for_everyone()
     return Path(artifacts.summary_path)

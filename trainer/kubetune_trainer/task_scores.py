@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from kubetune_trainer.data import Collator, PreparedData
+from kubetune_trainer.tokenization import Collator, PreparedData
 from kubetune_api.reports import Metrics, TaskMetrics
 
 log = logging.getLogger(__name__)

@@ -21,13 +21,13 @@ from accelerate import Accelerator
 from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from kubetune_api.errors import ConfigError
+from kubetune_api.reports import Metrics, PodReport, Progress
+from kubetune_api.training import TrainingSpec
 from kubetune_trainer.batching import epoch_batches, shard
 from kubetune_trainer.checkpoint import Checkpoints
-from kubetune_api.training import TrainingSpec
-from kubetune_trainer.data import Collator, PreparedData, Tokenized
-from kubetune_api.errors import ConfigError
 from kubetune_trainer.loss import batch_loss
-from kubetune_api.reports import Metrics, PodReport, Progress
+from kubetune_trainer.tokenization import Collator, PreparedData, Tokenized
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,177 @@ def steps_per_epoch(n_batches: int, spec: TrainingSpec) -> int:
     return math.ceil(n_batches / spec.gradient_accumulation_steps)
 
 
+def _every(step: int, interval: int | None) -> bool:
+    return bool(interval) and step % interval == 0
+
+
+class TrainingLoop:
+    """One call of `train`: the model, optimizer and schedule, and the counters a checkpoint keeps."""
+
+    def __init__(self, model, data: PreparedData, pad_id: int, spec: TrainingSpec, accelerator: Accelerator,
+                 on_report: Callable[[PodReport], None], checkpoints: Checkpoints | None):
+        self.data, self.spec, self.accelerator = data, spec, accelerator
+        self.on_report, self.checkpoints = on_report, checkpoints
+        self.collate = Collator(pad_id)
+        self.items = data.splits["train"]
+        self.lengths = [len(x.input_ids) for x in self.items]
+        n_batches = len(self.my_batches(0))
+        if n_batches == 0:
+            raise ConfigError(f"{len(self.items)} training rows make fewer batches of {spec.batch_size} "
+                              f"than the {accelerator.num_processes} processes")
+        self.per_epoch = steps_per_epoch(n_batches, spec)
+        self.total = total_steps(n_batches, spec)
+        self._prepare(model)
+        self.result = TrainResult(Progress(total_steps=self.total), Metrics())
+        self.step = self.start_step = 0
+        self.seconds_before = 0.0  # training time of the runs this one resumes
+        self.paused_seconds = 0.0  # evaluation and checkpoints: not training time
+        self.window_loss, self.window_batches = 0.0, 0  # since the last logged step
+        self.started = 0.0  # set by run(): loading a checkpoint is not training time
+        self.bar: tqdm | None = None
+
+    def _prepare(self, model) -> None:
+        spec = self.spec
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        # Stepped by hand once per optimizer step; Accelerate's prepared scheduler counts processes.
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, spec.warmup_steps, self.total)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.inner = self.accelerator.unwrap_model(self.model)
+        # The drift penalty's anchor: the pretrained weights (taken before a resume loads any).
+        self.initial = ({n: p.detach().clone() for n, p in self.inner.named_parameters() if p.requires_grad}
+                        if spec.drift_penalty else {})
+
+    def my_batches(self, epoch: int) -> list[list[int]]:
+        """This process's share of the epoch's batches (row indices), the same on every resume."""
+        spec, acc = self.spec, self.accelerator
+        batches = epoch_batches(self.lengths, spec.batch_size, spec.seed, epoch, spec.group_by_length)
+        return shard(batches, acc.process_index, acc.num_processes)
+
+    def resume(self) -> None:
+        """Continues from the latest checkpoint, if there is one."""
+        latest = self.checkpoints.latest() if self.checkpoints else None
+        if latest is None:
+            return
+        state = self.checkpoints.load(latest, self.inner, self.optimizer, self.scheduler)
+        result = self.result
+        self.step = self.start_step = result.resumed_from = state["step"]
+        result.history, result.train_tokens = state["history"], state["trainTokens"]
+        self.seconds_before = state["trainSeconds"]
+        result.metrics = Metrics.model_validate(state["metrics"])
+        log.info("resuming from %s at step %d/%d", latest, self.step, self.total)
+
+    def run(self) -> TrainResult:
+        self.started = time.perf_counter()
+        self.model.train()
+        acc_steps = self.spec.gradient_accumulation_steps
+        self.bar = tqdm(total=self.total, initial=self.step, desc="training", unit="step", file=sys.stderr,
+                        disable=None if self.accelerator.is_main_process else True)
+        while self.step < self.total:
+            batches = self.my_batches(self.step // self.per_epoch)
+            windows = [batches[i:i + acc_steps] for i in range(0, len(batches), acc_steps)]
+            for window in windows[self.step % self.per_epoch:]:  # on resume, skips the windows already trained on
+                self._optimizer_step(window)
+                self._after_step()
+                if self.step == self.total:
+                    break
+        self.bar.close()
+        self._evaluate("test", self.data.splits["test"])
+        self.result.progress = self._progress()
+        return self.result
+
+    def _optimizer_step(self, window: list[list[int]]) -> None:
+        """Accumulates the window's batches into one optimizer step."""
+        acc, tokens = self.accelerator, 0
+        for i, rows in enumerate(window):
+            last = i == len(window) - 1
+            # Gradients are all-reduced once per optimizer step, on the window's last batch.
+            with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                batch = _to_device(self.collate([self.items[j] for j in rows]), acc.device)
+                with acc.autocast():
+                    loss_sum, n_targets, _ = batch_loss(self.model, self.inner, batch)
+                    loss = loss_sum / n_targets.clamp(min=1)
+                    objective = loss / len(window)
+                    if last and self.spec.drift_penalty:
+                        objective = objective + drift_penalty(self.inner, self.initial, self.spec.drift_penalty)
+                acc.backward(objective)
+            tokens += int(batch["attention_mask"].sum())
+            self.window_loss, self.window_batches = self.window_loss + loss.item(), self.window_batches + 1
+        acc.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+        self.step += 1
+        self.bar.update(1)
+        self.result.train_tokens += int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum"))
+
+    def _after_step(self) -> None:
+        """Logs, evaluates, reports and checkpoints as the spec's intervals say."""
+        spec, step, result = self.spec, self.step, self.result
+        final = step == self.total
+        logged = final or _every(step, spec.log_every_steps)
+        evaluating = final or _every(step, spec.eval_every_steps)
+        if logged or evaluating:
+            result.history.append({"step": step})
+        if logged:
+            self._log_train_loss()
+        if evaluating:
+            self._evaluate("validation", self.data.splits["validation"])
+        if logged or evaluating:
+            result.progress = self._progress()
+            self.on_report(PodReport(progress=result.progress, metrics=result.metrics.model_copy()))
+        if self.checkpoints and (final or _every(step, spec.checkpoint_every_steps)):
+            self._save_checkpoint()
+
+    def _log_train_loss(self) -> None:
+        """The mean training loss since the last logged step, over all processes."""
+        mean = torch.tensor(self.window_loss / self.window_batches, device=self.accelerator.device)
+        metrics = self.result.metrics
+        metrics.train_loss = float(self.accelerator.reduce(mean, "mean"))
+        self.result.history[-1]["trainLoss"] = metrics.train_loss
+        self.window_loss, self.window_batches = 0.0, 0
+        self.bar.set_postfix(loss=f"{metrics.train_loss:.4f}")
+        log.info("step %d/%d train loss %.4f", self.step, self.total, metrics.train_loss)
+
+    @contextlib.contextmanager
+    def _paused(self):
+        """Time spent in the block does not count as training time (throughput, ETA)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - t
+
+    def _progress(self) -> Progress:
+        elapsed = time.perf_counter() - self.started
+        result, step, total = self.result, self.step, self.total
+        result.train_seconds = self.seconds_before + elapsed - self.paused_seconds
+        return Progress(
+            step=step, total_steps=total, epoch=round(step / self.per_epoch, 4), percent=round(100 * step / total, 2),
+            eta_seconds=round(elapsed / max(step - self.start_step, 1) * (total - step), 1),
+            tokens_per_second=round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
+        )
+
+    def _evaluate(self, name: str, split: list[Tokenized]) -> None:
+        with self._paused():
+            loss, accuracy = evaluate(self.model, split, self.collate, self.spec.batch_size, self.accelerator)
+        if loss is None:
+            return
+        setattr(self.result.metrics, f"{name}_loss", loss)
+        setattr(self.result.metrics, f"{name}_accuracy", accuracy)
+        self.result.history[-1].update({f"{name}Loss": loss, f"{name}Accuracy": accuracy})
+        log.info("step %d/%d %s loss %.4f accuracy %.4f", self.step, self.total, name, loss, accuracy)
+
+    def _save_checkpoint(self) -> None:
+        with self._paused():
+            result = self.result
+            result.progress = self._progress()
+            self.checkpoints.save(self.step, self.inner, self.optimizer, self.scheduler, {
+                "history": result.history, "trainTokens": result.train_tokens, "trainSeconds": result.train_seconds,
+                "metrics": result.metrics.model_dump(mode="json"),
+            })
+
+
 def train(
     model,
     data: PreparedData,
@@ -99,122 +270,6 @@ def train(
     With `checkpoints`, saves every checkpointEverySteps and at the end, and first resumes
     from the latest checkpoint there if one exists.
     """
-    collate = Collator(pad_id)
-    items = data.splits["train"]
-    lengths = [len(x.input_ids) for x in items]
-
-    def my_batches(epoch: int) -> list[list[int]]:
-        return shard(epoch_batches(lengths, spec.batch_size, spec.seed, epoch, spec.group_by_length),
-                     accelerator.process_index, accelerator.num_processes)
-
-    n_batches = len(my_batches(0))
-    if n_batches == 0:
-        raise ConfigError(f"{len(items)} training rows make fewer batches of {spec.batch_size} than the {accelerator.num_processes} processes")
-    per_epoch = steps_per_epoch(n_batches, spec)
-    total = total_steps(n_batches, spec)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-    # Stepped by hand once per optimizer step; Accelerate's prepared scheduler counts processes.
-    scheduler = get_linear_schedule_with_warmup(optimizer, spec.warmup_steps, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    inner = accelerator.unwrap_model(model)
-    # The drift penalty's anchor: the pretrained weights (taken before a resume loads any).
-    initial = ({n: p.detach().clone() for n, p in inner.named_parameters() if p.requires_grad}
-               if spec.drift_penalty else {})
-
-    result = TrainResult(Progress(total_steps=total), Metrics())
-    step, seconds_before = 0, 0.0
-    latest = checkpoints.latest() if checkpoints else None
-    if latest is not None:
-        state = checkpoints.load(latest, inner, optimizer, scheduler)
-        step, result.resumed_from = state["step"], state["step"]
-        result.history, result.train_tokens, seconds_before = state["history"], state["trainTokens"], state["trainSeconds"]
-        result.metrics = Metrics.model_validate(state["metrics"])
-        log.info("resuming from %s at step %d/%d", latest, step, total)
-    start_step = step
-    window_loss, window_batches = 0.0, 0
-    started, eval_seconds = time.perf_counter(), 0.0  # eval_seconds: evaluation and checkpoints, not training
-
-    def progress() -> Progress:
-        elapsed = time.perf_counter() - started
-        result.train_seconds = seconds_before + elapsed - eval_seconds
-        return Progress(
-            step=step, total_steps=total, epoch=round(step / per_epoch, 4), percent=round(100 * step / total, 2),
-            eta_seconds=round(elapsed / max(step - start_step, 1) * (total - step), 1),
-            tokens_per_second=round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
-        )
-
-    def run_eval(name: str, split: list[Tokenized]) -> None:
-        nonlocal eval_seconds
-        t = time.perf_counter()
-        loss, accuracy = evaluate(model, split, collate, spec.batch_size, accelerator)
-        eval_seconds += time.perf_counter() - t
-        if loss is not None:
-            setattr(result.metrics, f"{name}_loss", loss)
-            setattr(result.metrics, f"{name}_accuracy", accuracy)
-            result.history[-1].update({f"{name}Loss": loss, f"{name}Accuracy": accuracy})
-            log.info("step %d/%d %s loss %.4f accuracy %.4f", step, total, name, loss, accuracy)
-
-    def save_checkpoint() -> None:
-        nonlocal eval_seconds
-        t = time.perf_counter()
-        result.progress = progress()
-        checkpoints.save(step, inner, optimizer, scheduler, {
-            "history": result.history, "trainTokens": result.train_tokens, "trainSeconds": result.train_seconds,
-            "metrics": result.metrics.model_dump(mode="json"),
-        })
-        eval_seconds += time.perf_counter() - t
-
-    model.train()
-    bar = tqdm(total=total, initial=step, desc="training", unit="step", file=sys.stderr,
-               disable=None if accelerator.is_main_process else True)
-    while step < total:
-        batches = my_batches(step // per_epoch)
-        windows = [batches[i:i + spec.gradient_accumulation_steps] for i in range(0, len(batches), spec.gradient_accumulation_steps)]
-        for window in windows[step % per_epoch:]:  # on resume, skips the windows already trained on
-            tokens = 0
-            for i, rows in enumerate(window):
-                last = i == len(window) - 1
-                # Gradients are all-reduced once per optimizer step, on the window's last batch.
-                with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                    batch = _to_device(collate([items[j] for j in rows]), accelerator.device)
-                    with accelerator.autocast():
-                        loss_sum, n_targets, _ = batch_loss(model, inner, batch)
-                        loss = loss_sum / n_targets.clamp(min=1)
-                        objective = loss / len(window)
-                        if last and spec.drift_penalty:
-                            objective = objective + drift_penalty(inner, initial, spec.drift_penalty)
-                    accelerator.backward(objective)
-                tokens += int(batch["attention_mask"].sum())
-                window_loss, window_batches = window_loss + loss.item(), window_batches + 1
-            accelerator.clip_grad_norm_(params, MAX_GRAD_NORM)
-            optimizer.step()
-            optimizer.zero_grad()
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            result.train_tokens += int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), "sum"))
-            logged = step % spec.log_every_steps == 0 or step == total
-            evaluating = step == total or (spec.eval_every_steps and step % spec.eval_every_steps == 0)
-            if logged or evaluating:
-                result.history.append({"step": step})
-            if logged:
-                mean = torch.tensor(window_loss / window_batches, device=accelerator.device)
-                result.metrics.train_loss = float(accelerator.reduce(mean, "mean"))
-                result.history[-1]["trainLoss"] = result.metrics.train_loss
-                window_loss, window_batches = 0.0, 0
-                bar.set_postfix(loss=f"{result.metrics.train_loss:.4f}")
-                log.info("step %d/%d train loss %.4f", step, total, result.metrics.train_loss)
-            if evaluating:
-                run_eval("validation", data.splits["validation"])
-            if logged or evaluating:
-                result.progress = progress()
-                on_report(PodReport(progress=result.progress, metrics=result.metrics.model_copy()))
-            if checkpoints and (step == total or (spec.checkpoint_every_steps and step % spec.checkpoint_every_steps == 0)):
-                save_checkpoint()
-            if step == total:
-                break
-    bar.close()
-    run_eval("test", data.splits["test"])
-    result.progress = progress()
-    return result
+    loop = TrainingLoop(model, data, pad_id, spec, accelerator, on_report, checkpoints)
+    loop.resume()
+    return loop.run()

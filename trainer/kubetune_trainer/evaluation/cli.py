@@ -1,7 +1,8 @@
-"""`kubetune-eval --config FILE [--output DIR]`: the evaluator pod's entry point.
+"""`kubetune-eval --config FILE [--output DIR] [--check-only]`: the evaluator pod's entry point.
 
-Exit codes and failure reporting as in kubetune_trainer.entrypoint (2 also for a metric that
-cannot be loaded).
+Every run starts with the CPU-only check phase (kubetune_trainer.checks.check_evaluation);
+--check-only runs just that, loading no model, and prints what it checked. Exit codes and
+failure reporting as in kubetune_trainer.entrypoint (2 also for a metric that cannot be loaded).
 """
 from __future__ import annotations
 
@@ -9,20 +10,24 @@ import logging
 import os
 import sys
 
-from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
-from kubetune_api.evaluation import load_eval_config
 from kubetune_api.catalog import TASKS
+from kubetune_api.evaluation import load_eval_config
+from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
 from kubetune_trainer.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args("kubetune-eval", "Evaluate one or more causal language models.",
-                      "evaluation config (an EvalJob spec)", argv)
+                      "evaluation config (an EvalJob spec)", argv, check_only=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = StatusReporter.from_env()
 
     def work():
         config = read_config(load_eval_config, args)
+        if args.check_only:
+            from kubetune_trainer.checks import check_evaluation
+
+            return check_evaluation(config).describe()
         # Models are local files, so transformers stays offline (no hub timeouts in air-gapped
         # clusters) unless a metric must come from the Hub. Set before transformers is imported.
         if all(name in TASKS[config.task].metrics for name in config.metrics):
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return run(config, reporter)
 
-    code, scores_path = run_reported("evaluation", work, reporter)
+    code, result = run_reported("evaluation", work, reporter)
     if code == 0:
-        print(scores_path)
+        print(result)  # the path of scores.json, or what --check-only checked
     return code

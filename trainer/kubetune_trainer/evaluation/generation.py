@@ -4,16 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from kubetune_api.errors import ConfigError
 from kubetune_api.evaluation import GenerationSpec
-
-
-def format_prompt(tokenizer, prompt: str, chat_template: bool) -> str:
-    if not chat_template:
-        return prompt
-    if not tokenizer.chat_template:
-        raise ConfigError("dataset.chatTemplate is true but the model's tokenizer has no chat template")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+from kubetune_trainer.chat import chat_prompts
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -38,7 +30,7 @@ class StopStrings(StoppingCriteria):
 
 def encode_prompts(tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool):
     """Left-padded batch encoding; over-long prompts lose their start. (encoding, truncated count)"""
-    texts = [format_prompt(tokenizer, p, chat_template) for p in prompts]
+    texts = chat_prompts(tokenizer, prompts) if chat_template else prompts
     tokenizer.padding_side = "left"  # generated tokens must follow the prompt directly in every row
     tokenizer.truncation_side = "left"
     # A chat template writes its own special tokens; a plain prompt gets BOS as in training.

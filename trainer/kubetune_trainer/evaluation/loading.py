@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from kubetune_api.training import ModelSource
 from kubetune_api.evaluation import EvalModel
 from kubetune_api.errors import ModelSourceError
+from kubetune_trainer.checks import check_adapter_path
 from kubetune_trainer.model_loading import load_model
 
 log = logging.getLogger(__name__)
@@ -22,9 +22,7 @@ def load_eval_model(spec: EvalModel):
     """(model in eval mode on the device, tokenizer); the adapter, if any, merged in."""
     model, tokenizer, _ = load_model(ModelSource(path=spec.path, dtype=spec.dtype))
     if spec.adapter:
-        adapter = Path(spec.adapter).expanduser().absolute()
-        if not (adapter / "adapter_config.json").is_file():
-            raise ModelSourceError(f"models[{spec.name}].adapter {spec.adapter!r}: {adapter} has no adapter_config.json")
+        adapter = check_adapter_path(spec.adapter, f"models[{spec.name}].adapter")
         from peft import PeftModel
 
         try:

@@ -1,4 +1,5 @@
-"""Which metrics a task accepts, and scoring generated text with them.
+"""Metrics loaded through the `evaluate` package (the built-in ones are the tasks' own,
+kubetune_trainer.evaluation.tasks).
 
 Metric names are resolved before any model loads, so an unknown name (or a Hub metric that
 cannot be fetched) fails the run at once. Light to import: no torch.
@@ -8,8 +9,7 @@ from __future__ import annotations
 from kubetune_api.catalog import BUILTIN_METRICS, hub_metric_names
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.errors import MetricError
-from kubetune_trainer.evaluation import textmetrics
-from kubetune_trainer.evaluation.rouge import rouge
+
 
 def load_hub_metric(name: str):
     """An `evaluate` metric; needs the Hugging Face Hub unless it is cached."""
@@ -31,29 +31,10 @@ def resolve_metrics(config: EvalConfig) -> dict:
     return {name: load_hub_metric(name) if name in hub else None for name in config.metrics}
 
 
-def _hub_scores(name: str, metric, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+def hub_scores(name: str, metric, predictions: list[str], references: list[list[str]]) -> dict[str, float]:
+    """The numeric results of an `evaluate` metric, keyed `name` or `name.key`. One reference per
+    example is passed flat, as most Hub metrics expect."""
     single = all(len(refs) == 1 for refs in references)
     result = metric.compute(predictions=predictions, references=[r[0] for r in references] if single else references)
     return {(key if key == name else f"{name}.{key}"): float(value)
             for key, value in (result or {}).items() if isinstance(value, (int, float))}
-
-
-def score_generation(config: EvalConfig, metrics: dict, predictions: list[str],
-                     references: list[list[str]]) -> tuple[dict[str, float], dict[str, str]]:
-    """(scores, signatures) of predictions against their references."""
-    scores, signatures = {}, {}
-    for name, hub_metric in metrics.items():
-        if name == "rouge":
-            spec = config.rouge
-            values, signatures["rouge"] = rouge(predictions, references, spec.use_stemmer, spec.confidence_interval,
-                                                spec.bootstrap_samples, config.generation.seed)
-            scores.update(values)
-        elif name == "bleu":
-            scores["bleu"], signatures["bleu"] = textmetrics.bleu(predictions, references)
-        elif name == "exact_match":
-            scores["exactMatch"] = textmetrics.exact_match(predictions, references, config.exact_match)
-        elif name == "token_f1":
-            scores["tokenF1"] = textmetrics.token_f1(predictions, references, config.exact_match)
-        else:
-            scores.update(_hub_scores(name, hub_metric, predictions, references))
-    return scores, signatures

@@ -1,13 +1,11 @@
-"""Log-likelihood scoring: multiple-choice accuracy (lm-eval style) and perplexity."""
+"""Log-likelihood scoring with a model: multiple-choice options (lm-eval style) and texts for
+perplexity. The tasks (evaluation.tasks) turn the records into scores."""
 from __future__ import annotations
-
-import math
 
 import torch
 
-from kubetune_api.errors import DataError
-from kubetune_trainer.evaluation.dataset import Item
-from kubetune_trainer.evaluation.generation import format_prompt
+from kubetune_trainer.chat import chat_prompt
+from kubetune_trainer.evaluation.tasks.base import Item
 
 
 @torch.inference_mode()
@@ -37,8 +35,8 @@ def score_choices(model, tokenizer, items: list[Item], max_length: int, batch_si
     and completion; an over-long pair loses the prompt's start."""
     sequences, starts, truncated = [], [], []
     for item in items:
-        context = tokenizer(format_prompt(tokenizer, item.prompt, chat_template),
-                            add_special_tokens=not chat_template)["input_ids"]
+        prompt = chat_prompt(tokenizer, item.prompt) if chat_template else item.prompt
+        context = tokenizer(prompt, add_special_tokens=not chat_template)["input_ids"]
         options = [tokenizer(choice, add_special_tokens=False)["input_ids"] for choice in item.choices]
         truncated.append(any(len(context) + len(option) > max_length for option in options))
         for option in options:
@@ -58,11 +56,6 @@ def score_choices(model, tokenizer, items: list[Item], max_length: int, batch_si
     return records
 
 
-def choice_scores(records: list[dict]) -> dict[str, float]:
-    return {"accuracy": sum(r["prediction"] == r["answer"] for r in records) / len(records),
-            "accuracyNorm": sum(r["predictionNorm"] == r["answer"] for r in records) / len(records)}
-
-
 def score_texts(model, tokenizer, items: list[Item], max_length: int, batch_size: int) -> list[dict]:
     """One record per item with its negative log-likelihood and predicted-token count. Texts
     longer than max_length are scored in consecutive windows; a window's first token is context."""
@@ -79,12 +72,3 @@ def score_texts(model, tokenizer, items: list[Item], max_length: int, batch_size
         nll[owner] -= logprob
         tokens[owner] += count
     return [{"line": item.line, "text": item.text, "nll": n, "tokens": t} for item, n, t in zip(items, nll, tokens)]
-
-
-def perplexity_scores(records: list[dict]) -> dict[str, float]:
-    """Token-weighted over the corpus: exp(total NLL / total predicted tokens)."""
-    tokens = sum(r["tokens"] for r in records)
-    if tokens == 0:
-        raise DataError("perplexity: no text has a token to predict (each needs at least two tokens)")
-    nll = sum(r["nll"] for r in records) / tokens
-    return {"perplexity": math.exp(nll), "nll": nll, "tokens": float(tokens)}

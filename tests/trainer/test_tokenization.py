@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from kubetune_api.training import DatasetSpec
-from kubetune_trainer.data import IGNORE_INDEX, Collator, Tokenized, join_and_truncate, load_splits, split_examples, tokenize, tokenize_splits
+from kubetune_trainer.splits import load_splits, split_examples
+from kubetune_trainer.tokenization import IGNORE_INDEX, Collator, Tokenized, join_and_truncate, tokenize, tokenize_splits
 from kubetune_trainer.examples import Example
 from tinymodels import TEMPLATE
 

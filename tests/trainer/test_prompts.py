@@ -6,7 +6,8 @@ import copy
 import pytest
 
 from kubetune_api.training import DatasetSpec
-from kubetune_trainer.data import IGNORE_INDEX, load_splits, tokenize, tokenize_splits
+from kubetune_trainer.splits import load_splits
+from kubetune_trainer.tokenization import IGNORE_INDEX, tokenize, tokenize_splits
 from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.examples import Example, check_dataset
 from tinymodels import TEMPLATE, make_rows, write_jsonl

@@ -1,0 +1,86 @@
+"""The pod's check phase: everything about a config that needs its files, checked CPU-only
+before any Accelerator, model or GPU work.
+
+The operator reads no user files; the pod checks them with the workload's own identity and
+volumes: every data file and template, the model's location, and the output directory.
+Failures are the named errors of kubetune_api.errors (DataError: InvalidDataset,
+ModelSourceError: InvalidModel, ConfigError: InvalidConfig, MetricError: UnknownMetric); the
+CLIs write their reason into the termination message and the operator does not retry them.
+
+Light at import (no torch, no transformers): `kubetune-train --check-only` runs it alone.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubetune_api.catalog import hub_metric_names
+from kubetune_api.errors import ConfigError, ModelSourceError
+from kubetune_api.evaluation import EvalConfig
+from kubetune_api.training import TrainingConfig
+from kubetune_trainer.evaluation.dataset import check_eval_dataset
+from kubetune_trainer.examples import check_dataset
+from kubetune_trainer.model_location import locate_model, resolve_path
+from kubetune_trainer.outputs import resolve_output_dir
+
+MAX_ROWS_TO_CHECK = 1000  # rendered per file; the rest are counted (the run renders them all)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    rows: int  # dataset rows seen
+    models: tuple[Path, ...]  # where each model is
+    output: Path  # the output directory, resolved
+
+    def describe(self) -> str:
+        return (f"check passed: {self.rows} dataset rows, model at {', '.join(map(str, self.models))}, "
+                f"output in {self.output}")
+
+
+def check_output_dir(path: str, field: str = "output.path") -> Path:
+    """The resolved output directory (see outputs.resolve_output_dir), which must be, or be
+    creatable as, a writable directory. Creates nothing."""
+    directory = resolve_output_dir(path, field)
+    existing = directory
+    while not existing.exists():  # the nearest existing ancestor must take the new directories
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{field} {path!r}: {existing} exists and is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{field} {path!r}: {existing} is not writable by this pod (uid {os.getuid()})")
+    return directory
+
+
+def check_model_path(path: str, field: str = "model.path") -> Path:
+    """Where the model is: a checkpoint directory or a .gguf file; ModelSourceError otherwise."""
+    return locate_model(path, field)
+
+
+def check_adapter_path(path: str, field: str) -> Path:
+    """Where a PEFT adapter is: a directory with adapter_config.json; ModelSourceError otherwise."""
+    location = resolve_path(path, field)
+    if not (location / "adapter_config.json").is_file():
+        raise ModelSourceError(f"{field} {path!r}: {location} has no adapter_config.json")
+    return location
+
+
+def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
+    """Checks what a training run needs, cheapest first; raises the first failure."""
+    output = check_output_dir(config.output.path)
+    model = check_model_path(config.model.path)
+    rows = check_dataset(config.dataset, max_rows_to_check)
+    return CheckReport(rows, (model,), output)
+
+
+def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
+    """Checks what an evaluation needs: output, metric names, every model and adapter, the rows."""
+    output = check_output_dir(config.output.path)
+    hub_metric_names(config.task, config.metrics)  # MetricError for a name the task cannot use
+    models = []
+    for spec in config.models:
+        models.append(check_model_path(spec.path, f"models[{spec.name}].path"))
+        if spec.adapter:
+            check_adapter_path(spec.adapter, f"models[{spec.name}].adapter")
+    rows = check_eval_dataset(config, max_rows_to_check)
+    return CheckReport(rows, tuple(models), output)

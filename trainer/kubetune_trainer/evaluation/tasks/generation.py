@@ -1,0 +1,67 @@
+"""generation: the model writes an answer to each prompt, scored against the references by
+ROUGE, BLEU, exact match and token F1 (built in) or an `evaluate` metric from the Hub."""
+from __future__ import annotations
+
+from kubetune_api.catalog import EvalTask
+from kubetune_api.reports import Sample
+from kubetune_trainer.evaluation import textmetrics
+from kubetune_trainer.evaluation.metrics import hub_scores
+from kubetune_trainer.evaluation.rouge import rouge
+from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, strings
+from kubetune_trainer.examples import Row
+
+Predictions, References = list[str], list[list[str]]
+
+
+class Generation(PromptTask):
+    kind = EvalTask.generation
+
+    def item(self, row: Row) -> Item:
+        where = self.where(row)
+        references = [reference for name in self.dataset.reference_fields
+                      for reference in strings(self.field(row, name, "reference field (dataset.referenceFields)"),
+                                               where, name, "reference field")]
+        return Item(row.line, self.prompt(row), references=references)
+
+    def records(self, model, tokenizer, items: list[Item]) -> tuple[list[dict], int]:
+        from kubetune_trainer.evaluation.generation import generate  # torch: only once a model runs
+
+        outputs, truncated = generate(model, tokenizer, [i.prompt for i in items], self.config.generation,
+                                      self.dataset.chat_template)
+        return [{"line": i.line, "prompt": i.prompt, "prediction": o, "references": i.references}
+                for i, o in zip(items, outputs)], truncated
+
+    def scores(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str]]:
+        predictions, references = [r["prediction"] for r in records], [r["references"] for r in records]
+        scores, signatures = {}, {}
+        for name, hub_metric in metrics.items():
+            if name in self.builtin_metrics():
+                values, signature = getattr(self, f"_{name}")(predictions, references)
+                scores.update(values)
+                if signature:
+                    signatures[name] = signature
+            else:
+                scores.update(hub_scores(name, hub_metric, predictions, references))
+        return scores, signatures
+
+    def samples(self, model_name: str, records: list[dict]) -> list[Sample]:
+        return [self.sample(model_name, r["prompt"], r["prediction"], r["references"][0])
+                for r in records[: self.config.samples]]
+
+    # The built-in metrics, one method per name in kubetune_api.catalog.TASKS[generation].metrics:
+    # (scores, signature or None).
+
+    def _rouge(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
+        spec = self.config.rouge
+        return rouge(predictions, references, spec.use_stemmer, spec.confidence_interval, spec.bootstrap_samples,
+                     self.config.generation.seed)
+
+    def _bleu(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
+        score, signature = textmetrics.bleu(predictions, references)
+        return {"bleu": score}, signature
+
+    def _exact_match(self, predictions: Predictions, references: References) -> tuple[dict[str, float], None]:
+        return {"exactMatch": textmetrics.exact_match(predictions, references, self.config.exact_match)}, None
+
+    def _token_f1(self, predictions: Predictions, references: References) -> tuple[dict[str, float], None]:
+        return {"tokenF1": textmetrics.token_f1(predictions, references, self.config.exact_match)}, None
