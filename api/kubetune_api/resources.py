@@ -65,7 +65,9 @@ class ImagePullPolicy(str, Enum):
 class Placement(ApiModel):
     """Where and how the pod runs; read by the operator only."""
 
-    image: str = Field(DEFAULT_IMAGE, min_length=1, description="Container image (must provide the kubetune-train and kubetune-eval commands).")
+    image: Optional[str] = Field(
+        None, min_length=1, max_length=1024,
+        description=f"Container image (must provide the kubetune-train and kubetune-eval commands); unset: the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
     image_pull_policy: ImagePullPolicy = Field(ImagePullPolicy.IfNotPresent, description="When the kubelet pulls the image.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match (e.g. a GPU type).")

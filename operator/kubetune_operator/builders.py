@@ -138,7 +138,7 @@ def command(workload: Workload, gpus: int) -> list[str]:
     return [workload.command, *config]
 
 
-def job(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> dict[str, Any]:
+def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE) -> dict[str, Any]:
     name = child_name(meta["name"], workload)
     job_labels = labels(meta["name"], workload)
     if spec.queue_name:
@@ -150,7 +150,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> dict[s
         mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
     container = {
         "name": workload.container,
-        "image": spec.image,
+        "image": spec.image or default_image,
         "imagePullPolicy": spec.image_pull_policy.value,
         "command": command(workload, spec.resources.gpu),
         "env": _env(meta, workload, spec),
@@ -184,10 +184,11 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> dict[s
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
-def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel) -> list[dict[str, Any]]:
+def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel,
+             default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
     """All objects a job needs, in creation order (the Job last, once it can run)."""
     return [config_map(meta, workload, config), service_account(meta, workload), role(meta, workload),
-            role_binding(meta, workload), job(meta, workload, placement)]
+            role_binding(meta, workload), job(meta, workload, placement, default_image)]
 
 
 def evaluation_job_names(parent: str) -> tuple[str, str]:

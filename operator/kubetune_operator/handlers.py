@@ -87,10 +87,10 @@ def _wait(workload: Workload, body: kopf.Body, waiting: preflight.NotReady) -> N
     })
 
 
-def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, config: Any) -> None:
+def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, config: Any, settings: OperatorSettings) -> None:
     meta = body["metadata"]
     owner = {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}
-    for child in builders.children(owner, workload, placement, config):
+    for child in builders.children(owner, workload, placement, config, settings.trainer_image):
         try:
             created = kube.ensure(child)
         except kube.OwnedByOther as clash:
@@ -113,7 +113,7 @@ def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **
     except preflight.Invalid as invalid:
         _fail_without_launch(FINETUNE, body, invalid)
         return
-    _launch(FINETUNE, body, parsed, parsed.training_config())
+    _launch(FINETUNE, body, parsed, parsed.training_config(), memo.config)
 
 
 @kopf.on.resume(*EVJ)
@@ -132,7 +132,7 @@ def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namesp
     except preflight.Invalid as invalid:
         _fail_without_launch(EVAL, body, invalid)
         return
-    _launch(EVAL, body, parsed, config)
+    _launch(EVAL, body, parsed, config, memo.config)
 
 
 @kopf.on.update(*FTJ, field="spec")

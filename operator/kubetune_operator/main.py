@@ -18,11 +18,13 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics_port, help="Prometheus /metrics port; 0 disables")
     parser.add_argument("--metrics-address", default=defaults.metrics_address)
     parser.add_argument("--health-port", type=int, default=defaults.health_port, help="liveness /healthz port; 0 disables")
+    parser.add_argument("--trainer-image", default=defaults.trainer_image,
+                        help="image of trainer and evaluator pods whose spec sets none (env KUBETUNE_TRAINER_IMAGE)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads for handlers")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     args = parser.parse_args(argv)
     return OperatorSettings(namespaces=args.namespace, metrics_port=args.metrics_port, metrics_address=args.metrics_address,
-                            health_port=args.health_port, workers=args.workers,
+                            health_port=args.health_port, trainer_image=args.trainer_image, workers=args.workers,
                             verbose=args.verbose)
 
 

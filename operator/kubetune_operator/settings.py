@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from kubetune_api.wire import DEFAULT_IMAGE
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -16,6 +18,8 @@ class OperatorSettings:
     metrics_port: int = field(default_factory=lambda: _env_int("KUBETUNE_METRICS_PORT", 8080))
     metrics_address: str = field(default_factory=lambda: os.environ.get("KUBETUNE_METRICS_ADDRESS", "0.0.0.0"))
     health_port: int = field(default_factory=lambda: _env_int("KUBETUNE_HEALTH_PORT", 8081))
+    # Image of trainer and evaluator pods whose spec names none.
+    trainer_image: str = field(default_factory=lambda: os.environ.get("KUBETUNE_TRAINER_IMAGE", DEFAULT_IMAGE))
     workers: int = field(default_factory=lambda: _env_int("KUBETUNE_WORKERS", 8))
     # How often an EvalJob re-checks a FineTuneJob it waits for.
     wait_seconds: int = field(default_factory=lambda: _env_int("KUBETUNE_WAIT_SECONDS", 10))

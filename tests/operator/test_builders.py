@@ -102,3 +102,12 @@ def test_cpu_only_job_requests_no_gpu(meta, spec_dict):
     container = builders.job(meta, builders.FINETUNE, _spec(spec_dict, resources={"gpu": 0}))["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == {}
     assert container["command"] == ["kubetune-train", "--config", "/etc/kubetune/config.yaml"]
+
+
+def test_pod_image_comes_from_the_spec_or_the_operator_setting(meta, spec_dict):
+    spec = _spec(spec_dict)
+    assert spec.image is None  # the CRD has no default: the operator's setting decides
+    container = builders.job(meta, builders.FINETUNE, spec, "registry.local/trainer:2")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.local/trainer:2"
+    pinned = _spec(spec_dict, image="example/trainer:1")
+    assert builders.job(meta, builders.FINETUNE, pinned, "registry.local/trainer:2")["spec"]["template"]["spec"]["containers"][0]["image"] == "example/trainer:1"
