@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the kubetune operator as a local process against the local cluster, with the
-# credentials of its own ServiceAccount, so it has exactly the RBAC of manifests/operator/,
-# from .venv-operator: the operator's extra installed alone (no torch, no Jinja), as in its image.
-#   hack/operator.sh install   CRDs, namespace and RBAC
+# credentials of its own ServiceAccount, so it has exactly the RBAC of manifests/operator/
+# (rendered from charts/kubetune by `make manifests`), from .venv-operator: the operator's extra
+# installed alone (no torch, no Jinja), as in its image.
+#   hack/operator.sh install   manifests/ without the operator Deployment: CRDs, namespace,
+#                              ServiceAccount, RBAC, metrics Service (and deletes a Deployment
+#                              from `kubectl apply -k manifests/`: one operator at a time)
 #   hack/operator.sh start     install, then start the operator (no-op when running)
 #   hack/operator.sh stop      stop the operator this script started
 #   hack/operator.sh kubeconfig  write .cluster/operator.kubeconfig only
@@ -24,7 +27,13 @@ running() {
 install() {
   kubectl apply -f "$REPO/manifests/crds/" >/dev/null
   kubectl wait --for=condition=Established --timeout=60s crd/finetunejobs.kubetune.io crd/evaljobs.kubetune.io >/dev/null
-  kubectl apply -f "$REPO/manifests/operator/namespace.yaml" -f "$REPO/manifests/operator/rbac.yaml" >/dev/null
+  local files=() f
+  for f in "$REPO"/manifests/namespace.yaml "$REPO"/manifests/operator/*.yaml; do
+    [ "$(basename "$f")" = deployment.yaml ] || files+=(-f "$f")
+  done
+  kubectl apply "${files[@]}" >/dev/null
+  # The operator runs here as a local process: the manifests' Deployment would be a second one.
+  kubectl -n kubetune-system delete deployment kubetune-operator --ignore-not-found --wait=true >/dev/null
 }
 
 # A kubeconfig with the cluster of the admin one and the operator ServiceAccount's token.

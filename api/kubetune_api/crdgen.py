@@ -1,6 +1,7 @@
 """Generates the CustomResourceDefinitions (FineTuneJob, EvalJob) from the API models.
 
-`python -m kubetune_api.crdgen` rewrites manifests/crds/; a test fails when the files
+`python -m kubetune_api.crdgen` rewrites charts/kubetune/files/crds/ (the Helm chart, from
+which `make manifests` renders manifests/); a test fails when the files
 there differ from what this produces, so the models stay the one source of truth.
 """
 from __future__ import annotations
@@ -160,7 +161,7 @@ def rendered() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="manifests/crds", help="directory to write the CRDs to")
+    parser.add_argument("--out", default="charts/kubetune/files/crds", help="directory to write the CRDs to")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

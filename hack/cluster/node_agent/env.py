@@ -153,11 +153,29 @@ def value_from(vf: dict, spec: dict, facts: PodFacts, lookup: Lookup) -> str | N
                    f"couldn't find key {ref['key']} in {plural[:-1]} {ns}/{ref['name']}")
 
 
-def base_env(pod_name: str) -> dict[str, str]:
+# Images whose stand-in is another venv of the repository than the agent's own: the operator
+# image holds the operator's extra alone (.venv-operator), like the Helm chart's Deployment.
+# Keyed by how the image repository ends; the tag or digest does not matter.
+IMAGE_VENVS = {"/operator": ".venv-operator"}
+REPO = Path(__file__).resolve().parents[3]
+
+
+def image_bindir(image: str) -> str:
+    """The bin/ that stands in for the image's PATH: its venv's, else the agent's."""
+    repository = image.split("@")[0]
+    if repository.rfind(":") > repository.rfind("/"):
+        repository = repository[:repository.rfind(":")]
+    for suffix, venv in IMAGE_VENVS.items():
+        if repository.endswith(suffix) and (REPO / venv / "bin").is_dir():
+            return str(REPO / venv / "bin")
+    return str(Path(sys.executable).parent)
+
+
+def base_env(pod_name: str, image: str = "") -> dict[str, str]:
     """The agent's environment (standing in for the image's), minus cluster access."""
     env = {k: v for k, v in os.environ.items()
            if k != "KUBECONFIG" and not k.startswith("KUBERNETES_")}
-    bindir = str(Path(sys.executable).parent)
+    bindir = image_bindir(image)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["HOSTNAME"] = pod_name
     return env

@@ -209,7 +209,7 @@ class PodWorker(threading.Thread):
         spec = c.spec
         declared = declared_env(spec, self.facts(), keys_lookup(self.fetch))
         argv = [expand(a, declared) for a in (spec.get("command") or []) + (spec.get("args") or [])]
-        env = {**base_env(self.pod_name), **declared, "KUBECONFIG": str(self.dir / "kubeconfig")}
+        env = {**base_env(self.pod_name, spec.get("image", "")), **declared, "KUBECONFIG": str(self.dir / "kubeconfig")}
         if not argv:
             raise Unsupported(f"container {c.name!r} has no command or args: the node agent "
                               "ignores images, so it needs the command to run")

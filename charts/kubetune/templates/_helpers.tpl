@@ -1,0 +1,77 @@
+{{/* Base name of the operator's objects: <release>-operator (kubetune-operator for release kubetune). */}}
+{{- define "kubetune.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kubetune.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that select the operator pod. */}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "kubetune.labels" -}}
+{{ include "kubetune.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "kubetune.chart" . }}
+{{- end -}}
+
+{{/* Labels of the CRDs, which every release in the cluster shares. */}}
+{{- define "kubetune.crdLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "kubetune.chart" . }}
+{{- end -}}
+
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kubetune.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The namespaced permissions of the operator: a ClusterRole's or each watched namespace's Role's rules. */}}
+{{- define "kubetune.namespacedRules" -}}
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs"]
+  verbs: ["get", "list", "watch", "patch", "update"]
+# EvalJobs: watched, and created for a FineTuneJob's evaluation block.
+- apiGroups: ["kubetune.io"]
+  resources: ["evaljobs"]
+  verbs: ["get", "list", "watch", "patch", "update", "create"]
+# The operator creates each job's Role, which grants get/patch on the job's status: RBAC
+# lets it only grant what it holds itself (no escalate/bind needed).
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs/status", "evaljobs/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: ["kubetune.io"]
+  resources: ["finetunejobs/finalizers", "evaljobs/finalizers"]
+  verbs: ["update"]
+# patch: a job whose pod reported a user error is stopped (parallelism 0) instead of retried.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts"]
+  verbs: ["get", "create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

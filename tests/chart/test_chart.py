@@ -1,0 +1,241 @@
+"""charts/kubetune with the real Helm (helm-sdkpy), no cluster: lint, what it renders, its
+values schema, and manifests/ (rendered from it) not being stale."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import yaml
+
+from conftest import CHART, MONITORING, ROOT, TOGGLES, by_kind, helm, notes, one, rejected, render
+
+DEFAULT_KINDS = {"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
+                 "Service": 1, "Deployment": 1}
+
+
+def kinds(objects):
+    counts = {}
+    for obj in objects:
+        counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
+    return counts
+
+
+def container(objects):
+    return one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_lint_passes():
+    result = helm("lint", str(CHART), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_defaults_render_the_operator_and_its_crds():
+    objects = render()
+    assert kinds(objects) == DEFAULT_KINDS
+    assert {o["metadata"]["name"] for o in by_kind(objects, "CustomResourceDefinition")} == {
+        "finetunejobs.kubetune.io", "evaljobs.kubetune.io"}
+    # The names the local tooling (hack/operator.sh) and the docs rely on.
+    assert one(objects, "ServiceAccount")["metadata"] == {**one(objects, "ServiceAccount")["metadata"],
+                                                          "name": "kubetune-operator", "namespace": "kubetune-system"}
+    assert one(objects, "Service")["metadata"]["name"] == "kubetune-operator-metrics"
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "kubetune-operator"
+
+
+def test_crds_are_kept_on_uninstall_by_default_and_optional():
+    for crd in by_kind(render(), "CustomResourceDefinition"):
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for crd in by_kind(render({"crds": {"keep": False}}), "CustomResourceDefinition"):
+        assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+    assert not by_kind(render({"crds": {"install": False}}), "CustomResourceDefinition")
+
+
+def test_crds_are_the_generated_ones():
+    from kubetune_api import crdgen
+
+    generated = {name[:-len(".yaml")]: yaml.safe_load(text) for name, text in crdgen.rendered().items()}
+    for crd in by_kind(render(), "CustomResourceDefinition"):
+        assert json.loads(json.dumps(crd["spec"])) == json.loads(json.dumps(generated[crd["metadata"]["name"]]["spec"]))
+
+
+@pytest.mark.parametrize("toggle", sorted(TOGGLES))
+def test_each_toggle_is_off_by_default_and_renders_its_object(toggle):
+    values, kind = TOGGLES[toggle]
+    assert kind not in kinds(render()) or kind == "ConfigMap" and not by_kind(render(), "ConfigMap")
+    objects = render(values, api_versions=(MONITORING,))
+    (obj,) = by_kind(objects, kind)
+    assert obj["metadata"]["namespace"] == "kubetune-system"
+    assert kinds(objects) == {**DEFAULT_KINDS, kind: 1}
+
+
+def test_grafana_dashboard_configmap_is_labelled_for_the_sidecar_and_holds_the_dashboards():
+    cm = one(render({"grafanaDashboard": {"enabled": True, "namespace": "monitoring",
+                                          "annotations": {"grafana_folder": "kubetune"}}}), "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "kubetune"}
+    files = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    assert sorted(cm.get("data") or {}) == [f.name for f in files]
+    for f in files:
+        assert json.loads(cm["data"][f.name]) == json.loads(f.read_text())
+
+
+def test_prometheus_rule_holds_the_chart_rules():
+    rule = one(render({"prometheusRule": {"enabled": True, "labels": {"release": "prom"}}}, (MONITORING,)),
+               "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    source = CHART / "files" / "prometheus-rules.yaml"
+    if source.exists():
+        data = yaml.safe_load(source.read_text())
+        assert rule["spec"]["groups"] == (data.get("spec") or data)["groups"]
+
+
+def test_monitors_scrape_the_metrics_port():
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "p"}},
+                                  "podMonitor": {"enabled": True}}}, (MONITORING,))
+    sm, pm = one(objects, "ServiceMonitor"), one(objects, "PodMonitor")
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["interval"] == "15s"
+    assert sm["metadata"]["labels"]["release"] == "p"
+    assert sm["spec"]["selector"]["matchLabels"] == one(objects, "Service")["spec"]["selector"]
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert pm["spec"]["selector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_network_policy_admits_only_the_metrics_and_health_ports():
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    policy = one(render({"networkPolicy": {"enabled": True, "metricsFrom": [peer]}}), "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["metrics", "health"]
+    assert policy["spec"]["ingress"][0]["from"] == [peer]
+
+
+def test_restricted_security_context_liveness_and_resources():
+    objects = render()
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    c = container(objects)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in sc
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert one(objects, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_operator_settings_come_from_values():
+    c = container(render())
+    assert c["image"] == "ghcr.io/kubetune/operator:0.1.0"  # the tag defaults to appVersion
+    assert c["command"] == ["kubetune-operator"]
+    assert c["args"] == ["--metrics-port=8080", "--metrics-address=0.0.0.0", "--health-port=8081",
+                         "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8"]
+    c = container(render({"watchNamespaces": ["team-a", "team-b"], "workers": 3, "verbose": True,
+                          "trainerImage": "registry.example/trainer:1.2", "metrics": {"port": 9090},
+                          "health": {"port": 9091}, "image": {"tag": "0.2.0"}}))
+    assert c["image"] == "ghcr.io/kubetune/operator:0.2.0"
+    assert c["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
+                         "--metrics-address=0.0.0.0", "--health-port=9091",
+                         "--trainer-image=registry.example/trainer:1.2", "--workers=3", "-v"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 9091}
+
+
+def test_cluster_wide_rbac_is_one_cluster_role():
+    objects = render()
+    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+    rules = one(objects, "ClusterRole")["rules"]
+    granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    for need in [("kubetune.io", "finetunejobs", "watch"), ("kubetune.io", "evaljobs", "create"),
+                 ("kubetune.io", "finetunejobs/status", "patch"), ("batch", "jobs", "create"),
+                 ("batch", "jobs", "patch"), ("", "pods", "watch"), ("", "serviceaccounts", "create"),
+                 ("rbac.authorization.k8s.io", "roles", "create"), ("", "events", "create"),
+                 ("events.k8s.io", "events", "create"), ("", "namespaces", "watch")]:
+        assert need in granted, need
+    # Least privilege: nothing beyond what it uses; no wildcards, secrets, escalate or bind.
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
+    assert not {v for _, _, v in granted} & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+    assert not any(r == "secrets" for _, r, _ in granted)
+
+
+def test_watch_namespaces_get_roles_and_no_cluster_wide_access_to_them():
+    objects = render({"watchNamespaces": ["team-a", "team-b"]})
+    assert [r["metadata"]["namespace"] for r in by_kind(objects, "Role")] == ["team-a", "team-b"]
+    assert [b["metadata"]["namespace"] for b in by_kind(objects, "RoleBinding")] == ["team-a", "team-b"]
+    for binding in by_kind(objects, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubetune-operator",
+                                        "namespace": "kubetune-system"}]
+    cluster_rules = one(objects, "ClusterRole")["rules"]
+    assert cluster_rules == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                              "verbs": ["get", "list", "watch"]},
+                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
+    assert by_kind(objects, "Role")[0]["rules"] == [r for r in one(render(), "ClusterRole")["rules"]
+                                             if r["resources"] not in (["customresourcedefinitions"], ["namespaces"])]
+
+
+def test_replica_count_zero_stops_the_operator():
+    assert one(render({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
+
+
+@pytest.mark.parametrize("values, field", [
+    ({"workers": "many"}, "/workers"),
+    ({"replicaCont": 1}, "replicaCont"),
+    ({"replicaCount": 2}, "/replicaCount"),
+    ({"metrics": {"port": 0}}, "/metrics/port"),
+    ({"metrics": {"serviceMonitor": {"enabeld": True}}}, "enabeld"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
+    ({"crds": {"keep": "yes"}}, "/crds/keep"),
+    ({"trainerImage": ""}, "/trainerImage"),
+], ids=["workers-type", "unknown-key", "two-replicas", "port-range", "nested-typo", "enum", "namespace-name",
+        "bool", "empty-image"])
+def test_values_outside_the_schema_fail_with_the_field_named(values, field):
+    error = rejected(values)
+    assert "schema" in error and field in error, error
+
+
+def test_notes_say_how_to_apply_a_first_finetunejob():
+    text = notes()
+    assert "kind: FineTuneJob" in text and "kubectl apply" in text and "kubectl get ftj" in text
+    assert "{{ instruction }}" in text  # the prompt template survives Helm's templating
+    assert "-n team-a" in notes({"watchNamespaces": ["team-a"]})
+
+
+def _manifests_module():
+    spec = importlib.util.spec_from_file_location("kt_manifests", ROOT / "hack" / "helm" / "manifests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifests_are_rendered_from_the_chart():
+    """manifests/ (the kustomize base) is `make manifests`: the chart with default values."""
+    module = _manifests_module()
+    problems = module.stale(module.rendered(), module.on_disk())
+    assert not problems, "manifests/ is stale: run `make manifests`\n" + "\n".join(problems)
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    listed = {obj["kind"] for path in kustomization["resources"]
+              for obj in yaml.safe_load_all((ROOT / "manifests" / path).read_text()) if obj}
+    assert listed == {"Namespace", *DEFAULT_KINDS}
+
+
+def test_node_agent_runs_operator_images_from_the_operator_venv():
+    """The local cluster's stand-in for images: the chart's operator image runs .venv-operator."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "hack" / "cluster"))
+    from node_agent.env import base_env, image_bindir
+
+    operator_bin = str(ROOT / ".venv-operator" / "bin")
+    if (ROOT / ".venv-operator" / "bin").is_dir():
+        assert image_bindir("ghcr.io/kubetune/operator:0.1.0") == operator_bin
+        assert image_bindir("localhost:5000/kubetune/operator@sha256:abc") == operator_bin
+        assert base_env("p", "ghcr.io/kubetune/operator")["PATH"].startswith(operator_bin + ":")
+    for image in ("ghcr.io/kubetune/trainer:0.1.0", "operator", "ghcr.io/x/operator-sdk:1", ""):
+        assert image_bindir(image) == str(Path(sys.executable).parent), image
+
+
+from pathlib import Path  # noqa: E402
