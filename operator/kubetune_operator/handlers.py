@@ -74,6 +74,7 @@ def _fail_without_launch(workload: Workload, body: kopf.Body, invalid: preflight
         "observedGeneration": body["metadata"].get("generation"),
     })
     kopf.event(body, type="Warning", reason=reason, message=message)
+    metrics.observe_final(workload.kind, body["metadata"]["namespace"], api.Phase.Failed.value, reason, 0, None)
 
 
 def _wait(workload: Workload, body: kopf.Body, waiting: preflight.NotReady) -> None:
@@ -102,6 +103,7 @@ def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, confi
 
 @kopf.on.resume(*FTJ)
 @kopf.on.create(*FTJ)
+@metrics.timed("launch", kind=FINETUNE.kind)
 def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """Validates the spec, then creates (or finds) the ConfigMap, RBAC and Job."""
     if status.get("phase") == api.Phase.Succeeded.value:
@@ -118,6 +120,7 @@ def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **
 
 @kopf.on.resume(*EVJ)
 @kopf.on.create(*EVJ)
+@metrics.timed("launch", kind=EVAL.kind)
 def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namespace: str, **_: Any) -> None:
     """Resolves FineTuneJob references (waiting for them to succeed), validates, launches."""
     if status.get("phase") in FINAL:
@@ -207,6 +210,7 @@ def _changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
     return essence(current) != essence({**current, **patch})
 
 
+@metrics.timed("sync")
 def sync(workload: Workload, namespace: str, name: str) -> None:
     """Reads a job's batch/v1 Job and pods and writes what they say into its status."""
     with _locks[(workload.kind, namespace, name)]:
@@ -230,9 +234,11 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
             kopf.event(obj, type="Warning" if warning else "Normal", reason=seen.reason, message=seen.message)
         if seen.phase == api.Phase.Failed and job is not None and not observe.job_finished(job):
             kube.stop_job(namespace, job["metadata"]["name"])  # a user error: no retry can help
-        if seen.phase.value in FINAL and seen.start_time and seen.completion_time:
-            seconds = (_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
-            metrics.observe_duration(workload.kind, seen.phase.value, seconds)
+        if seen.phase.value in FINAL:
+            seconds = ((_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
+                       if seen.start_time and seen.completion_time else None)
+            gpus = api.resources.Resources.model_validate(obj["spec"].get("resources") or {}).gpu
+            metrics.observe_final(workload.kind, namespace, seen.phase.value, seen.reason, gpus, seconds)
     if workload is FINETUNE and seen.phase == api.Phase.Succeeded:
         ensure_evaluation(kube.read_object(workload.plural, namespace, name))
 
@@ -248,6 +254,7 @@ def ensure_evaluation(ftj: Optional[dict[str, Any]]) -> None:
     mirror_evaluation(ftj["metadata"]["namespace"], ftj["metadata"]["name"])
 
 
+@metrics.timed("mirror", kind=FINETUNE.kind)
 def mirror_evaluation(namespace: str, name: str) -> None:
     """Copies the headline scores of a FineTuneJob's EvalJobs into its status.evaluation."""
     with _locks[(FINETUNE.kind, namespace, name)]:

@@ -1,21 +1,36 @@
 """Prometheus metrics served on /metrics by the operator.
 
 Fleet gauges are derived from the operator's view of every FineTuneJob and EvalJob, so they
-are right after a restart too; the duration histogram counts each job once, when the
-operator moves it to a final phase.
+are right after a restart too; the duration histogram, the failure and GPU-seconds counters
+count each job once, when the operator moves it to a final phase. Per-job series carry only
+`namespace` and `name` (plus a small fixed label such as split or metric) and are removed
+when the job is deleted.
+
+monitoring/ builds the Grafana dashboard and the PrometheusRules from these names; a test
+runs every query of both against a real Prometheus scraping this module.
 """
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 import threading
-from typing import Any, Optional
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kubetune_api import Phase
 
 REGISTRY = CollectorRegistry()
+KINDS = ("FineTuneJob", "EvalJob")
+FINAL_PHASES = (Phase.Succeeded.value, Phase.Failed.value)
+HANDLERS = ("launch", "sync", "mirror")
 
 JOBS = Gauge("kubetune_jobs", "kubetune jobs by kind (FineTuneJob, EvalJob) and phase.", ["kind", "phase"], registry=REGISTRY)
+JOB_PHASE = Gauge("kubetune_job_phase", "1 for each job, labelled with its current phase (one series per job).",
+                  ["kind", "namespace", "name", "phase"], registry=REGISTRY)
 DURATION = Histogram(
     "kubetune_job_duration_seconds",
     "Wall time from the pod's start to a final phase.",
@@ -23,14 +38,38 @@ DURATION = Histogram(
     buckets=(30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400, 172800),
     registry=REGISTRY,
 )
+FAILURES = Counter("kubetune_job_failures", "Jobs that turned Failed, by the reason of their Succeeded condition.",
+                   ["kind", "namespace", "reason"], registry=REGISTRY)
+GPU_SECONDS = Counter("kubetune_gpu_seconds", "GPUs requested x seconds from the pod's start to a final phase.",
+                      ["namespace", "kind"], registry=REGISTRY)
+RECONCILE = Histogram(
+    "kubetune_reconcile_duration_seconds",
+    "Time one operator handler run took (launch: validate and create children; sync: read Job and pods, "
+    "patch status; mirror: copy evaluation scores into the FineTuneJob).",
+    ["kind", "handler"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter("kubetune_reconcile_errors", "Operator handler runs that raised (kopf retries them).",
+                           ["kind", "handler"], registry=REGISTRY)
+BUILD_INFO = Gauge("kubetune_build_info", "Always 1; the labels say which operator build is running.",
+                   ["version", "python", "kopf"], registry=REGISTRY)
 PROGRESS = Gauge("kubetune_finetunejob_progress_ratio", "Fraction of optimizer steps done (0-1).",
                  ["namespace", "name"], registry=REGISTRY)
+ETA = Gauge("kubetune_finetunejob_eta_seconds", "Trainer's estimate of the seconds left to the end of training.",
+            ["namespace", "name"], registry=REGISTRY)
 LOSS = Gauge("kubetune_finetunejob_loss", "Latest loss reported by the trainer.",
              ["namespace", "name", "split"], registry=REGISTRY)
 ACCURACY = Gauge("kubetune_finetunejob_token_accuracy", "Next-token accuracy on completion tokens.",
                  ["namespace", "name", "split"], registry=REGISTRY)
 THROUGHPUT = Gauge("kubetune_finetunejob_tokens_per_second", "Non-padding tokens per second.",
                    ["namespace", "name"], registry=REGISTRY)
+EVAL_DELTA = Gauge("kubetune_finetunejob_evaluation_delta",
+                   "Tuned minus base score per metric, from the FineTuneJob's evaluation block (status.evaluation.delta).",
+                   ["namespace", "name", "metric"], registry=REGISTRY)
+FORGETTING = Gauge("kubetune_finetunejob_forgetting",
+                   "Tuned minus base on the retention data per metric (status.evaluation.forgetting; perplexity up = forgetting).",
+                   ["namespace", "name", "metric"], registry=REGISTRY)
 EVAL_PROGRESS = Gauge("kubetune_evaljob_progress_ratio", "Fraction of examples evaluated over all models (0-1).",
                       ["namespace", "name"], registry=REGISTRY)
 EVAL_SCORE = Gauge("kubetune_evaljob_score", "Corpus score per model and metric.",
@@ -42,24 +81,52 @@ _ACCURACY_FIELDS = {"validation": "validationAccuracy", "test": "testAccuracy"}
 _lock = threading.Lock()
 _phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
 _scores: dict[tuple[str, str], set[tuple[str, str]]] = {}  # EvalJob -> its (model, metric) series
+_evaluation: dict[tuple[str, str], set[tuple[Gauge, str]]] = {}  # FineTuneJob -> its (gauge, metric) series
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+BUILD_INFO.labels(_version("kubetune"), platform.python_version(), _version("kopf")).set(1)
+# Series that exist from the start read 0 before their first event, so rate() and increase()
+# see that event (a counter series born at 1 shows no increase).
+for _kind in KINDS:
+    for _phase in FINAL_PHASES:
+        DURATION.labels(_kind, _phase)
+    for _handler in HANDLERS:
+        RECONCILE_ERRORS.labels(_kind, _handler)
 
 
 def _set_phase(kind: str, namespace: str, name: str, phase: Optional[str]) -> None:
     with _lock:
-        if phase is None:
-            _phases.pop((kind, namespace, name), None)
-        else:
-            _phases[(kind, namespace, name)] = phase
+        key = (kind, namespace, name)
+        previous = _phases.pop(key, None)
+        if phase is not None:
+            _phases[key] = phase
+        if previous is not None and previous != phase:
+            _remove(JOB_PHASE, (kind, namespace, name, previous))
+        if phase is not None:
+            JOB_PHASE.labels(kind, namespace, name, phase).set(1)
+            # GPU-seconds are counted at the end; the namespace's series starts at 0 now.
+            GPU_SECONDS.labels(namespace, kind)
         for each in Phase:
             JOBS.labels(kind, each.value).set(sum(1 for (k, _, _), p in _phases.items() if k == kind and p == each.value))
 
 
+def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
+
+
 def _set_or_clear(gauge: Gauge, labels: tuple[str, ...], value: Any) -> None:
     if value is None:
-        try:
-            gauge.remove(*labels)
-        except KeyError:
-            pass
+        _remove(gauge, labels)
     else:
         gauge.labels(*labels).set(float(value))
 
@@ -72,11 +139,21 @@ def observe_finetunejob(namespace: str, name: str, status: dict[str, Any]) -> No
     metrics = status.get("metrics") or {}
     percent = progress.get("percent")
     _set_or_clear(PROGRESS, key, None if percent is None else percent / 100.0)
+    _set_or_clear(ETA, key, progress.get("etaSeconds"))
     _set_or_clear(THROUGHPUT, key, progress.get("tokensPerSecond"))
     for split, field in _LOSS_FIELDS.items():
         _set_or_clear(LOSS, (*key, split), metrics.get(field))
     for split, field in _ACCURACY_FIELDS.items():
         _set_or_clear(ACCURACY, (*key, split), metrics.get(field))
+    evaluation = status.get("evaluation") or {}
+    series = {(gauge, metric): value for gauge, field in ((EVAL_DELTA, "delta"), (FORGETTING, "forgetting"))
+              for metric, value in (evaluation.get(field) or {}).items()}
+    with _lock:
+        for gauge, metric in _evaluation.get(key, set()) - set(series):
+            _remove(gauge, (*key, metric))
+        for (gauge, metric), value in series.items():
+            _set_or_clear(gauge, (*key, metric), value)
+        _evaluation[key] = set(series)
 
 
 def observe_evaljob(namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -86,28 +163,73 @@ def observe_evaljob(namespace: str, name: str, status: dict[str, Any]) -> None:
     percent = (status.get("progress") or {}).get("percent")
     _set_or_clear(EVAL_PROGRESS, key, None if percent is None else percent / 100.0)
     series = {(r["model"], metric): value for r in status.get("results") or [] for metric, value in (r.get("scores") or {}).items()}
-    for model, metric in _scores.get(key, set()) - set(series):
-        _set_or_clear(EVAL_SCORE, (*key, model, metric), None)
-    for (model, metric), value in series.items():
-        _set_or_clear(EVAL_SCORE, (*key, model, metric), value)
-    _scores[key] = set(series)
+    with _lock:
+        for model, metric in _scores.get(key, set()) - set(series):
+            _remove(EVAL_SCORE, (*key, model, metric))
+        for (model, metric), value in series.items():
+            _set_or_clear(EVAL_SCORE, (*key, model, metric), value)
+        _scores[key] = set(series)
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
-    """Drops every series of a deleted job."""
+    """Drops every series of a deleted job (the fleet counters keep what it added)."""
     key = (namespace, name)
     _set_phase(kind, namespace, name, None)
-    if kind == "FineTuneJob":
-        series = [(PROGRESS, key), (THROUGHPUT, key)] + [(LOSS, (*key, s)) for s in _LOSS_FIELDS] + \
-                 [(ACCURACY, (*key, s)) for s in _ACCURACY_FIELDS]
-    else:
-        series = [(EVAL_PROGRESS, key)] + [(EVAL_SCORE, (*key, m, k)) for m, k in _scores.pop(key, set())]
-    for gauge, labels in series:
-        _set_or_clear(gauge, labels, None)
+    with _lock:
+        if kind == "FineTuneJob":
+            series = [(PROGRESS, key), (ETA, key), (THROUGHPUT, key)] + [(LOSS, (*key, s)) for s in _LOSS_FIELDS] + \
+                     [(ACCURACY, (*key, s)) for s in _ACCURACY_FIELDS] + \
+                     [(gauge, (*key, metric)) for gauge, metric in _evaluation.pop(key, set())]
+        else:
+            series = [(EVAL_PROGRESS, key)] + [(EVAL_SCORE, (*key, m, k)) for m, k in _scores.pop(key, set())]
+        for gauge, labels in series:
+            _remove(gauge, labels)
 
 
 def observe_duration(kind: str, phase: str, seconds: float) -> None:
     DURATION.labels(kind, phase).observe(max(seconds, 0.0))
+
+
+def observe_final(kind: str, namespace: str, phase: str, reason: str, gpus: int, seconds: Optional[float]) -> None:
+    """Counts a job that reached a final phase: once per job, from the operator's one
+    transition spot (a pod-run job with its run time, or a job refused before any pod)."""
+    if seconds is not None:
+        observe_duration(kind, phase, seconds)
+        GPU_SECONDS.labels(namespace, kind).inc(max(seconds, 0.0) * max(gpus, 0))
+    if phase == Phase.Failed.value:
+        FAILURES.labels(kind, namespace, reason).inc()
+
+
+def _expected(error: BaseException) -> bool:
+    """A retry that is part of the plan, not a failure: an EvalJob waiting for its
+    FineTuneJob raises kopf.TemporaryError from preflight.NotReady."""
+    from kubetune_operator.preflight import NotReady
+    return isinstance(error, NotReady) or isinstance(error.__context__, NotReady)
+
+
+@contextmanager
+def reconcile(kind: str, handler: str) -> Iterator[None]:
+    """Times one handler run and counts it as an error when it raises."""
+    start = time.perf_counter()
+    try:
+        yield
+    except Exception as error:
+        if not _expected(error):
+            RECONCILE_ERRORS.labels(kind, handler).inc()
+        raise
+    finally:
+        RECONCILE.labels(kind, handler).observe(time.perf_counter() - start)
+
+
+def timed(handler: str, kind: Optional[str] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator form of `reconcile`; without `kind`, the first argument is the Workload."""
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with reconcile(kind or args[0].kind, handler):
+                return function(*args, **kwargs)
+        return run
+    return wrap
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -56,3 +56,90 @@ def test_duration_histogram_counts_each_final_job():
     samples = _samples()
     assert samples[key] == before + 1
     assert samples[("kubetune_job_duration_seconds_bucket", (("kind", "FineTuneJob"), ("le", "300.0"), ("phase", "Failed")))] >= 1
+
+
+def test_final_phase_counts_failures_by_reason_and_gpu_seconds_by_namespace():
+    failures = ("kubetune_job_failures_total", (("kind", "FineTuneJob"), ("namespace", "acct"), ("reason", "InvalidModel")))
+    gpu = ("kubetune_gpu_seconds_total", (("kind", "FineTuneJob"), ("namespace", "acct")))
+    metrics.observe_finetunejob("acct", "x", {"phase": "Running"})
+    assert _samples()[gpu] == 0  # exists from the job's first sight, so increase() sees the first job
+    assert failures not in _samples()
+    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", 2, 30.0)
+    metrics.observe_final("FineTuneJob", "acct", "Succeeded", "Completed", 4, 100.0)
+    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", 0, None)  # refused without a pod
+    samples = _samples()
+    assert samples[failures] == 2
+    assert not [k for k in samples if k[0] == "kubetune_job_failures_total" and ("reason", "Completed") in k[1]]
+    assert samples[gpu] == 2 * 30.0 + 4 * 100.0
+    metrics.forget("FineTuneJob", "acct", "x")
+    assert _samples()[gpu] == 460.0  # counters keep what deleted jobs added
+
+
+def test_per_job_phase_series_follows_the_job():
+    def phases():
+        return {dict(k[1])["phase"]: v for k, v in _samples().items()
+                if k[0] == "kubetune_job_phase" and dict(k[1])["name"] == "p"}
+    metrics.observe_finetunejob("ph", "p", {"phase": "Pending"})
+    assert phases() == {"Pending": 1}
+    metrics.observe_finetunejob("ph", "p", {"phase": "Running"})
+    assert phases() == {"Running": 1}
+    metrics.forget("FineTuneJob", "ph", "p")
+    assert phases() == {}
+
+
+def test_eta_evaluation_delta_and_forgetting_mirror_the_status():
+    key = (("name", "t"), ("namespace", "ev"))
+    status = {"phase": "Succeeded", "progress": {"percent": 100.0, "etaSeconds": 0.0},
+              "evaluation": {"delta": {"rougeL": 0.25, "exactMatch": -0.05}, "forgetting": {"perplexity": 1.5}}}
+    metrics.observe_finetunejob("ev", "t", {"phase": "Running", "progress": {"percent": 50.0, "etaSeconds": 42.5}})
+    assert _samples()[("kubetune_finetunejob_eta_seconds", key)] == 42.5
+    metrics.observe_finetunejob("ev", "t", status)
+    samples = _samples()
+    assert samples[("kubetune_finetunejob_evaluation_delta", (("metric", "exactMatch"), *key))] == -0.05
+    assert samples[("kubetune_finetunejob_forgetting", (("metric", "perplexity"), *key))] == 1.5
+    # A metric that leaves status.evaluation leaves the scrape; delete drops the rest.
+    metrics.observe_finetunejob("ev", "t", {**status, "evaluation": {"delta": {"rougeL": 0.25}}})
+    samples = _samples()
+    assert ("kubetune_finetunejob_evaluation_delta", (("metric", "exactMatch"), *key)) not in samples
+    assert ("kubetune_finetunejob_forgetting", (("metric", "perplexity"), *key)) not in samples
+    metrics.forget("FineTuneJob", "ev", "t")
+    assert not [k for k in _samples() if k[0].startswith("kubetune_finetunejob_") and dict(k[1]).get("namespace") == "ev"]
+
+
+def test_reconcile_latency_and_errors_by_kind_and_handler():
+    import kopf
+    import pytest
+    from kubetune_operator import preflight
+
+    def count(name, handler, kind="EvalJob"):
+        return _samples().get((name, (("handler", handler), ("kind", kind))))
+    assert count("kubetune_reconcile_errors_total", "launch", "FineTuneJob") == 0  # exported before any error
+    before = (count("kubetune_reconcile_duration_seconds_count", "sync") or 0, count("kubetune_reconcile_errors_total", "sync"))
+
+    class Workload:
+        kind = "EvalJob"
+
+    @metrics.timed("sync")
+    def handler(workload, fail=None, wait=False):
+        if wait:  # as launch_evaljob waits for a FineTuneJob: a planned retry, not an error
+            try:
+                raise preflight.NotReady("WaitingForFineTuneJob", "training")
+            except preflight.NotReady as waiting:
+                raise kopf.TemporaryError(str(waiting), delay=10)
+        if fail:
+            raise fail
+
+    handler(Workload())
+    with pytest.raises(RuntimeError):
+        handler(Workload(), RuntimeError("API down"))
+    with pytest.raises(kopf.TemporaryError):
+        handler(Workload(), wait=True)
+    assert count("kubetune_reconcile_duration_seconds_count", "sync") == before[0] + 3
+    assert count("kubetune_reconcile_errors_total", "sync") == before[1] + 1
+
+
+def test_build_info():
+    from importlib.metadata import version
+    import platform
+    info = [(dict(k[1]), v) for k, v in _samples().items() if k[0] == "kubetune_build_info"]
+    assert info == [({"version": version("kubetune"), "python": platform.python_version(), "kopf": version("kopf")}, 1.0)]

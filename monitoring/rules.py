@@ -1,0 +1,113 @@
+"""kubetune's PrometheusRules: the alerts, as the `groups:` document that the Helm chart puts
+in a PrometheusRule's spec (charts/kubetune/files/prometheus-rules.yaml).
+
+Thresholds are constants here; change them and run `make dashboards`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from monitoring.dashboard import forgetting_ratio
+
+STUCK_AFTER = "30m"  # a Running FineTuneJob whose progress has not moved for this long
+REGRESSION = 0.02  # tuned minus base below -0.02 on a 0-1 score (ROUGE, exact match, accuracy, token F1)
+BLEU_REGRESSION = 2.0  # the same on BLEU's 0-100 scale
+FORGETTING = 0.10  # retention perplexity up by more than 10% of the base model's
+# Scores where lower is better, or that count rather than score, or use another scale.
+NOT_UNIT_SCORES = "bleu|perplexity|nll|tokens"
+
+RUNNING = 'kubetune_job_phase{kind="FineTuneJob", phase="Running"}'
+PROGRESS_CHANGES = f"changes(kubetune_finetunejob_progress_ratio[{STUCK_AFTER}])"
+DELTA_UNIT = f'kubetune_finetunejob_evaluation_delta{{metric!~"{NOT_UNIT_SCORES}"}}'
+DELTA_BLEU = 'kubetune_finetunejob_evaluation_delta{metric="bleu"}'
+
+ALERTS: list[dict[str, Any]] = [
+    {
+        "alert": "KubetuneJobFailed",
+        "expr": 'kubetune_job_phase{phase="Failed"} == 1',
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "{{ $labels.kind }} {{ $labels.namespace }}/{{ $labels.name }} failed",
+            "description": "The {{ $labels.kind }} {{ $labels.namespace }}/{{ $labels.name }} is Failed; "
+                           "`kubectl describe` it for the reason and message. Deleting the job clears this alert.",
+        },
+    },
+    {
+        "alert": "KubetuneJobStuck",
+        # Running now and STUCK_AFTER ago, and the progress gauge has not changed since (or never appeared).
+        "expr": f"(({RUNNING} == 1)\n"
+                f"  and on(namespace, name) ({RUNNING} offset {STUCK_AFTER} == 1))\n"
+                f"unless on(namespace, name) ({PROGRESS_CHANGES} > 0)",
+        "for": "5m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "FineTuneJob {{ $labels.namespace }}/{{ $labels.name }} makes no progress",
+            "description": f"The FineTuneJob {{{{ $labels.namespace }}}}/{{{{ $labels.name }}}} has been Running for "
+                           f"more than {STUCK_AFTER} without its progress changing; check its pod's log.",
+        },
+    },
+    {
+        "alert": "KubetuneOperatorDown",
+        # Staleness drops kubetune_build_info as soon as a scrape of the operator fails.
+        "expr": "absent(kubetune_build_info)",
+        "for": "5m",
+        "labels": {"severity": "critical"},
+        "annotations": {
+            "summary": "The kubetune operator is down",
+            "description": "Prometheus has no kubetune_build_info: the operator is not running or not scraped. "
+                           "FineTuneJob and EvalJob statuses are not updated meanwhile.",
+        },
+    },
+    {
+        "alert": "KubetuneEvaluationRegressed",
+        "expr": f"{DELTA_UNIT} < -{REGRESSION}\nor {DELTA_BLEU} < -{BLEU_REGRESSION}",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "FineTuneJob {{ $labels.namespace }}/{{ $labels.name }} scores worse than its base model",
+            "description": "The tuned model's {{ $labels.metric }} is {{ $value | printf \"%.4f\" }} versus the base "
+                           "model (status.evaluation.delta).",
+        },
+    },
+    {
+        "alert": "KubetuneForgetting",
+        "expr": f"{forgetting_ratio()} > {FORGETTING}",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "FineTuneJob {{ $labels.namespace }}/{{ $labels.name }} forgot its retention data",
+            "description": f"Perplexity on the retention data rose by {{{{ $value | humanizePercentage }}}} of the base "
+                           f"model's (more than {FORGETTING:.0%}; status.evaluation.forgetting).",
+        },
+    },
+]
+
+# What the real-Prometheus test runs for alerts whose condition a short end-to-end run cannot
+# make true honestly (no fake thresholds): the series the alert compares, without the final
+# comparison. The other alerts' expressions are run as they are, made true by the test.
+PROBES = {
+    "KubetuneJobStuck": f"{PROGRESS_CHANGES} and on(namespace, name) ({RUNNING} == 1)",
+    "KubetuneEvaluationRegressed": f"{DELTA_UNIT} or {DELTA_BLEU}",
+    "KubetuneForgetting": forgetting_ratio(),
+}
+
+
+def document() -> dict[str, Any]:
+    return {"groups": [{"name": "kubetune", "rules": ALERTS}]}
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def render() -> str:
+    header = ("# Generated by `make dashboards` (monitoring/rules.py); do not edit.\n"
+              "# The spec of kubetune's PrometheusRule; promtool tests: monitoring/rules_test.yaml.\n")
+    return header + yaml.dump(document(), Dumper=_Dumper, sort_keys=False, width=120, allow_unicode=True)
