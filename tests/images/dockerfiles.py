@@ -257,6 +257,13 @@ class Replay:
     def path_of(self, variable: str) -> Path:
         return Path(self.env[variable])
 
+    def command(self, name: str) -> str:
+        """Where `name` resolves on the image's PATH; it must be the image's venv's own."""
+        found = shutil.which(name, path=self.env["PATH"])
+        assert found, f"{name} is not on the image's PATH"
+        assert Path(found).is_relative_to(self.path_of("VIRTUAL_ENV")), f"{name} resolves outside the image's venv: {found}"
+        return found
+
 
 def replay_stage(dockerfile: Dockerfile, stage_name: str, filesystem: Path, python: str,
                  arg_overrides: dict[str, str] | None = None, timeout: float = 900) -> Replay:

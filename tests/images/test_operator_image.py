@@ -2,9 +2,7 @@
 `kubetune-operator` and no ML stack; its runtime stage is non-root and writes nothing."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -22,13 +20,6 @@ def dockerfile() -> dockerfiles.Dockerfile:
     return dockerfiles.parse(dockerfiles.OPERATOR_DOCKERFILE)
 
 
-def venv_command(replay: dockerfiles.Replay, name: str) -> str:
-    found = shutil.which(name, path=replay.env["PATH"])
-    assert found, f"{name} is not on the image's PATH"
-    assert Path(found).is_relative_to(replay.path_of("VIRTUAL_ENV")), f"{name} resolves outside the image's venv: {found}"
-    return found
-
-
 def test_builder_installs_the_operator_extra_from_the_source(dockerfile):
     runs = [run.args for run in dockerfile.stage("builder").all("RUN")]
     installs = [run for run in runs if run.startswith("pip install")]
@@ -37,7 +28,7 @@ def test_builder_installs_the_operator_extra_from_the_source(dockerfile):
 
 @pytest.mark.slow
 def test_operator_help_from_the_replayed_install(operator_image):
-    result = subprocess.run([venv_command(operator_image, "kubetune-operator"), "--help"], env=operator_image.env,
+    result = subprocess.run([operator_image.command("kubetune-operator"), "--help"], env=operator_image.env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "usage: kubetune-operator" in result.stdout and "--trainer-image" in result.stdout
@@ -45,7 +36,7 @@ def test_operator_help_from_the_replayed_install(operator_image):
 
 @pytest.mark.slow
 def test_operator_install_holds_no_ml_stack_and_no_template_engine(operator_image):
-    python = venv_command(operator_image, "python")
+    python = operator_image.command("python")
     probe = f"import importlib.util; print(' '.join(m for m in {TRAINER_STACK!r} if importlib.util.find_spec(m)))"
     result = subprocess.run([python, "-c", probe], env=operator_image.env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

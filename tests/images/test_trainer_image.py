@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pytest
 
@@ -22,13 +21,6 @@ def dockerfile() -> dockerfiles.Dockerfile:
     return dockerfiles.parse(dockerfiles.TRAINER_DOCKERFILE)
 
 
-def venv_command(replay: dockerfiles.Replay, name: str) -> str:
-    found = shutil.which(name, path=replay.env["PATH"])
-    assert found, f"{name} is not on the image's PATH"
-    assert Path(found).is_relative_to(replay.path_of("VIRTUAL_ENV")), f"{name} resolves outside the image's venv: {found}"
-    return found
-
-
 def test_builder_pins_torch_then_installs_the_trainer_extra(dockerfile):
     builder = dockerfile.stage("builder")
     installs = [run.args for run in builder.all("RUN") if run.args.startswith("pip install")]
@@ -41,7 +33,7 @@ def test_builder_pins_torch_then_installs_the_trainer_extra(dockerfile):
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["kubetune-train", "kubetune-eval"])
 def test_entry_commands_help_from_the_replayed_install(trainer_image, command):
-    result = subprocess.run([venv_command(trainer_image, command), "--help"], env=trainer_image.env,
+    result = subprocess.run([trainer_image.command(command), "--help"], env=trainer_image.env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert f"usage: {command}" in result.stdout and "--config" in result.stdout
@@ -50,8 +42,8 @@ def test_entry_commands_help_from_the_replayed_install(trainer_image, command):
 @pytest.mark.slow
 def test_replayed_install_has_the_pinned_torch_and_accelerate(trainer_image):
     # The operator launches multi-GPU training with `accelerate launch`.
-    venv_command(trainer_image, "accelerate")
-    python = venv_command(trainer_image, "python")
+    trainer_image.command("accelerate")
+    python = trainer_image.command("python")
     result = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], env=trainer_image.env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
