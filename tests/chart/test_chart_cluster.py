@@ -38,6 +38,9 @@ def dry_run(objects: list[dict]) -> str:
 
 
 def test_server_side_dry_run_of_every_rendered_object(kubeconfig):
+    # A dry run of namespaced objects needs their namespace (helm install --create-namespace
+    # and manifests/namespace.yaml make it); a fresh cluster may not have it yet.
+    kubectl("apply", "-f", str(ROOT / "manifests" / "namespace.yaml"))
     every_toggle = {}
     for values, _ in TOGGLES.values():
         for key, value in values.items():
