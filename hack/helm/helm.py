@@ -190,7 +190,7 @@ def template(args, values: dict) -> dict:
         server.shutdown()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helm.py", description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -223,7 +223,26 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--no-wait", action="store_true")
     u.add_argument("--timeout", type=int, default=300)
     release("status", chart=False, values=False)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(helm_sdkpy, args, values: dict) -> dict:
+    """A release action against the cluster; returns the release."""
+    config = helm_sdkpy.Configuration(namespace=args.namespace, kubeconfig=args.kubeconfig)
+    if args.cmd == "install":
+        return asyncio.run(helm_sdkpy.Install(config).run(
+            args.name, args.chart, values=values, create_namespace=args.create_namespace,
+            wait=not args.no_wait, timeout=args.timeout, take_ownership=args.take_ownership))
+    if args.cmd == "upgrade":
+        return asyncio.run(helm_sdkpy.Upgrade(config).run(
+            args.name, args.chart, values=values, wait=not args.no_wait, timeout=args.timeout))
+    if args.cmd == "uninstall":
+        return asyncio.run(helm_sdkpy.Uninstall(config).run(args.name, wait=not args.no_wait, timeout=args.timeout))
+    return asyncio.run(helm_sdkpy.Status(config).run(args.name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.cmd == "template":
         # The release record stays in memory. Go reads the environment when the library loads.
         os.environ["HELM_DRIVER"] = "memory"
@@ -241,19 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             rel = template(args, values)
             print(rel.get("info", {}).get("notes", "") if args.notes else rel.get("manifest", ""))
             return 0
-        config = helm_sdkpy.Configuration(namespace=args.namespace, kubeconfig=args.kubeconfig)
-        if args.cmd == "install":
-            rel = asyncio.run(helm_sdkpy.Install(config).run(
-                args.name, args.chart, values=values, create_namespace=args.create_namespace,
-                wait=not args.no_wait, timeout=args.timeout, take_ownership=args.take_ownership))
-        elif args.cmd == "upgrade":
-            rel = asyncio.run(helm_sdkpy.Upgrade(config).run(
-                args.name, args.chart, values=values, wait=not args.no_wait, timeout=args.timeout))
-        elif args.cmd == "uninstall":
-            rel = asyncio.run(helm_sdkpy.Uninstall(config).run(args.name, wait=not args.no_wait, timeout=args.timeout))
-        else:
-            rel = asyncio.run(helm_sdkpy.Status(config).run(args.name))
-        print(json.dumps(rel, indent=2, default=str))
+        print(json.dumps(_run(helm_sdkpy, args, values), indent=2, default=str))
         return 0
     except HelmError as e:
         print(f"Error: {e}", file=sys.stderr)
