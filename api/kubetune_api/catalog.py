@@ -50,15 +50,16 @@ TASKS = {
 BUILTIN_METRICS = tuple(name for info in TASKS.values() for name in info.metrics)
 
 
-def hub_metric_names(task: EvalTask, metrics: list[str]) -> list[str]:
-    """The names that must load through `evaluate`; MetricError for a name the task cannot use."""
+def hub_metric_names(task: EvalTask, metrics: list[str], field: str = "metrics") -> list[str]:
+    """The names that must load through `evaluate`; MetricError (naming `field`) for a name the
+    task cannot use."""
     info = TASKS[task]
     hub = []
     for name in metrics:
         if name in info.metrics:
             continue
         if not info.hub_metrics or name in BUILTIN_METRICS:
-            raise MetricError(f"metrics: {name!r} cannot score task {task.value}; use {', '.join(info.metrics)}"
+            raise MetricError(f"{field}: {name!r} cannot score task {task.value}; use {', '.join(info.metrics)}"
                               + (" (or an evaluate metric name)" if info.hub_metrics else ""))
         hub.append(name)
     return hub

@@ -43,6 +43,12 @@ class Reason(str, Enum):
     Evaluating = "Evaluating"
     Evaluated = "Evaluated"
     EvaluationFailed = "EvaluationFailed"
+    # The Promoted condition of a FineTuneJob with a promotion block.
+    PromotionPending = "PromotionPending"
+    Promoting = "Promoting"
+    Promoted = "Promoted"
+    GateFailed = "GateFailed"
+    PromotionFailed = "PromotionFailed"
 
 
 # What each reason means, for the README's reference (docgen) and nowhere else.
@@ -72,6 +78,11 @@ REASON_DOCS = {
     Reason.Evaluating: "(Evaluated) the evaluation EvalJobs run",
     Reason.Evaluated: "(Evaluated) base and tuned model are scored",
     Reason.EvaluationFailed: "(Evaluated) an evaluation EvalJob failed",
+    Reason.PromotionPending: "(Promoted) waiting for training and evaluation to finish",
+    Reason.Promoting: "(Promoted) every rule holds; the promotion pod copies the model to the destination",
+    Reason.Promoted: "(Promoted) the model, tokenizer, model card, scores and lineage are at the destination",
+    Reason.GateFailed: "(Promoted) a promotion rule does not hold (or its metric is missing); the message lists each rule with its value",
+    Reason.PromotionFailed: "(Promoted) the promotion pod failed; nothing is left at the destination",
 }
 
 # Reasons that name the user's mistake: retrying the pod cannot help.

@@ -24,6 +24,16 @@ class EvalModel(ApiModel):
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
 
 
+class FewShotSpec(ApiModel):
+    k: int = Field(ge=1, le=32, description="Shots before each item's prompt.")
+    path: str = Field(
+        min_length=1,
+        description="JSONL file of the rows the shots come from (e.g. a dev or train split). Each shot is dataset.promptTemplate rendered on a row followed by its answer (generation: its first reference; multiple-choice: its correct option). May be dataset.path itself: an item is then never its own shot (a drawn row that is the item is replaced by one more drawn row).",
+    )
+    seed: int = Field(1234, ge=0, description="Seed drawing the k shots: the same shots, in the same order, precede every item (as MMLU-style k-shot prompts).")
+    separator: str = Field("\n\n", description="Text after each shot (between shots, and between the last shot and the item's prompt).")
+
+
 class EvalDataset(ApiModel):
     path: str = Field(min_length=1, description="JSONL file of rows to evaluate on.")
     prompt_template: str = Field(min_length=1, description="Jinja template turning a row into the prompt; every variable must be a column.")
@@ -37,6 +47,7 @@ class EvalDataset(ApiModel):
     max_examples: Optional[int] = Field(None, ge=1, description="Evaluate only the first N rows (after a seeded shuffle when shuffle is true).")
     shuffle: bool = Field(False, description="Shuffle rows with generation.seed before taking maxExamples.")
     chat_template: bool = Field(False, description="Wrap the prompt in the model's chat template as a user turn.")
+    few_shot: Optional[FewShotSpec] = Field(None, description="Prepend k solved examples (shots) to every prompt (generation and multiple-choice).")
 
 
 class GenerationSpec(ApiModel):
@@ -63,31 +74,87 @@ class ExactMatchSpec(ApiModel):
     ignore_articles: bool = Field(False, description="Drop English articles (a, an, the), as SQuAD's normalization does.")
 
 
+DEFAULT_METRICS = ("rouge", "bleu", "exact_match")
+METRICS_DESCRIPTION = "Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice; also reports accuracyNorm, per byte of the option), perplexity; any other name loads through the evaluate package (generation only), which needs the Hugging Face Hub."
+# Suite task names: in score keys (<task>/<metric>) and file names (predictions-<task>-<model>.jsonl,
+# so no '-': the task part of a file name stays unambiguous).
+TASK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_]*[a-z0-9])?$"
+MAX_SUITE_TASKS = 32
+
+
+def check_task_dataset(task: EvalTask, dataset: EvalDataset) -> None:
+    """ValueError unless `dataset` has what `task` needs (catalog.TASKS) and takes its fewShot."""
+    for field in TASKS[task].required_fields:
+        if not getattr(dataset, field):
+            raise ValueError(f"dataset.{to_camel(field)} is required for task {task.value}")
+    if dataset.few_shot and task == EvalTask.perplexity:
+        raise ValueError("dataset.fewShot needs a prompt with an answer: use it with generation or multiple-choice, not perplexity")
+
+
+class SuiteTask(ApiModel):
+    """One task of a benchmark suite: its own rows, task type, metrics and prompt."""
+
+    name: str = Field(pattern=TASK_NAME_PATTERN, max_length=40, description="Task name in results (<task>/<metric>) and file names; lowercase letters, digits and '_'.")
+    task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
+    dataset: EvalDataset = Field(description="This task's rows and how they become prompts and references.")
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, description=METRICS_DESCRIPTION)
+    generation: Optional[GenerationSpec] = Field(None, description="Decoding settings for this task; unset: the top-level generation.")
+    rouge: Optional[RougeSpec] = Field(None, description="ROUGE settings for this task; unset: the top-level rouge.")
+    exact_match: Optional[ExactMatchSpec] = Field(None, description="Exact-match normalization for this task; unset: the top-level exactMatch.")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> "SuiteTask":
+        check_task_dataset(self.task, self.dataset)
+        return self
+
+
 class EvalConfig(ApiModel):
     """Everything the evaluator needs; the EvalJob spec embeds these fields."""
 
     models: list[EvalModel] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
-    dataset: EvalDataset = Field(description="Rows to evaluate on and how they become prompts and references.")
+    dataset: Optional[EvalDataset] = Field(None, description="Rows to evaluate on and how they become prompts and references (or tasks, for a suite).")
     task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option) or perplexity.")
-    metrics: list[str] = Field(
-        default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1,
-        description="Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice; also reports accuracyNorm, per byte of the option), perplexity; any other name loads through the evaluate package (generation only), which needs the Hugging Face Hub.",
-    )
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, description=METRICS_DESCRIPTION)
+    tasks: Optional[list[SuiteTask]] = Field(
+        None, min_length=1, max_length=MAX_SUITE_TASKS,
+        description="A benchmark suite instead of dataset/task/metrics: each task is scored for every model, and status.results holds the aggregate table (<task>/<metric> and mean).")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
-    samples: int = Field(3, ge=0, le=50, description="Predictions per model copied into the status as samples.")
-    output: OutputSpec = Field(description="Where scores.json and predictions-<model>.jsonl are written.")
+    samples: int = Field(3, ge=0, le=50, description="Predictions per model (per task in a suite) copied into the status as samples.")
+    output: OutputSpec = Field(description="Where scores.json, report.md and predictions-<model>.jsonl (predictions-<task>-<model>.jsonl in a suite) are written.")
 
     @model_validator(mode="after")
     def _task_fields(self) -> "EvalConfig":
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models[].name must be unique")
-        for field in TASKS[self.task].required_fields:
-            if not getattr(self.dataset, field):
-                raise ValueError(f"dataset.{to_camel(field)} is required for task {self.task.value}")
+        if (self.dataset is None) == (self.tasks is None):
+            raise ValueError("set exactly one of dataset (one task) and tasks (a suite)")
+        if self.tasks is None:
+            check_task_dataset(self.task, self.dataset)
+            return self
+        tasks = [t.name for t in self.tasks]
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("tasks[].name must be unique")
+        if self.task != EvalTask.generation or tuple(self.metrics) != DEFAULT_METRICS:
+            raise ValueError("task and metrics belong to dataset; with tasks, set them in each tasks[] entry")
         return self
+
+    def task_metrics(self) -> list[tuple[str, EvalTask, list[str]]]:
+        """(field, task, metric names) of the single dataset, or of each suite task."""
+        if self.tasks is None:
+            return [("metrics", self.task, self.metrics)]
+        return [(f"tasks[{t.name}].metrics", t.task, t.metrics) for t in self.tasks]
+
+    def task_configs(self) -> list[tuple[Optional[str], "EvalConfig"]]:
+        """(suite task name, single-dataset config) of each task: [(None, self)] without a suite.
+        A suite task's config takes its own settings, the top-level ones where it has none."""
+        if self.tasks is None:
+            return [(None, self)]
+        shared = self.model_dump(exclude={"tasks"})
+        return [(t.name, EvalConfig.model_validate({**shared, **t.model_dump(exclude={"name"}, exclude_none=True)}))
+                for t in self.tasks]
 
 
 def load_eval_config(path: str | Path) -> EvalConfig:

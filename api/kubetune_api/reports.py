@@ -1,7 +1,7 @@
 """What a trainer pod reports into its FineTuneJob's status.
 
-The pod owns exactly these status fields (`progress`, `metrics`, `artifacts`); the operator
-owns `phase`, `conditions` and the timestamps. The operator's status model embeds these
+The pod owns exactly these status fields (`progress`, `metrics`, `artifacts`, `lineage` but its
+`image`); the operator owns `phase`, `conditions`, the timestamps and `lineage.image`. The operator's status model embeds these
 classes, so the CRD's status schema and what the trainer sends cannot drift apart.
 Light to import: pydantic only.
 """
@@ -33,6 +33,7 @@ class Progress(ApiModel):
     percent: float = Field(0.0, ge=0, le=100, description="step / totalSteps, in percent.")
     eta_seconds: Optional[float] = Field(None, ge=0, description="Estimated seconds to the end of training.")
     tokens_per_second: Optional[float] = Field(None, ge=0, description="Non-padding tokens processed per second.")
+    train_tokens: Optional[int] = Field(None, ge=0, description="Non-padding tokens trained on so far (status.usage.trainingTokens).")
 
 
 class TaskMetrics(ApiModel):
@@ -63,12 +64,40 @@ class Artifacts(ApiModel):
     summary_path: Optional[str] = Field(None, description="training_summary.json.")
 
 
+class DatasetLineage(ApiModel):
+    role: str = Field(description="What the file is for: train (the file split into train/validation/test), validation, test, task:<name> (a mixture or suite task; task:<name>/validation, /test, /few-shot), retention, eval (an EvalJob's dataset), few-shot (its fewShot.path).")
+    uri: str = Field(description="The path or URI as the spec gives it.")
+    sha256: str = Field(description="sha256 (hex) of the file's bytes as stored, as sha256sum prints it; for a directory saved by save_to_disk, of its manifest (see model.digest).")
+    rows: Optional[int] = Field(None, ge=0, description="Rows read from it, before any split (at most maxExamples where one applies).")
+    bytes: Optional[int] = Field(None, ge=0, description="Size in bytes (all files of a directory).")
+
+
+class ModelLineage(ApiModel):
+    name: Optional[str] = Field(None, description="The EvalJob model it belongs to (models[].name); unset for a FineTuneJob's base model.")
+    role: str = Field("base", description="base (the model path) or adapter (a PEFT adapter applied on it).")
+    uri: str = Field(description="The path as the spec gives it (pkg:// included).")
+    digest: str = Field(description="sha256:<hex> of the file, or of a directory's manifest: one line 'relative/path<TAB>sha256 hex' per file, sorted by path.")
+    files: int = Field(1, ge=1, description="Files the digest covers.")
+
+
+class Lineage(ApiModel):
+    """What a run was made of, by content: the same lineage and seed give the same results."""
+
+    datasets: list[DatasetLineage] = Field(default_factory=list, description="Every data file the run read.")
+    model: Optional[ModelLineage] = Field(None, description="The base model (FineTuneJob).")
+    models: Optional[list[ModelLineage]] = Field(None, description="Every model and adapter evaluated (EvalJob).")
+    config_hash: Optional[str] = Field(None, description="sha256:<hex> of the resolved config as canonical JSON (sorted keys, defaults filled in, output.path left out).")
+    versions: Optional[dict[str, str]] = Field(None, description="Python and library versions, by package.")
+    image: Optional[str] = Field(None, description="The image the pod ran: its containerStatuses imageID (a digest), else its image name. Set by the operator.")
+
+
 class PodReport(ApiModel):
     """The status patch a trainer pod sends, and the summary in its termination message."""
 
     progress: Optional[Progress] = None
     metrics: Optional[Metrics] = None
     artifacts: Optional[Artifacts] = None
+    lineage: Optional[Lineage] = None
 
     def as_status_patch(self) -> dict:
         """The merge patch for the status subresource; numbers rounded for `kubectl get`
@@ -85,7 +114,7 @@ class EvalProgress(ApiModel):
 
 class ModelResult(ApiModel):
     model: str = Field(description="The model's name in the EvalJob spec.")
-    scores: dict[str, float] = Field(default_factory=dict, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch, accuracy, perplexity); ROUGE is F1 in 0-1, BLEU 0-100. Precision, recall and confidence intervals are in scores.json.")
+    scores: dict[str, float] = Field(default_factory=dict, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch, accuracy, perplexity); ROUGE is F1 in 0-1, BLEU 0-100. Precision, recall and confidence intervals are in scores.json. A suite's status.results (the aggregate): '<task>/<metric>' and 'mean'.")
     delta: dict[str, float] = Field(default_factory=dict, description="Score minus the first model's score, per metric.")
     examples: int = Field(0, ge=0, description="Examples scored.")
     predictions_path: Optional[str] = Field(None, description="JSONL of this model's predictions.")
@@ -96,11 +125,20 @@ class Sample(ApiModel):
     prompt: str = Field(description="The prompt (shortened).")
     prediction: str = Field(description="What the model produced.")
     reference: str = Field("", description="The first reference.")
+    task: Optional[str] = Field(None, description="The suite task it belongs to (spec.tasks[].name).")
 
 
 class EvalArtifacts(ApiModel):
     output_path: Optional[str] = Field(None, description="Directory holding everything the evaluation wrote.")
     scores_path: Optional[str] = Field(None, description="scores.json.")
+    report_path: Optional[str] = Field(None, description="report.md: the scores as a Markdown table (models as rows), with deltas against the first model.")
+
+
+class SuiteTaskResult(ApiModel):
+    name: str = Field(description="The task's name in spec.tasks.")
+    task: str = Field(description="generation, multiple-choice or perplexity.")
+    examples: int = Field(0, ge=0, description="Examples of this task scored per model.")
+    results: list[ModelResult] = Field(default_factory=list, description="This task's scores per model, with deltas against the first.")
 
 
 class EvalPodReport(ApiModel):
@@ -108,7 +146,9 @@ class EvalPodReport(ApiModel):
 
     progress: Optional[EvalProgress] = None
     results: Optional[list[ModelResult]] = None
+    suite: Optional[list[SuiteTaskResult]] = None
     samples: Optional[list[Sample]] = None
     artifacts: Optional[EvalArtifacts] = None
+    lineage: Optional[Lineage] = None
 
     as_status_patch = PodReport.as_status_patch

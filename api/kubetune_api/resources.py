@@ -16,7 +16,8 @@ from kubetune_api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAI
 from kubetune_api.catalog import EvalTask
 from kubetune_api.evaluation import EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
 from kubetune_api.paths import is_under
-from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Metrics, ModelResult, Progress, Sample
+from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
+from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
 from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
 from kubetune_api.wire import DEFAULT_IMAGE
 
@@ -67,7 +68,7 @@ class Placement(ApiModel):
 
     image: Optional[str] = Field(
         None, min_length=1, max_length=1024,
-        description=f"Container image (must provide the kubetune-train and kubetune-eval commands); unset: the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
+        description=f"Container image (must provide the kubetune-train, kubetune-eval and kubetune-promote commands); unset: the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
     image_pull_policy: ImagePullPolicy = Field(ImagePullPolicy.IfNotPresent, description="When the kubelet pulls the image.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match (e.g. a GPU type).")
@@ -109,10 +110,27 @@ class FineTuneJobSpec(Placement, TrainingConfig):
     """What to fine-tune (model, dataset, method, training, output) and where the trainer runs."""
 
     evaluation: Optional[FineTuneEvaluation] = Field(None, description="Evaluate base vs tuned after training (creates an EvalJob).")
+    promotion: Optional[PromotionSpec] = Field(None, description="Copy the tuned model to a destination when its evaluation passes these rules (needs evaluation).")
 
     @model_validator(mode="after")
     def _output_on_a_volume(self) -> "FineTuneJobSpec":
         self.check_output_path(self.output.path)
+        return self
+
+    @model_validator(mode="after")
+    def _promotion_is_gated(self) -> "FineTuneJobSpec":
+        promotion = self.promotion
+        if promotion is None:
+            return self
+        if self.evaluation is None:
+            raise ValueError("promotion: needs an evaluation block (its rules are checked on the evaluation's scores)")
+        if promotion.max_forgetting and self.evaluation.retention is None:
+            raise ValueError("promotion.maxForgetting: needs evaluation.retention (forgetting is measured on it)")
+        if promotion.merge_adapter and (self.method.value not in ("lora", "qlora") or self.lora.merge_on_save):
+            raise ValueError(f"promotion.mergeAdapter: method {self.method.value} "
+                             f"{'already saves a full model' if self.lora.merge_on_save else 'has no LoRA adapter to merge'}")
+        if not is_object_store(promotion.destination):
+            self.check_output_path(promotion.destination, "promotion.destination")
         return self
 
     def training_config(self) -> TrainingConfig:
@@ -191,6 +209,7 @@ class JobStatus(ApiModel):
     completion_time: Optional[datetime] = Field(None, description="When the job reached Succeeded or Failed.")
     job_name: Optional[str] = Field(None, description="The batch/v1 Job running the pod.")
     message: Optional[str] = Field(None, description="Short summary of the current state.")
+    usage: Optional[Usage] = Field(None, description="Resources the job's pods used, for chargeback (written by the operator).")
 
 
 class EvaluationSummary(ApiModel):
@@ -207,7 +226,9 @@ class FineTuneJobStatus(JobStatus):
     progress: Optional[Progress] = Field(None, description="Training progress, reported by the trainer pod.")
     metrics: Optional[Metrics] = Field(None, description="Loss and accuracy, reported by the trainer pod.")
     artifacts: Optional[Artifacts] = Field(None, description="Where the trainer wrote its results.")
+    lineage: Optional[Lineage] = Field(None, description="What the run was made of, by content: data files, base model, config, versions (reported by the pod) and the image (by the operator).")
     evaluation: Optional[EvaluationSummary] = Field(None, description="Headline scores of spec.evaluation, mirrored from its EvalJobs.")
+    promotion: Optional[PromotionStatus] = Field(None, description="The promotion gate's rules with their measured values, and the copy's state.")
 
 
 class FineTuneJob(ApiModel):
@@ -219,9 +240,13 @@ class FineTuneJob(ApiModel):
 
 class EvalJobStatus(JobStatus):
     progress: Optional[EvalProgress] = Field(None, description="Evaluation progress, reported by the evaluator pod.")
-    results: list[ModelResult] = Field(default_factory=list, description="Scores per model, with deltas against the first.")
+    results: list[ModelResult] = Field(
+        default_factory=list,
+        description="Scores per model, with deltas against the first. For a suite (spec.tasks), the aggregate table: each model's '<task>/<metric>' scores and 'mean', the unweighted mean over the non-perplexity tasks of each task's primary score (the first score of its first metric; BLEU divided by 100).")
+    suite: list[SuiteTaskResult] = Field(default_factory=list, description="A suite's scores per task and model (spec.tasks).")
     samples: list[Sample] = Field(default_factory=list, description="A few predictions per model.")
     artifacts: Optional[EvalArtifacts] = Field(None, description="Where the evaluator wrote scores and predictions.")
+    lineage: Optional[Lineage] = Field(None, description="What the evaluation was made of, by content: data files, models and adapters, config, versions (reported by the pod) and the image (by the operator).")
 
 
 class EvalJob(ApiModel):

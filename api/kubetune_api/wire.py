@@ -15,6 +15,7 @@ DEFAULT_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 # Condition types the operator sets.
 CONDITION_SUCCEEDED = "Succeeded"
 CONDITION_EVALUATED = "Evaluated"
+CONDITION_PROMOTED = "Promoted"
 
 # The pod's config file: a ConfigMap mounted at CONFIG_DIR.
 CONFIG_DIR = "/etc/kubetune"

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 import kubetune_api as api
 from kubetune_api import wire
+from kubetune_api.catalog import produces_full_model
+from kubetune_api.promotion import PromoteConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Workload:
 
 FINETUNE = Workload(api.FINETUNEJOB_KIND, api.FINETUNEJOB_PLURAL, "train", "kubetune.io/finetunejob", "trainer", "kubetune-train")
 EVAL = Workload(api.EVALJOB_KIND, api.EVALJOB_PLURAL, "eval", "kubetune.io/evaljob", "evaluator", "kubetune-eval")
+# A FineTuneJob's promotion pod: its own ServiceAccount (no API permissions), its own label.
+PROMOTE = Workload(api.FINETUNEJOB_KIND, api.FINETUNEJOB_PLURAL, "promote", "kubetune.io/promotion", "promoter", "kubetune-promote")
 
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -220,5 +224,38 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
             "labels": {FINETUNE.label: meta["name"], LABEL_MANAGED_BY: "kubetune"},
             "ownerReferences": [owner_reference(meta, FINETUNE)],
         },
-        "spec": {**body, **placement, "models": models, "output": {"path": f"{spec.output.path.rstrip('/')}/{subdir}"}},
+        "spec": {**body, **placement, "models": models, "output": {"path": evaluation_output(spec, subdir)}},
     } for name, body, subdir in bodies]
+
+
+def evaluation_output(spec: api.FineTuneJobSpec, subdir: str) -> str:
+    """Where an evaluation EvalJob (subdir eval or retention) writes: under the job's output."""
+    return f"{spec.output.path.rstrip('/')}/{subdir}"
+
+
+def promote_config(meta: dict[str, Any], spec: api.FineTuneJobSpec, status: dict[str, Any],
+                   rules: list[dict[str, Any]]) -> PromoteConfig:
+    """What the promotion pod copies: the adapter or model (with its tokenizer), the model card,
+    the training summary, the evaluation's scores, and a record of the gate and lineage."""
+    artifacts = status.get("artifacts") or {}
+    output = (artifacts.get("outputPath") or spec.output.path).rstrip("/")
+    adapter = not produces_full_model(spec.method, spec.lora.merge_on_save)
+    files = {"README.md": f"{output}/README.md",
+             "training_summary.json": artifacts.get("summaryPath") or f"{output}/training_summary.json",
+             "scores.json": f"{evaluation_output(spec, 'eval')}/scores.json"}
+    if spec.evaluation is not None and spec.evaluation.retention is not None:
+        files["retention_scores.json"] = f"{evaluation_output(spec, 'retention')}/scores.json"
+    record = {"fineTuneJob": {k: meta[k] for k in ("namespace", "name", "uid")}, "rules": rules,
+              "evaluation": status.get("evaluation") or {}, "lineage": status.get("lineage") or {}}
+    return PromoteConfig(
+        model_path=artifacts.get("modelPath") or f"{output}/{'adapter' if adapter else 'model'}", adapter=adapter,
+        base_model=spec.model if spec.promotion.merge_adapter else None, merge_adapter=spec.promotion.merge_adapter,
+        files=files, destination=spec.promotion.destination, record=record)
+
+
+def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: PromoteConfig,
+                       default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
+    """The promotion pod's ConfigMap, ServiceAccount and Job: the trainer's image, volumes and
+    placement, no GPU (copying and merging run on CPU) and no retry."""
+    placement = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 0}), "backoff_limit": 0})
+    return [config_map(meta, PROMOTE, config), service_account(meta, PROMOTE), job(meta, PROMOTE, placement, default_image)]

@@ -15,8 +15,8 @@ from typing import Any, Optional
 import kopf
 
 import kubetune_api as api
-from kubetune_operator import builders, kube, metrics, observe, preflight
-from kubetune_operator.builders import EVAL, FINETUNE, Workload
+from kubetune_operator import builders, kube, metrics, observe, preflight, promotion
+from kubetune_operator.builders import EVAL, FINETUNE, PROMOTE, Workload
 from kubetune_operator.settings import OperatorSettings
 
 log = logging.getLogger("kubetune.operator")
@@ -25,12 +25,15 @@ EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
 FINAL = (api.Phase.Succeeded.value, api.Phase.Failed.value)
 SUCCEEDED = api.CONDITION_SUCCEEDED
 EVALUATED = api.CONDITION_EVALUATED
+PROMOTED = api.CONDITION_PROMOTED
 # Fields the pod reports itself; the termination message fills them when its patches failed.
-POD_FIELDS = ("progress", "metrics", "artifacts", "results", "samples")
+POD_FIELDS = ("progress", "metrics", "artifacts", "results", "suite", "samples")
 
 # Job and pod events for one job arrive on different workers: serialize the
 # read-decide-patch cycle per object so an event or a histogram sample is never doubled.
 _locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+# The settings, for handlers that kopf does not hand the memo (set at startup).
+_settings = OperatorSettings()
 
 
 def _now() -> str:
@@ -43,8 +46,11 @@ def _parse_time(value: str) -> datetime:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any) -> None:
+    global _settings
     config: OperatorSettings = memo.config
+    _settings = config
     kube.load_config()
+    metrics.set_currency(config.currency if config.gpu_hour_price is not None else None)
     # Our own prefix for everything kopf stores on objects. No finalizer is needed:
     # children go by garbage collection, so deletion never waits on the operator.
     settings.persistence.finalizer = "kubetune.io/finalizer"
@@ -180,9 +186,11 @@ def evaljob_event(event: dict[str, Any], namespace: str, name: str, status: kopf
     parent = (meta.get("labels") or {}).get(FINETUNE.label)
     if parent:
         mirror_evaluation(namespace, parent)
+        ensure_promotion(namespace, parent)
 
 
-def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observation) -> dict[str, Any]:
+def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observation,
+                  image: Optional[str] = None) -> dict[str, Any]:
     status = obj.get("status") or {}
     patch: dict[str, Any] = {
         "phase": seen.phase.value,
@@ -198,6 +206,7 @@ def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observa
     for key in POD_FIELDS:
         if seen.report.get(key) and not status.get(key):
             patch[key] = seen.report[key]
+    patch.update(observe.image_patch(status, image))  # status.lineage.image; the pod owns the rest
     return patch
 
 
@@ -223,7 +232,9 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
         job = kube.read_job(namespace, builders.child_name(name, workload))
         pods = kube.list_pods(namespace, f"{workload.label}={name}")
         seen = observe.observe(job, pods)
-        patch = _status_patch(workload, obj, seen)
+        patch = _status_patch(workload, obj, seen, observe.trainer_image(pods))
+        tokens = (seen.report.get("progress") or current.get("progress") or {}).get("trainTokens")
+        patch["usage"] = observe.usage(pods, _now(), tokens, _settings.gpu_hour_price, _settings.currency)
         if not _changed(current, patch):
             return
         kube.patch_status(workload.plural, namespace, name, patch)
@@ -238,7 +249,7 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
             seconds = ((_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
                        if seen.start_time and seen.completion_time else None)
             gpus = api.resources.Resources.model_validate(obj["spec"].get("resources") or {}).gpu
-            metrics.observe_final(workload.kind, namespace, seen.phase.value, seen.reason, gpus, seconds)
+            metrics.observe_final(workload.kind, namespace, seen.phase.value, seen.reason, gpus, seconds, patch["usage"])
     if workload is FINETUNE and seen.phase == api.Phase.Succeeded:
         ensure_evaluation(kube.read_object(workload.plural, namespace, name))
 
@@ -252,6 +263,7 @@ def ensure_evaluation(ftj: Optional[dict[str, Any]]) -> None:
         if kube.ensure(evaljob):
             kopf.event(ftj, type="Normal", reason="EvaluationCreated", message=f"created EvalJob {evaljob['metadata']['name']}")
     mirror_evaluation(ftj["metadata"]["namespace"], ftj["metadata"]["name"])
+    ensure_promotion(ftj["metadata"]["namespace"], ftj["metadata"]["name"])
 
 
 @metrics.timed("mirror", kind=FINETUNE.kind)
@@ -274,3 +286,82 @@ def mirror_evaluation(namespace: str, name: str) -> None:
         previous = next((c.get("status") for c in current.get("conditions") or [] if c.get("type") == EVALUATED), None)
         if verdict[0] != previous and verdict[0] != "Unknown":
             kopf.event(ftj, type="Normal" if verdict[0] == "True" else "Warning", reason=verdict[1], message=verdict[2])
+
+
+def _condition_of(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), {})
+
+
+def _set_promoted(ftj: dict[str, Any], verdict: promotion.Verdict, summary: dict[str, Any]) -> None:
+    """Patches status.promotion and the Promoted condition; on a new reason, an event and
+    (for an outcome) the promotions counter."""
+    meta = ftj["metadata"]
+    patch = {"promotion": summary, "conditions": _conditions(ftj, PROMOTED, *verdict)}
+    if not _changed(ftj.get("status") or {}, patch):
+        return
+    kube.patch_status(FINETUNE.plural, meta["namespace"], meta["name"], patch)
+    if verdict[1] != _condition_of(ftj, PROMOTED).get("reason"):
+        log.info(f"FineTuneJob {meta['namespace']}/{meta['name']}: {verdict[1]}: {verdict[2]}")
+        kopf.event(ftj, type="Warning" if verdict[0] == "False" else "Normal", reason=verdict[1], message=verdict[2])
+        if verdict[1] in promotion.OUTCOMES:
+            metrics.observe_promotion(meta["namespace"], promotion.OUTCOMES[verdict[1]])
+
+
+def _promotable(namespace: str, name: str) -> Optional[dict[str, Any]]:
+    """The FineTuneJob while its promotion is still undecided, else None."""
+    ftj = kube.read_object(FINETUNE.plural, namespace, name)
+    if ftj is None or ftj["metadata"].get("deletionTimestamp") or not ftj["spec"].get("promotion"):
+        return None
+    return None if _condition_of(ftj, PROMOTED).get("status") in ("True", "False") else ftj
+
+
+@metrics.timed("promote", kind=FINETUNE.kind)
+def ensure_promotion(namespace: str, name: str) -> None:
+    """Checks the promotion gate of an evaluated FineTuneJob; when every rule holds, creates
+    the promotion pod's ConfigMap, ServiceAccount and Job (idempotent)."""
+    with _locks[(FINETUNE.kind, namespace, name)]:
+        ftj = _promotable(namespace, name)
+        if ftj is None or ((ftj.get("status") or {}).get("promotion") or {}).get("jobName"):
+            return  # decided, or the promotion Job runs (sync_promotion follows it)
+        spec, status = api.FineTuneJobSpec.model_validate(ftj["spec"]), ftj.get("status") or {}
+        rules = promotion.gate(spec.promotion, status.get("evaluation") or {})
+        summary = {"destination": spec.promotion.destination, "rules": rules}
+        evaluated = _condition_of(ftj, EVALUATED).get("status")
+        verdict = promotion.gate_verdict(rules, evaluated)
+        if verdict is None and evaluated != "True":
+            verdict = ("Unknown", api.Reason.PromotionPending.value, "waiting for the evaluation to finish")
+        if verdict is not None:
+            _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict)})
+            return
+        config = builders.promote_config(ftj["metadata"], spec, status, rules)
+        for child in builders.promotion_children(ftj["metadata"], spec, config, _settings.trainer_image):
+            if kube.ensure(child) and child["kind"] == "Job":
+                kopf.event(ftj, type="Normal", reason="PromotionJobCreated", message=f"created Job {child['metadata']['name']}")
+        verdict = promotion.copy_verdict(api.Phase.Pending, "every rule holds", spec.promotion.destination, rules)
+        _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict), "jobName": builders.child_name(name, PROMOTE)})
+
+
+@metrics.timed("promote", kind=FINETUNE.kind)
+def sync_promotion(namespace: str, name: str) -> None:
+    """Reads the promotion Job and pod and writes the outcome into the Promoted condition."""
+    with _locks[(FINETUNE.kind, namespace, name)]:
+        ftj = _promotable(namespace, name)
+        summary = ((ftj or {}).get("status") or {}).get("promotion") or {}
+        if ftj is None or not summary.get("jobName"):
+            return
+        job = kube.read_job(namespace, summary["jobName"])
+        seen = observe.observe(job, kube.list_pods(namespace, f"{PROMOTE.label}={name}"))
+        verdict = promotion.copy_verdict(seen.phase, seen.message, summary.get("destination", ""), summary.get("rules") or [])
+        _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict)})
+        if seen.phase == api.Phase.Failed and job is not None and not observe.job_finished(job):
+            kube.stop_job(namespace, job["metadata"]["name"])
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={PROMOTE.label: kopf.PRESENT}, id="promotion-jobs")
+def promotion_job_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+    sync_promotion(namespace, meta["labels"][PROMOTE.label])
+
+
+@kopf.on.event("", "v1", "pods", labels={PROMOTE.label: kopf.PRESENT}, id="promotion-pods")
+def promotion_pod_event(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+    sync_promotion(namespace, meta["labels"][PROMOTE.label])

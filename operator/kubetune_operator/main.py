@@ -21,11 +21,14 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
     parser.add_argument("--trainer-image", default=defaults.trainer_image,
                         help="image of trainer and evaluator pods whose spec sets none (env KUBETUNE_TRAINER_IMAGE)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="threads for handlers")
+    parser.add_argument("--gpu-hour-price", type=float, default=defaults.gpu_hour_price,
+                        help="price of one GPU-hour for status.usage.estimatedCost (env KUBETUNE_GPU_HOUR_PRICE); default: no cost")
+    parser.add_argument("--currency", default=defaults.currency, help="currency of that price (env KUBETUNE_CURRENCY)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     args = parser.parse_args(argv)
     return OperatorSettings(namespaces=args.namespace, metrics_port=args.metrics_port, metrics_address=args.metrics_address,
                             health_port=args.health_port, trainer_image=args.trainer_image, workers=args.workers,
-                            verbose=args.verbose)
+                            gpu_hour_price=args.gpu_hour_price, currency=args.currency, verbose=args.verbose)
 
 
 def main(argv: list[str] | None = None) -> None:

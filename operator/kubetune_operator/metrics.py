@@ -26,7 +26,7 @@ from kubetune_api import Phase
 REGISTRY = CollectorRegistry()
 KINDS = ("FineTuneJob", "EvalJob")
 FINAL_PHASES = (Phase.Succeeded.value, Phase.Failed.value)
-HANDLERS = ("launch", "sync", "mirror")
+HANDLERS = ("launch", "sync", "mirror", "promote")
 
 JOBS = Gauge("kubetune_jobs", "kubetune jobs by kind (FineTuneJob, EvalJob) and phase.", ["kind", "phase"], registry=REGISTRY)
 JOB_PHASE = Gauge("kubetune_job_phase", "1 for each job, labelled with its current phase (one series per job).",
@@ -42,6 +42,13 @@ FAILURES = Counter("kubetune_job_failures", "Jobs that turned Failed, by the rea
                    ["kind", "namespace", "reason"], registry=REGISTRY)
 GPU_SECONDS = Counter("kubetune_gpu_seconds", "GPUs requested x seconds from the pod's start to a final phase.",
                       ["namespace", "kind"], registry=REGISTRY)
+POD_SECONDS = Counter("kubetune_pod_seconds", "Running seconds of every pod of finished jobs (status.usage.podSeconds).",
+                      ["namespace", "kind"], registry=REGISTRY)
+ESTIMATED_COST = Counter("kubetune_estimated_cost", "Estimated cost of finished jobs: GPU-hours x the operator's price "
+                         "(status.usage.estimatedCost); only with --gpu-hour-price.", ["namespace", "kind", "currency"], registry=REGISTRY)
+PROMOTIONS = Counter("kubetune_promotions", "FineTuneJob promotions by outcome: promoted, gate_failed, failed.",
+                     ["namespace", "outcome"], registry=REGISTRY)
+PROMOTION_OUTCOMES = ("promoted", "gate_failed", "failed")
 RECONCILE = Histogram(
     "kubetune_reconcile_duration_seconds",
     "Time one operator handler run took (launch: validate and create children; sync: read Job and pods, "
@@ -72,7 +79,7 @@ FORGETTING = Gauge("kubetune_finetunejob_forgetting",
                    ["namespace", "name", "metric"], registry=REGISTRY)
 EVAL_PROGRESS = Gauge("kubetune_evaljob_progress_ratio", "Fraction of examples evaluated over all models (0-1).",
                       ["namespace", "name"], registry=REGISTRY)
-EVAL_SCORE = Gauge("kubetune_evaljob_score", "Corpus score per model and metric.",
+EVAL_SCORE = Gauge("kubetune_evaljob_score", "Corpus score per model and metric (status.results; a suite's metrics are <task>/<metric> and mean, no extra label).",
                    ["namespace", "name", "model", "metric"], registry=REGISTRY)
 
 _LOSS_FIELDS = {"train": "trainLoss", "validation": "validationLoss", "test": "testLoss"}
@@ -82,6 +89,7 @@ _lock = threading.Lock()
 _phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
 _scores: dict[tuple[str, str], set[tuple[str, str]]] = {}  # EvalJob -> its (model, metric) series
 _evaluation: dict[tuple[str, str], set[tuple[Gauge, str]]] = {}  # FineTuneJob -> its (gauge, metric) series
+_currency: Optional[str] = None  # of ESTIMATED_COST; None: no GPU-hour price set
 
 
 def _version(package: str) -> str:
@@ -111,8 +119,14 @@ def _set_phase(kind: str, namespace: str, name: str, phase: Optional[str]) -> No
             _remove(JOB_PHASE, (kind, namespace, name, previous))
         if phase is not None:
             JOB_PHASE.labels(kind, namespace, name, phase).set(1)
-            # GPU-seconds are counted at the end; the namespace's series starts at 0 now.
+            # Usage is counted at the end; the namespace's series start at 0 now.
             GPU_SECONDS.labels(namespace, kind)
+            POD_SECONDS.labels(namespace, kind)
+            if _currency:
+                ESTIMATED_COST.labels(namespace, kind, _currency)
+            if kind == "FineTuneJob":
+                for outcome in PROMOTION_OUTCOMES:
+                    PROMOTIONS.labels(namespace, outcome)
         for each in Phase:
             JOBS.labels(kind, each.value).set(sum(1 for (k, _, _), p in _phases.items() if k == kind and p == each.value))
 
@@ -190,14 +204,32 @@ def observe_duration(kind: str, phase: str, seconds: float) -> None:
     DURATION.labels(kind, phase).observe(max(seconds, 0.0))
 
 
-def observe_final(kind: str, namespace: str, phase: str, reason: str, gpus: int, seconds: Optional[float]) -> None:
+def set_currency(currency: Optional[str]) -> None:
+    """The currency of the operator's GPU-hour price; None: no price, no cost series."""
+    global _currency
+    _currency = currency
+
+
+def observe_final(kind: str, namespace: str, phase: str, reason: str, gpus: int, seconds: Optional[float],
+                  usage: Optional[dict[str, Any]] = None) -> None:
     """Counts a job that reached a final phase: once per job, from the operator's one
-    transition spot (a pod-run job with its run time, or a job refused before any pod)."""
+    transition spot (a pod-run job with its run time and status.usage, or a job refused
+    before any pod). GPU-seconds come from the usage (every attempt) when there is one."""
     if seconds is not None:
         observe_duration(kind, phase, seconds)
-        GPU_SECONDS.labels(namespace, kind).inc(max(seconds, 0.0) * max(gpus, 0))
+        if usage is None:
+            GPU_SECONDS.labels(namespace, kind).inc(max(seconds, 0.0) * max(gpus, 0))
+    if usage is not None:
+        GPU_SECONDS.labels(namespace, kind).inc(usage.get("gpuSeconds", 0.0))
+        POD_SECONDS.labels(namespace, kind).inc(usage.get("podSeconds", 0.0))
+        if usage.get("estimatedCost") is not None:
+            ESTIMATED_COST.labels(namespace, kind, usage["currency"]).inc(usage["estimatedCost"])
     if phase == Phase.Failed.value:
         FAILURES.labels(kind, namespace, reason).inc()
+
+
+def observe_promotion(namespace: str, outcome: str) -> None:
+    PROMOTIONS.labels(namespace, outcome).inc()
 
 
 def _expected(error: BaseException) -> bool:

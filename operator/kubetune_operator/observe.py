@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Optional
 
 from kubetune_api import Phase
@@ -81,6 +82,21 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
     return report.get("reason") or f"{container.capitalize()}Failed", message, report
 
 
+def trainer_image(pods: list[dict[str, Any]]) -> Optional[str]:
+    """The image the latest pod's container runs: its imageID (a digest), else its image name."""
+    latest = _latest_pod(pods)
+    status = _main_status(latest) if latest is not None else {}
+    return status.get("imageID") or status.get("image") or None
+
+
+def image_patch(status: dict[str, Any], image: Optional[str]) -> dict[str, Any]:
+    """{'lineage': {'image': image}} when the status lacks it. Only that sub-key: a JSON merge
+    patch merges dicts, so the lineage the pod reports and the operator's image both stay."""
+    if not image or ((status.get("lineage") or {}).get("image") == image):
+        return {}
+    return {"lineage": {"image": image}}
+
+
 def job_finished(job: dict[str, Any]) -> bool:
     """Whether the Job controller has given its verdict (Complete or Failed)."""
     return any((_condition(job, ctype) or {}).get("status") == "True" for ctype in ("Complete", "Failed"))
@@ -106,14 +122,30 @@ def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
     return Reason.PodPending.value, "the trainer pod is starting"
 
 
+def _suite_tasks(scores: dict[str, float]) -> dict[str, str]:
+    """A suite's tasks, each with its first score key ('<task>/<metric>'); empty for one task."""
+    tasks: dict[str, str] = {}
+    for key in scores:
+        if "/" in key:
+            tasks.setdefault(key.split("/", 1)[0], key)
+    return tasks
+
+
+def _headline_scores(scores: dict[str, float]) -> str:
+    """The first four scores; in a suite, the first score of each of the first four tasks and the mean."""
+    tasks = _suite_tasks(scores)
+    keys = list(tasks.values())[:4] + [k for k in ("mean",) if k in scores] if tasks else list(scores)[:4]
+    return ", ".join(f"{k} {scores[k]:.4f}" for k in keys)
+
+
 def success_message(report: dict[str, Any]) -> str:
-    """One line from the pod's final report: training loss and model, or evaluation scores."""
+    """One line from the pod's final report: training loss and model, or evaluation scores
+    (a suite's: the number of tasks, then each model's first score per task and mean)."""
     if "results" in report:
         results = report.get("results") or []
-        scores = "; ".join(
-            f"{r['model']}: " + ", ".join(f"{k} {v:.4f}" for k, v in list((r.get("scores") or {}).items())[:4])
-            for r in results)
-        return "evaluation finished" + (f"; {scores}" if scores else "")
+        tasks = len(_suite_tasks((results[0].get("scores") or {}) if results else {}))
+        scores = "; ".join(f"{r['model']}: {_headline_scores(r.get('scores') or {})}" for r in results)
+        return "evaluation finished" + (f"; {tasks} tasks" if tasks else "") + (f"; {scores}" if scores else "")
     parts = ["training finished"]
     loss = (report.get("metrics") or {}).get("trainLoss")
     if loss is not None:
@@ -229,3 +261,39 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
             message += f"; on retention data: {_deltas(summary.get('forgetting') or {})}"
         return summary, ("True", Reason.Evaluated.value, message)
     return summary, ("Unknown", Reason.Evaluating.value, "evaluating base vs tuned")
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _timestamp(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _pod_gpus(pod: dict[str, Any]) -> int:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return sum(int(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, 0)) for c in containers)
+
+
+def _running_seconds(pod: dict[str, Any], now: str) -> Optional[float]:
+    """Seconds the pod's container ran (started to finished, or to now while it runs);
+    None when it never started."""
+    state = _main_status(pod).get("state") or {}
+    ran = state.get("terminated") or state.get("running") or {}
+    if not ran.get("startedAt"):
+        return None
+    return max((_timestamp(ran.get("finishedAt") or now) - _timestamp(ran["startedAt"])).total_seconds(), 0.0)
+
+
+def usage(pods: list[dict[str, Any]], now: str, training_tokens: Optional[int] = None,
+          gpu_hour_price: Optional[float] = None, currency: str = "USD") -> dict[str, Any]:
+    """status.usage from a job's pods (every attempt): GPU-seconds, pod-seconds, attempts, the
+    trainer's token count and, with a price per GPU-hour, the estimated cost."""
+    ran = [(seconds, _pod_gpus(pod)) for pod in pods if (seconds := _running_seconds(pod, now)) is not None]
+    gpu_seconds = round(sum(seconds * gpus for seconds, gpus in ran), 1)
+    out: dict[str, Any] = {"gpuSeconds": gpu_seconds, "podSeconds": round(sum(s for s, _ in ran), 1), "attempts": len(ran)}
+    if training_tokens is not None:
+        out["trainingTokens"] = training_tokens
+    if gpu_hour_price is not None:
+        out.update(estimatedCost=round(gpu_seconds / 3600 * gpu_hour_price, 4), currency=currency)
+    return out

@@ -88,7 +88,8 @@ def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]
     reach it only after the schema checked they are valid Kubernetes names."""
     parsed = _parse(api.EvalJobSpec, name, spec)
     try:
-        hub_metric_names(parsed.task, parsed.metrics)
+        for field, task, metrics in parsed.task_metrics():  # the dataset's, or every suite task's
+            hub_metric_names(task, metrics, field)
     except MetricError as error:
         raise Invalid(error.reason, f"spec.{error}") from None
     models = [tuned_model(ref, lookup(ref.fine_tune_job)) if ref.fine_tune_job

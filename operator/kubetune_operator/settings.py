@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 from kubetune_api.wire import DEFAULT_IMAGE
 
@@ -10,6 +11,11 @@ from kubetune_api.wire import DEFAULT_IMAGE
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def _env_float(name: str) -> Optional[float]:
+    value = os.environ.get(name)
+    return float(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -23,4 +29,7 @@ class OperatorSettings:
     workers: int = field(default_factory=lambda: _env_int("KUBETUNE_WORKERS", 8))
     # How often an EvalJob re-checks a FineTuneJob it waits for.
     wait_seconds: int = field(default_factory=lambda: _env_int("KUBETUNE_WAIT_SECONDS", 10))
+    # Price of one GPU-hour: status.usage.estimatedCost and kubetune_estimated_cost_total; unset: no cost.
+    gpu_hour_price: Optional[float] = field(default_factory=lambda: _env_float("KUBETUNE_GPU_HOUR_PRICE"))
+    currency: str = field(default_factory=lambda: os.environ.get("KUBETUNE_CURRENCY", "USD"))
     verbose: bool = False

@@ -67,7 +67,11 @@ def test_crd_names_status_and_columns(name, short, columns):
 
 def test_evaljob_schema_requires_models_and_names_metrics():
     spec = crdgen.evaljob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert {"models", "dataset", "output"} <= set(spec["required"])
+    assert {"models", "output"} <= set(spec["required"])
+    assert "dataset" not in spec["required"]  # or tasks, a suite: the operator's preflight says which is missing
+    suite_task = spec["properties"]["tasks"]["items"]
+    assert {"name", "dataset"} <= set(suite_task["required"]) and spec["properties"]["tasks"]["maxItems"] == 32
+    assert spec["properties"]["dataset"]["properties"]["fewShot"]["properties"]["k"]["maximum"] == 32
     assert spec["properties"]["models"]["minItems"] == 1
     model = spec["properties"]["models"]["items"]
     assert set(model["properties"]) == {"name", "path", "adapter", "fineTuneJob", "dtype"}

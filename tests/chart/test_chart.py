@@ -133,14 +133,16 @@ def test_operator_settings_come_from_values():
     assert c["image"] == "ghcr.io/kubetune/operator:0.1.0"  # the tag defaults to appVersion
     assert c["command"] == ["kubetune-operator"]
     assert c["args"] == ["--metrics-port=8080", "--metrics-address=0.0.0.0", "--health-port=8081",
-                         "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8"]
+                         "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8", "--currency=USD"]
     c = container(render({"watchNamespaces": ["team-a", "team-b"], "workers": 3, "verbose": True,
                           "trainerImage": "registry.example/trainer:1.2", "metrics": {"port": 9090},
-                          "health": {"port": 9091}, "image": {"tag": "0.2.0"}}))
+                          "health": {"port": 9091}, "image": {"tag": "0.2.0"},
+                          "pricing": {"gpuHour": 2.5, "currency": "EUR"}}))
     assert c["image"] == "ghcr.io/kubetune/operator:0.2.0"
     assert c["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
                          "--metrics-address=0.0.0.0", "--health-port=9091",
-                         "--trainer-image=registry.example/trainer:1.2", "--workers=3", "-v"]
+                         "--trainer-image=registry.example/trainer:1.2", "--workers=3", "--gpu-hour-price=2.5",
+                         "--currency=EUR", "-v"]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 9091}
 
 
@@ -190,8 +192,9 @@ def test_replica_count_zero_stops_the_operator():
     ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
     ({"crds": {"keep": "yes"}}, "/crds/keep"),
     ({"trainerImage": ""}, "/trainerImage"),
+    ({"pricing": {"gpuHour": "cheap"}}, "/pricing/gpuHour"),
 ], ids=["workers-type", "unknown-key", "two-replicas", "port-range", "nested-typo", "enum", "namespace-name",
-        "bool", "empty-image"])
+        "bool", "empty-image", "price-type"])
 def test_values_outside_the_schema_fail_with_the_field_named(values, field):
     error = rejected(values)
     assert "schema" in error and field in error, error

@@ -2,9 +2,12 @@
 phase, conditions and their transition times, restoring after an agent restart."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from node_agent import lifecycle
+from node_agent.env import image_bindir
 from node_agent.lifecycle import (Conditions, Container, after_exit, build_status, end_states,
                                   exit_code_of, main_phase, ran_before, restore)
 
@@ -35,6 +38,7 @@ def test_new_container_waits_in_container_creating():
     assert st["state"] == {"waiting": {"reason": "ContainerCreating"}}
     assert st["ready"] is False and st["restartCount"] == 0 and "containerID" not in st
     assert st["image"] == "img:1"
+    assert st["imageID"].startswith(f"local://{Path(image_bindir('img:1')).parent}@")  # the stand-in venv
 
 
 def test_running_then_exited_states():

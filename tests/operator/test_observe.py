@@ -135,3 +135,45 @@ def test_the_pods_own_reason_names_the_failure():
     pod = _pod("Failed", state={"terminated": {"exitCode": 3, "message": message}})
     seen = observe.observe(_job(("Failed", "BackoffLimitExceeded", "")), [pod])
     assert seen.reason == "InvalidDataset" and "line 4" in seen.message
+
+
+# -- lineage: the image the pod ran ---------------------------------------------------------
+def _merge(target, patch):
+    """RFC 7386 JSON merge patch, as the API server applies the status patches."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def test_the_trainer_image_is_the_image_id_else_the_image():
+    statuses = {"name": "trainer", "state": {"running": {}}, "image": "ghcr.io/kubetune/trainer:0.1.0"}
+    pod = _pod("Running", state={"running": {}})
+    pod["status"]["containerStatuses"] = [{**statuses, "imageID": "ghcr.io/kubetune/trainer@sha256:abc"}]
+    assert observe.trainer_image([pod]) == "ghcr.io/kubetune/trainer@sha256:abc"
+    pod["status"]["containerStatuses"] = [{**statuses, "imageID": ""}]
+    assert observe.trainer_image([pod]) == "ghcr.io/kubetune/trainer:0.1.0"
+    assert observe.trainer_image([_pod("Pending")]) is None and observe.trainer_image([]) is None
+
+
+def test_the_image_id_lands_in_status_lineage_image_next_to_what_the_pod_reported():
+    from kubetune_operator import handlers
+    from kubetune_operator.builders import FINETUNE
+
+    pod_lineage = {"datasets": [{"role": "train", "uri": "rows.jsonl", "sha256": "ab" * 32, "rows": 3}],
+                   "configHash": "sha256:" + "cd" * 32}
+    obj = {"metadata": {"name": "demo", "generation": 1}, "status": {"lineage": pod_lineage}}
+    seen = observe.observe(_job(), [_pod("Running", state={"running": {}})])
+    patch = handlers._status_patch(FINETUNE, obj, seen, "ghcr.io/kubetune/trainer@sha256:abc")
+    assert patch["lineage"] == {"image": "ghcr.io/kubetune/trainer@sha256:abc"}  # only the operator's sub-key
+    status = _merge(obj["status"], patch)
+    assert status["lineage"] == {**pod_lineage, "image": "ghcr.io/kubetune/trainer@sha256:abc"}
+    # The pod's later lineage patch keeps the image; an unchanged image is not patched again.
+    status = _merge(status, {"lineage": {**pod_lineage, "versions": {"torch": "2.13.0"}}})
+    assert status["lineage"]["image"] == "ghcr.io/kubetune/trainer@sha256:abc"
+    assert "lineage" not in handlers._status_patch(FINETUNE, {**obj, "status": status}, seen, "ghcr.io/kubetune/trainer@sha256:abc")

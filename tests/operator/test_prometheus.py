@@ -75,6 +75,35 @@ def test_final_phase_counts_failures_by_reason_and_gpu_seconds_by_namespace():
     assert _samples()[gpu] == 460.0  # counters keep what deleted jobs added
 
 
+def test_usage_counts_pod_seconds_cost_and_gpu_seconds_of_every_attempt():
+    labels = (("kind", "FineTuneJob"), ("namespace", "bill"))
+    cost = ("kubetune_estimated_cost_total", (("currency", "EUR"), *labels))
+    metrics.set_currency("EUR")
+    try:
+        metrics.observe_finetunejob("bill", "y", {"phase": "Running"})
+        assert _samples()[("kubetune_pod_seconds_total", labels)] == 0 and _samples()[cost] == 0
+        usage = {"gpuSeconds": 7200.0, "podSeconds": 3600.0, "attempts": 2, "estimatedCost": 5.0, "currency": "EUR"}
+        metrics.observe_final("FineTuneJob", "bill", "Succeeded", "Completed", 4, 1800.0, usage)
+    finally:
+        metrics.set_currency(None)
+    samples = _samples()
+    assert samples[("kubetune_gpu_seconds_total", labels)] == 7200.0  # from the usage, not GPUs x wall time
+    assert samples[("kubetune_pod_seconds_total", labels)] == 3600.0 and samples[cost] == 5.0
+    metrics.forget("FineTuneJob", "bill", "y")
+
+
+def test_promotions_are_counted_by_outcome():
+    def promotions():
+        return {dict(k[1])["outcome"]: v for k, v in _samples().items()
+                if k[0] == "kubetune_promotions_total" and dict(k[1])["namespace"] == "promo"}
+    metrics.observe_finetunejob("promo", "z", {"phase": "Succeeded"})
+    assert promotions() == {"promoted": 0, "gate_failed": 0, "failed": 0}
+    metrics.observe_promotion("promo", "gate_failed")
+    metrics.observe_promotion("promo", "promoted")
+    assert promotions() == {"promoted": 1, "gate_failed": 1, "failed": 0}
+    metrics.forget("FineTuneJob", "promo", "z")
+
+
 def test_per_job_phase_series_follows_the_job():
     def phases():
         return {dict(k[1])["phase"]: v for k, v in _samples().items()

@@ -74,13 +74,15 @@ def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_
 
 
 def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
-    """Checks what an evaluation needs: output, metric names, every model and adapter, the rows."""
+    """Checks what an evaluation needs: output, metric names, every model and adapter, the rows
+    (and few-shot rows) of every task."""
     output = check_output_dir(config.output.path)
-    hub_metric_names(config.task, config.metrics)  # MetricError for a name the task cannot use
+    for field, task, metrics in config.task_metrics():
+        hub_metric_names(task, metrics, field)  # MetricError for a name the task cannot use
     models = []
     for spec in config.models:
         models.append(check_model_path(spec.path, f"models[{spec.name}].path"))
         if spec.adapter:
             check_adapter_path(spec.adapter, f"models[{spec.name}].adapter")
-    rows = check_eval_dataset(config, max_rows_to_check)
+    rows = sum(check_eval_dataset(part, max_rows_to_check) for _, part in config.task_configs())
     return CheckReport(rows, tuple(models), output)

@@ -23,6 +23,25 @@ def _how_to_load(model_path: Path, base: str) -> str:
     )
 
 
+def _lineage(lineage: dict) -> str:
+    """The Lineage section: every data file by content, the base model's digest, config hash, versions."""
+    files = "\n".join(f"| {d['role']} | `{d['uri']}` | `{d['sha256']}` | {_fmt(d.get('rows'))} |" for d in lineage["datasets"])
+    model = lineage.get("model") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (lineage.get("versions") or {}).items())
+    return f"""## Lineage
+
+Same lineage and seed, same loss curve.
+
+| data | uri | sha256 | rows |
+|---|---|---|---|
+{files}
+
+- Base model: `{model.get('uri')}`, digest `{model.get('digest')}` ({model.get('files')} file(s))
+- Config hash: `{lineage.get('configHash')}`
+- Versions: {versions}
+"""
+
+
 def write_model_card(path: Path, summary: dict) -> None:
     config, metrics, params = summary["config"], summary["metrics"], summary["parameters"]
     model_path = Path(summary["artifacts"]["modelPath"])
@@ -46,6 +65,7 @@ Trained by kubetune with method `{config['method']}`: {params['trainable']:,} of
 
 Sample predictions on test rows: `predictions.jsonl`. Everything above in full: `training_summary.json`.
 
+{_lineage(summary["lineage"])}
 ## Loading
 
 ```python

@@ -105,19 +105,19 @@ def _not_found(path: str) -> DataError:
     return DataError(f"{path}: not found")
 
 
-def _open(path: str, mode: str = "rb", **kwargs):
-    """An open file object for a local path or URI (compression inferred from the name)."""
+def _open(path: str, mode: str = "rb", compression: str | None = "infer", **kwargs):
+    """An open file object for a local path or URI (compression inferred from the name, or none)."""
     local = _local(path)
     if local is not None and local.is_dir():
         raise DataError(f"{path}: is a directory; for a dataset saved by save_to_disk set format: hf")
     if local is None:
         _filesystem(path)  # a missing plugin gives its own message
     try:
-        if local is not None and not str(local).lower().endswith(_COMPRESSIONS):
+        if local is not None and (compression is None or not str(local).lower().endswith(_COMPRESSIONS)):
             return open(local, mode, **kwargs)  # plain local files need no fsspec
         import fsspec
 
-        return fsspec.open(str(path), mode, compression="infer", **kwargs).open()
+        return fsspec.open(str(path), mode, compression=compression, **kwargs).open()
     except FileNotFoundError:
         raise _not_found(path) from None
     except DataError:
@@ -126,6 +126,16 @@ def _open(path: str, mode: str = "rb", **kwargs):
         raise DataError(f"{path}: cannot read dataset file: {e.strerror or e}") from e
     except Exception as e:  # noqa: BLE001 - network and service errors from fsspec plugins
         raise DataError(f"{path}: cannot read: {type(e).__name__}: {e}") from e
+
+
+def open_raw(path: str):
+    """The file's bytes as stored, not decompressed (what sha256sum reads), local or remote."""
+    return _open(path, "rb", compression=None)
+
+
+def filesystem(path: str):
+    """(fsspec filesystem, path inside it) for a local path or URI; DataError for a missing plugin."""
+    return _filesystem(path)
 
 
 def _reading(path: str, read: Iterator) -> Iterator:
@@ -140,6 +150,11 @@ def _reading(path: str, read: Iterator) -> Iterator:
         raise DataError(f"{path}: not UTF-8 text: {e}") from e
     except Exception as e:  # noqa: BLE001
         raise DataError(f"{path}: cannot read: {type(e).__name__}: {e}") from e
+
+
+def chunks(path: str, f, size: int) -> Iterator[bytes]:
+    """`f`'s bytes in pieces of `size`; read errors become DataErrors naming `path`."""
+    return _reading(path, iter(lambda: f.read(size), b""))
 
 
 def jsonl_lines(path: str) -> Iterator[tuple[int, str]]:

@@ -19,6 +19,7 @@ from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.checks import check_training
+from kubetune_trainer.lineage import training_lineage
 from kubetune_trainer.methods import METHODS, ParameterCount, count_parameters
 from kubetune_trainer.model_loading import bf16_supported, load_model
 from kubetune_trainer.modelcard import write_model_card
@@ -47,8 +48,8 @@ def _prepare(model, config: TrainingConfig, method, checkpoint: Path) -> tuple[o
 
 
 def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, params: ParameterCount,
-             accelerator, n_predictions: int, artifacts: Artifacts, started: float) -> dict:
-    """training_summary.json: config, data, metrics, history, throughput, artifacts, versions."""
+             accelerator, n_predictions: int, artifacts: Artifacts, started: float, lineage) -> dict:
+    """training_summary.json: config, data, metrics, history, throughput, artifacts, versions, lineage."""
     output = Path(artifacts.output_path)
     return {
         "config": config.model_dump(by_alias=True, mode="json"),
@@ -71,6 +72,7 @@ def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, 
         "wallTimeSeconds": round(time.perf_counter() - started, 3),
         "artifacts": artifacts.model_dump(by_alias=True, mode="json"),
         "versions": library_versions("accelerate"),
+        "lineage": lineage.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
 
 
@@ -96,6 +98,10 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     # cpu=True without CUDA: several processes then join over gloo (Accelerate only looks for
     # a CPU process group when told so).
     accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
+    main, lineage = accelerator.is_main_process, None
+    if main:  # final=True: past the reporter's rate limit, so the status has it from the start
+        lineage = training_lineage(config, library_versions("accelerate"))
+        reporter.report(PodReport(lineage=lineage), final=True)
     splits = load_splits(config.dataset, spec.seed)
     model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
     data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
@@ -103,7 +109,6 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     log.info("data: %s", counts)
     model, params = _prepare(model, config, method, checkpoint)
 
-    main = accelerator.is_main_process
     retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
     result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
                    reporter.report if main else lambda report: None,
@@ -119,7 +124,7 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     model_path = method.save(model, tokenizer, output, config)
     artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE))
     summary = _summary(config, result, checkpoint=checkpoint, counts=counts, params=params, accelerator=accelerator,
-                       n_predictions=n_predictions, artifacts=artifacts, started=started)
+                       n_predictions=n_predictions, artifacts=artifacts, started=started, lineage=lineage)
     Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_model_card(output / MODEL_CARD_FILE, summary)
     _finish(config, result, artifacts, reporter)

@@ -6,12 +6,14 @@ this works (and is tested) without a cluster."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -169,6 +171,16 @@ def image_bindir(image: str) -> str:
         if repository.endswith(suffix) and (REPO / venv / "bin").is_dir():
             return str(REPO / venv / "bin")
     return str(Path(sys.executable).parent)
+
+
+@functools.lru_cache(maxsize=None)
+def image_id(image: str) -> str:
+    """What stands for the image's digest: local://<venv>@<kubetune version> of its stand-in venv."""
+    try:
+        version = metadata.version("kubetune")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"local://{Path(image_bindir(image)).parent}@{version}"
 
 
 def base_env(pod_name: str, image: str = "") -> dict[str, str]:

@@ -4,6 +4,7 @@ the status the agent reports (conditions included). No processes, no API: PodWor
 from __future__ import annotations
 
 from .common import FINAL, HOST_IP, now
+from .env import image_id
 
 # Restart backoff 1, 2, 4, 8, 10 s: the kubelet's 10 s .. 5 min is too slow for tests.
 BACKOFF_MAX_S = 10
@@ -80,7 +81,7 @@ class Container:
         running = "running" in self.state
         st = {"name": self.name, "state": self.state, "lastState": self.last_state,
               "ready": running, "started": running, "restartCount": self.restart_count,
-              "image": self.spec.get("image", ""), "imageID": ""}
+              "image": self.spec.get("image", ""), "imageID": image_id(self.spec.get("image", ""))}
         if self.runs:
             st["containerID"] = f"kubetune://{self.name}-{self.runs}"
         return st

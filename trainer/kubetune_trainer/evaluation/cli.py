@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             return check_evaluation(config).describe()
         # Models are local files, so transformers stays offline (no hub timeouts in air-gapped
         # clusters) unless a metric must come from the Hub. Set before transformers is imported.
-        if all(name in TASKS[config.task].metrics for name in config.metrics):
+        if all(name in TASKS[task].metrics for _, task, metrics in config.task_metrics() for name in metrics):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -1,8 +1,10 @@
-"""One evaluation: every model in turn on the same items; predictions, scores.json and status out.
+"""One evaluation: every model in turn on the same items (of each task, in a suite); predictions,
+scores.json, report.md and status out.
 
 The task (kubetune_trainer.evaluation.tasks) decides what a model does with the items and how
-its records score; this module loads the models, times them, compares them with the first,
-and writes and reports the results. Every file goes inside the output directory.
+its records score; kubetune_trainer.evaluation.suite keeps each task's results and a suite's
+aggregate; this module loads each model once for all tasks (one model in memory at a time),
+times it, and writes and reports the results. Every file goes inside the output directory.
 """
 from __future__ import annotations
 
@@ -18,12 +20,11 @@ from tqdm import tqdm
 
 from kubetune_api.errors import ConfigError
 from kubetune_api.evaluation import EvalConfig, EvalModel
-from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult, Sample
+from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult
 from kubetune_trainer.checks import check_evaluation
-from kubetune_trainer.evaluation.dataset import load_items
 from kubetune_trainer.evaluation.loading import load_eval_model
-from kubetune_trainer.evaluation.metrics import resolve_metrics
-from kubetune_trainer.evaluation.tasks import Item, Task, task_for
+from kubetune_trainer.evaluation.suite import MEAN, TaskRun, aggregate, report_markdown
+from kubetune_trainer.lineage import evaluation_lineage
 from kubetune_trainer.outputs import resolve_output_dir
 from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
 from kubetune_trainer.versions import library_versions
@@ -31,6 +32,7 @@ from kubetune_trainer.versions import library_versions
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "scores.json"
+REPORT_FILE = "report.md"
 
 
 class Progress:
@@ -40,10 +42,10 @@ class Progress:
         self.reporter, self.total, self.done = reporter, total, 0
         self.name: str | None = None  # the model being evaluated
 
-    def model(self, name: str, items: int) -> tqdm:
+    def model(self, name: str, items: int, task: str | None = None) -> tqdm:
         self.name = name
         self.report()
-        return tqdm(total=items, desc=name, unit="ex", file=sys.stderr)
+        return tqdm(total=items, desc=f"{name} {task}" if task else name, unit="ex", file=sys.stderr)
 
     def advance(self, n: int) -> None:
         self.done += n
@@ -65,99 +67,116 @@ def output_file(directory: Path, name: str) -> Path:
     return path
 
 
-def evaluate_model(task: Task, metrics: dict, spec: EvalModel, items: list[Item], progress: Progress) -> dict:
-    """Loads, runs and scores one model; returns its entry in scores.json (plus its records)."""
+def evaluate_task(run: TaskRun, model, tokenizer, spec: EvalModel, load_seconds: float,
+                  progress: Progress) -> tuple[dict, list[dict]]:
+    """Runs and scores one loaded model on one task: (its entry in scores.json, its records)."""
     started = time.perf_counter()
-    model, tokenizer = load_eval_model(spec)
-    loaded = time.perf_counter()
-    torch.manual_seed(task.config.generation.seed)  # sampled generations repeat for the same seed
-    batch_size = task.config.generation.batch_size
+    torch.manual_seed(run.config.generation.seed)  # sampled generations repeat for the same seed
+    batch_size = run.config.generation.batch_size
     records, truncated = [], 0
-    with progress.model(spec.name, len(items)) as bar:
-        for first in range(0, len(items), batch_size):
-            chunk = items[first : first + batch_size]
-            chunk_records, chunk_truncated = task.records(model, tokenizer, chunk)
+    with progress.model(spec.name, len(run.items), run.name) as bar:
+        for first in range(0, len(run.items), batch_size):
+            chunk = run.items[first : first + batch_size]
+            chunk_records, chunk_truncated = run.task.records(model, tokenizer, chunk)
             records += chunk_records
             truncated += chunk_truncated
             bar.update(len(chunk))
             progress.advance(len(chunk))
-    scores, signatures = task.scores(records, metrics)
-    del model  # free its memory before the next model loads
-    gc.collect()
-    return {"model": spec.name, "path": spec.path, "adapter": spec.adapter, "scores": scores, "examples": len(items),
-            "truncatedPrompts": truncated, "loadSeconds": round(loaded - started, 3),
-            "evaluateSeconds": round(time.perf_counter() - loaded, 3), "signatures": signatures, "records": records}
+    scores, signatures = run.task.scores(records, run.metrics)
+    return {"model": spec.name, "path": spec.path, "adapter": spec.adapter, "scores": scores, "examples": len(run.items),
+            "truncatedPrompts": truncated, "loadSeconds": load_seconds,
+            "evaluateSeconds": round(time.perf_counter() - started, 3), "signatures": signatures}, records
 
 
 def _termination_report(report: EvalPodReport, message: str) -> EvalPodReport:
-    """`report` with trailing models' results dropped until the termination message fits."""
+    """`report` trimmed until the termination message fits: a suite's per-task results first,
+    then trailing models' results."""
+    def fits(candidate: EvalPodReport) -> bool:
+        payload = {**candidate.model_dump(by_alias=True, exclude_none=True, mode="json"), "message": message[:200]}
+        return len(fit_json(payload, "message")) <= MAX_TERMINATION_BYTES
+
+    if report.suite and not fits(report):
+        report = report.model_copy(update={"suite": None})
     results = list(report.results)
-    while len(results) > 1:
-        payload = {**report.model_copy(update={"results": results}).model_dump(by_alias=True, exclude_none=True, mode="json"),
-                   "message": message[:200]}
-        if len(fit_json(payload, "message")) <= MAX_TERMINATION_BYTES:
-            break
+    while len(results) > 1 and not fits(report.model_copy(update={"results": results})):
         results.pop()
     return report.model_copy(update={"results": results})
 
 
 class Evaluation:
-    """The models of one config scored in turn; what scores.json and the status collect."""
+    """The models of one config scored in turn on each task; what scores.json and the status collect."""
 
     def __init__(self, config: EvalConfig, reporter: StatusReporter, output: Path):
         self.config, self.reporter, self.output = config, reporter, output
-        self.task = task_for(config)
-        self.metrics = resolve_metrics(config)  # Hub metrics load (or fail) before any model
-        self.items, self.rows = load_items(config, self.task)
-        self.progress = Progress(reporter, len(self.items) * len(config.models))
-        self.entries: list[dict] = []
-        self.results: list[ModelResult] = []
-        self.samples: list[Sample] = []
+        self.runs = [TaskRun(name, part) for name, part in config.task_configs()]
+        self.suite = config.tasks is not None
+        self.versions = library_versions("rouge-score", "sacrebleu")
+        self.lineage = evaluation_lineage(config, self.versions, {run.name: run.rows for run in self.runs})
+        reporter.report(EvalPodReport(lineage=self.lineage), final=True)  # past the rate limit
+        self.progress = Progress(reporter, sum(len(run.items) for run in self.runs) * len(config.models))
 
     def run_model(self, spec: EvalModel) -> None:
-        """Scores one model, writes its predictions and reports its result."""
-        task = self.task
-        entry = evaluate_model(task, self.metrics, spec, self.items, self.progress)
-        records = entry.pop("records")
-        predictions = output_file(self.output, f"predictions-{spec.name}.jsonl")
-        predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        entry["predictionsPath"] = str(predictions)
-        first = self.entries[0]["scores"] if self.entries else None
-        entry["delta"] = {k: v - first[k] for k, v in entry["scores"].items() if k in first} if first is not None else {}
-        self.entries.append(entry)
-        log.info("%s: %s", spec.name, json.dumps(task.headline(entry["scores"])))
-        self.results.append(ModelResult(model=spec.name, scores=task.headline(entry["scores"]),
-                                        delta=task.headline(entry["delta"]), examples=len(self.items),
-                                        predictions_path=str(predictions)))
-        self.samples += task.samples(spec.name, records)
-        self.reporter.report(EvalPodReport(results=self.results, samples=self.samples))
+        """Loads one model once, scores it on every task, writes its predictions and reports."""
+        started = time.perf_counter()
+        model, tokenizer = load_eval_model(spec)
+        load_seconds = round(time.perf_counter() - started, 3)
+        for run in self.runs:
+            entry, records = evaluate_task(run, model, tokenizer, spec, load_seconds, self.progress)
+            predictions = output_file(self.output, run.predictions_name(spec.name))
+            predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+            result = run.add(entry, records, predictions)
+            log.info("%s%s: %s", spec.name, f" {run.name}" if run.name else "", json.dumps(result.scores))
+            self.reporter.report(self.report())
+        del model  # free its memory before the next model loads
+        gc.collect()
+
+    def report(self, **fields) -> EvalPodReport:
+        """Results (a suite's: the aggregate table, and per task), samples, and `fields`."""
+        samples = [s for run in self.runs for s in run.samples]
+        if not self.suite:
+            return EvalPodReport(results=self.runs[0].results, samples=samples, **fields)
+        return EvalPodReport(results=aggregate(self.runs), suite=[run.status() for run in self.runs], samples=samples,
+                             **fields)
 
     def write_scores(self, wall_seconds: float) -> Path:
-        """scores.json: every model's entry, the config, counts and library versions."""
-        signatures = {k: v for entry in self.entries for k, v in entry.pop("signatures").items()}
+        """scores.json: every model's entry (per task in a suite, with the aggregate), the config,
+        counts, library versions and lineage."""
+        if self.suite:
+            scores = {"tasks": [{"name": run.name, **run.summary()} for run in self.runs],
+                      "aggregate": [r.model_dump(by_alias=True, mode="json") for r in aggregate(self.runs)]}
+        else:
+            scores = self.runs[0].summary()
         summary = {
-            "task": self.config.task.value,
-            "models": self.entries,
-            "signatures": signatures,
-            "counts": {"rows": self.rows, "examples": len(self.items), "models": len(self.entries)},
+            **scores,
             "config": self.config.model_dump(by_alias=True, mode="json"),
             "wallTimeSeconds": round(wall_seconds, 3),
-            "versions": library_versions("rouge-score", "sacrebleu"),
+            "versions": self.versions,
+            "lineage": self.lineage.model_dump(by_alias=True, exclude_none=True, mode="json"),
         }
         path = output_file(self.output, SCORES_FILE)
         path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         return path
 
+    def write_report(self, results: list[ModelResult]) -> Path:
+        """report.md: the scores (a suite's aggregate table) with deltas against the first model."""
+        what = f"{len(self.runs)} tasks" if self.suite else self.config.task.value
+        path = output_file(self.output, REPORT_FILE)
+        path.write_text(report_markdown(f"Evaluation: {what}, {len(results)} model(s)", results), encoding="utf-8")
+        return path
+
     def finish(self, scores_path: Path) -> None:
-        """The final status (all results and samples) and termination message (what fits)."""
-        results = self.results
-        headline = next(iter(results[0].scores), None)
+        """report.md, the final status (all results and samples) and termination message (what fits)."""
+        results = self.report().results
+        scores = results[0].scores
+        headline = MEAN if MEAN in scores else next(iter(scores), None)
         parts = [f"{r.model} {headline} {r.scores[headline]:.4f}" + (f" ({r.delta[headline]:+.4f})" if r.delta else "")
                  for r in results if headline in r.scores]
-        message = f"evaluated {len(results)} model(s) on {len(self.items)} examples: " + ", ".join(parts)
-        artifacts = EvalArtifacts(output_path=str(self.output), scores_path=str(scores_path))
-        final = EvalPodReport(progress=self.progress.current(percent=100.0), results=results, samples=self.samples,
-                              artifacts=artifacts)
+        examples = f"{results[0].examples} examples"
+        where = f"{len(self.runs)} tasks ({examples})" if self.suite else examples
+        message = f"evaluated {len(results)} model(s) on {where}: " + ", ".join(parts)
+        artifacts = EvalArtifacts(output_path=str(self.output), scores_path=str(scores_path),
+                                  report_path=str(self.write_report(results)))
+        final = self.report(progress=self.progress.current(percent=100.0), artifacts=artifacts)
         self.reporter.finish(_termination_report(final.model_copy(update={"samples": None}), message), message)
         self.reporter.report(final, final=True)
 

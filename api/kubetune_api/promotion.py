@@ -1,0 +1,112 @@
+"""Promotion gates and usage accounting: a FineTuneJob's `spec.promotion` (rules over its
+evaluation and where a passing model goes), what the operator reports back
+(`status.promotion`, `status.usage`), and the config of the `kubetune-promote` pod.
+Light to import: pydantic only.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Optional
+
+from pydantic import Field, model_validator
+
+from kubetune_api.base import ApiModel, load_model_file
+from kubetune_api.paths import check_relative_stays_inside
+from kubetune_api.training import ModelSource
+
+# Object stores the promotion pod writes to through fsspec (the image needs s3fs, gcsfs or adlfs).
+OBJECT_STORE_SCHEMES = ("s3://", "gs://", "az://")
+
+
+def is_object_store(path: str) -> bool:
+    return path.startswith(OBJECT_STORE_SCHEMES)
+
+
+class PromotionRule(ApiModel):
+    metric: str = Field(min_length=1, max_length=128, description="A score name as in status.evaluation.scores (e.g. rougeL, exactMatch, bleu, accuracy).")
+    min_score: Optional[float] = Field(None, description="The tuned model's score must be at least this.")
+    min_delta: Optional[float] = Field(None, description="Tuned minus base must be at least this (status.evaluation.delta).")
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> "PromotionRule":
+        if self.min_score is None and self.min_delta is None:
+            raise ValueError(f"promotion.rules[{self.metric}]: set minScore and/or minDelta")
+        return self
+
+
+class PromotionSpec(ApiModel):
+    """When and where a tuned model is promoted once training and evaluation succeed."""
+
+    rules: list[PromotionRule] = Field(default_factory=list, description="Every rule must hold on spec.evaluation's results.")
+    max_forgetting: dict[str, float] = Field(
+        default_factory=dict,
+        description="Metric -> the largest allowed tuned-minus-base change on evaluation.retention (status.evaluation.forgetting; e.g. perplexity: 0.5).")
+    destination: str = Field(
+        min_length=1, max_length=4096,
+        description="Where the promoted model goes: a directory relative to the container's working directory (no '..' that leaves it) or absolute on one of the job's writable volumes, or an object-store URI (s3://, gs://, az://; the image needs s3fs, gcsfs or adlfs). It must not exist yet.")
+    merge_adapter: bool = Field(False, description="Merge the LoRA adapter into the base model and promote a full model (methods lora and qlora).")
+
+    @model_validator(mode="after")
+    def _relative_stays_inside(self) -> "PromotionSpec":
+        if not is_object_store(self.destination):
+            check_relative_stays_inside(self.destination, "promotion.destination")
+        return self
+
+
+class RuleCheck(str, Enum):
+    min_score = "minScore"
+    min_delta = "minDelta"
+    max_forgetting = "maxForgetting"
+
+
+class RuleResult(ApiModel):
+    metric: str = Field(description="The metric the rule is about.")
+    check: RuleCheck = Field(description="minScore, minDelta or maxForgetting.")
+    threshold: float = Field(description="The bound the rule sets.")
+    value: Optional[float] = Field(None, description="The measured value; absent when the evaluation did not report it.")
+    passed: bool = Field(description="Whether the rule holds.")
+
+
+class PromotionPhase(str, Enum):
+    Pending = "Pending"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+
+
+class PromotionStatus(ApiModel):
+    phase: Optional[PromotionPhase] = Field(None, description="Pending (waiting for the evaluation), Running (copying), Succeeded or Failed (the gate or the copy).")
+    destination: Optional[str] = Field(None, description="Where the model is (or would have been) promoted.")
+    job_name: Optional[str] = Field(None, description="The batch/v1 Job copying the model.")
+    rules: list[RuleResult] = Field(default_factory=list, description="Each rule with its measured value.")
+
+
+class Usage(ApiModel):
+    gpu_seconds: float = Field(0.0, ge=0, description="GPUs x running seconds, summed over every pod (attempts and nodes).")
+    pod_seconds: float = Field(0.0, ge=0, description="Running seconds summed over every pod.")
+    attempts: int = Field(0, ge=0, description="Pods that started.")
+    training_tokens: Optional[int] = Field(None, ge=0, description="Non-padding tokens trained on, from the trainer's report.")
+    estimated_cost: Optional[float] = Field(None, ge=0, description="gpuSeconds / 3600 x the operator's GPU-hour price (unset without one).")
+    currency: Optional[str] = Field(None, description="Currency of estimatedCost.")
+
+
+class PromoteConfig(ApiModel):
+    """The kubetune-promote pod's config: what to copy where (the operator writes it)."""
+
+    model_path: str = Field(min_length=1, description="The adapter or full model directory to promote.")
+    adapter: bool = Field(description="Whether model_path is a PEFT adapter.")
+    base_model: Optional[ModelSource] = Field(None, description="The base model, to merge the adapter into.")
+    merge_adapter: bool = Field(False, description="Merge the adapter into the base and promote a full model.")
+    files: dict[str, str] = Field(default_factory=dict, description="Name in the destination -> source file, copied when it exists.")
+    destination: str = Field(min_length=1, description="As in spec.promotion.destination.")
+    record: dict[str, Any] = Field(default_factory=dict, description="Written as promotion.json: the gate, evaluation and lineage.")
+
+    @model_validator(mode="after")
+    def _mergeable(self) -> "PromoteConfig":
+        if self.merge_adapter and (not self.adapter or self.base_model is None):
+            raise ValueError("mergeAdapter needs an adapter and its base model")
+        return self
+
+
+def load_promote_config(path: str) -> PromoteConfig:
+    return load_model_file(PromoteConfig, path)

@@ -1,0 +1,91 @@
+"""Pure decisions of a FineTuneJob's promotion gate: each rule against the evaluation it
+mirrored into status.evaluation, and the Promoted condition from the gate and the
+promotion pod. No API calls; the handlers act on what this says.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from kubetune_api import Phase
+from kubetune_api.errors import Reason
+from kubetune_api.promotion import PromotionSpec, RuleCheck
+
+# (status, reason, message) of the Promoted condition.
+Verdict = tuple[str, str, str]
+
+
+def _result(metric: str, check: RuleCheck, threshold: float, value: Optional[float]) -> dict[str, Any]:
+    if value is None:
+        passed = False
+    elif check is RuleCheck.max_forgetting:
+        passed = value <= threshold
+    else:
+        passed = value >= threshold
+    return {"metric": metric, "check": check.value, "threshold": threshold, "value": value, "passed": passed}
+
+
+def gate(spec: PromotionSpec, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rule of the gate with its measured value (status.promotion.rules)."""
+    scores, delta = evaluation.get("scores") or {}, evaluation.get("delta") or {}
+    forgetting = evaluation.get("forgetting") or {}
+    results = []
+    for rule in spec.rules:
+        if rule.min_score is not None:
+            results.append(_result(rule.metric, RuleCheck.min_score, rule.min_score, scores.get(rule.metric)))
+        if rule.min_delta is not None:
+            results.append(_result(rule.metric, RuleCheck.min_delta, rule.min_delta, delta.get(rule.metric)))
+    for metric, bound in spec.max_forgetting.items():
+        results.append(_result(metric, RuleCheck.max_forgetting, bound, forgetting.get(metric)))
+    return results
+
+
+_WHERE = {RuleCheck.min_score.value: "scores", RuleCheck.min_delta.value: "delta",
+          RuleCheck.max_forgetting.value: "forgetting"}
+
+
+def rule_line(result: dict[str, Any]) -> str:
+    """'rougeL 0.4100 ≥ 0.3000 ✓', 'delta exactMatch +0.0200 ≥ +0.0500 ✗',
+    'forgetting perplexity +1.2000 ≤ +0.5000 ✗', or the metric missing."""
+    check, metric, threshold = result["check"], result["metric"], result["threshold"]
+    signed = check != RuleCheck.min_score.value
+    label = metric if not signed else f"{_WHERE[check]} {metric}"
+    if result.get("value") is None:
+        return f"{label} missing (not in status.evaluation.{_WHERE[check]}) ✗"
+    number = "{:+.4f}" if signed else "{:.4f}"
+    op = "≤" if check == RuleCheck.max_forgetting.value else "≥"
+    mark = "✓" if result["passed"] else "✗"
+    return f"{label} {number.format(result['value'])} {op} {number.format(threshold)} {mark}"
+
+
+def gate_verdict(results: list[dict[str, Any]], evaluated: str) -> Optional[Verdict]:
+    """The Promoted condition once the evaluation is over (Evaluated True or False), or None
+    while it runs. None also when the gate passes: the promotion pod decides then."""
+    if evaluated not in ("True", "False"):
+        return None
+    lines = "; ".join(rule_line(r) for r in results) or "no rules"
+    if evaluated == "False":
+        return "False", Reason.GateFailed.value, f"the evaluation failed, so the gate cannot pass: {lines}"
+    if all(r["passed"] for r in results):
+        return None
+    return "False", Reason.GateFailed.value, f"promotion gate failed: {lines}"
+
+
+def copy_verdict(phase: Phase, message: str, destination: str, rules: list[dict[str, Any]]) -> Verdict:
+    """The Promoted condition from the promotion Job as observe.observe sees it."""
+    if phase == Phase.Succeeded:
+        lines = "; ".join(rule_line(r) for r in rules) or "no rules"
+        return "True", Reason.Promoted.value, f"promoted to {destination}: {lines}"
+    if phase == Phase.Failed:
+        return "False", Reason.PromotionFailed.value, f"promotion to {destination} failed: {message}"
+    return "Unknown", Reason.Promoting.value, f"copying to {destination}: {message}"
+
+
+def phase_of(verdict: Verdict) -> str:
+    """status.promotion.phase for a Promoted condition."""
+    if verdict[0] == "Unknown":
+        return Phase.Pending.value if verdict[1] == Reason.PromotionPending.value else Phase.Running.value
+    return Phase.Succeeded.value if verdict[0] == "True" else Phase.Failed.value
+
+
+OUTCOMES = {Reason.Promoted.value: "promoted", Reason.GateFailed.value: "gate_failed",
+            Reason.PromotionFailed.value: "failed"}

@@ -1,0 +1,140 @@
+"""Promotion gates: the spec's rules, the pure gate decision, and the promotion pod's objects."""
+import pytest
+import yaml
+
+import kubetune_api as api
+from kubetune_api.promotion import PromoteConfig, PromotionSpec
+from kubetune_operator import builders, preflight, promotion
+
+EVALUATION = {"dataset": {"path": "eval.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]}}
+RETENTION = {**EVALUATION, "retention": {"path": "text.jsonl", "promptTemplate": "{{ t }}", "textField": "t"}}
+
+
+def _spec(spec_dict, promotion_block, evaluation=RETENTION, **extra):
+    return {**spec_dict, "evaluation": evaluation, "promotion": promotion_block, **extra}
+
+
+def _refused(spec):
+    with pytest.raises(preflight.Invalid) as info:
+        preflight.validate("demo", spec)
+    assert info.value.reason == "InvalidSpec"
+    return str(info.value)
+
+
+def test_a_gated_spec_passes(spec_dict):
+    parsed = preflight.validate("demo", _spec(spec_dict, {
+        "rules": [{"metric": "rougeL", "minScore": 0.3, "minDelta": 0.05}], "maxForgetting": {"perplexity": 0.5},
+        "destination": "runs/promoted/v1", "mergeAdapter": True}))
+    assert parsed.promotion.rules[0].min_delta == 0.05 and parsed.promotion.merge_adapter
+
+
+@pytest.mark.parametrize("block, evaluation, extra, words", [
+    ({"destination": "d", "rules": [{"metric": "rougeL", "minScore": 0.3}]}, None, {}, "needs an evaluation block"),
+    ({"destination": "d", "maxForgetting": {"perplexity": 1}}, EVALUATION, {}, "needs evaluation.retention"),
+    ({"destination": "d", "rules": [{"metric": "rougeL"}]}, RETENTION, {}, "set minScore and/or minDelta"),
+    ({"destination": "../../elsewhere"}, RETENTION, {}, "leaves the working directory"),
+    ({"destination": "/etc/models"}, RETENTION, {}, "promotion.destination: '/etc/models' is outside the job's writable volumes"),
+    ({"destination": "d", "mergeAdapter": True}, RETENTION, {"method": "ia3"}, "method ia3 has no LoRA adapter to merge"),
+    ({"destination": "d", "mergeAdapter": True}, RETENTION, {"lora": {"mergeOnSave": True}}, "already saves a full model"),
+], ids=["no-evaluation", "no-retention", "no-bound", "escaping", "not-a-volume", "merge-ia3", "merge-merged"])
+def test_promotion_rules_the_schema_cannot_express(spec_dict, block, evaluation, extra, words):
+    assert words in _refused(_spec(spec_dict, block, evaluation, **extra))
+
+
+def test_object_store_and_volume_destinations_pass(spec_dict):
+    volumes = [{"name": "models", "claimName": "models", "mountPath": "/models"}]
+    for destination in ("s3://bucket/models/v1", "gs://bucket/v1", "az://container/v1", "/models/v1"):
+        preflight.validate("demo", _spec(spec_dict, {"destination": destination}, volumes=volumes))
+
+
+def _gate(evaluation, rules=(), forgetting=None):
+    spec = PromotionSpec(destination="d", rules=list(rules), max_forgetting=forgetting or {})
+    return promotion.gate(spec, evaluation)
+
+
+EVALUATED = {"scores": {"rougeL": 0.41, "exactMatch": 0.2}, "delta": {"exactMatch": 0.02}, "forgetting": {"perplexity": 1.2}}
+
+
+def test_every_rule_kind_with_its_value():
+    results = _gate(EVALUATED, [{"metric": "rougeL", "minScore": 0.3}, {"metric": "exactMatch", "minDelta": 0.05}],
+                    {"perplexity": 0.5})
+    assert [(r["check"], r["value"], r["passed"]) for r in results] == [
+        ("minScore", 0.41, True), ("minDelta", 0.02, False), ("maxForgetting", 1.2, False)]
+    status, reason, message = promotion.gate_verdict(results, "True")
+    assert (status, reason) == ("False", "GateFailed")
+    assert message == ("promotion gate failed: rougeL 0.4100 ≥ 0.3000 ✓; delta exactMatch +0.0200 ≥ +0.0500 ✗; "
+                       "forgetting perplexity +1.2000 ≤ +0.5000 ✗")
+
+
+def test_a_gate_that_holds_leaves_the_verdict_to_the_promotion_pod():
+    results = _gate(EVALUATED, [{"metric": "exactMatch", "minScore": 0.2, "minDelta": -1}], {"perplexity": 2.0})
+    assert all(r["passed"] for r in results) and len(results) == 3
+    assert promotion.gate_verdict(results, "True") is None
+    assert promotion.gate_verdict(results, "Unknown") is None  # the evaluation still runs
+
+
+def test_a_missing_metric_fails_with_a_clear_line():
+    results = _gate(EVALUATED, [{"metric": "bleu", "minScore": 1.0}])
+    assert results == [{"metric": "bleu", "check": "minScore", "threshold": 1.0, "value": None, "passed": False}]
+    assert promotion.gate_verdict(results, "True")[2] == "promotion gate failed: bleu missing (not in status.evaluation.scores) ✗"
+
+
+def test_a_failed_evaluation_fails_the_gate():
+    status, reason, message = promotion.gate_verdict(_gate({}, [{"metric": "rougeL", "minScore": 0.1}]), "False")
+    assert (status, reason) == ("False", "GateFailed") and message.startswith("the evaluation failed")
+
+
+def test_the_copy_decides_promoted_true_or_failed():
+    rules = _gate(EVALUATED, [{"metric": "rougeL", "minScore": 0.3}])
+    done = promotion.copy_verdict(api.Phase.Succeeded, "", "runs/v1", rules)
+    assert done == ("True", "Promoted", "promoted to runs/v1: rougeL 0.4100 ≥ 0.3000 ✓")
+    failed = promotion.copy_verdict(api.Phase.Failed, "the promoter exited with code 1: OSError: disk full", "runs/v1", rules)
+    assert failed[:2] == ("False", "PromotionFailed") and "disk full" in failed[2]
+    running = promotion.copy_verdict(api.Phase.Running, "running", "runs/v1", rules)
+    assert running[:2] == ("Unknown", "Promoting")
+    assert [promotion.phase_of(v) for v in (done, failed, running)] == ["Succeeded", "Failed", "Running"]
+    assert promotion.phase_of(("Unknown", "PromotionPending", "")) == "Pending"
+
+
+STATUS = {"artifacts": {"outputPath": "/work/runs/out", "modelPath": "/work/runs/out/adapter",
+                        "summaryPath": "/work/runs/out/training_summary.json"},
+          "evaluation": EVALUATED, "lineage": {"image": "trainer@sha256:1"}}
+
+
+def test_promotion_job_runs_the_promoter_with_the_trainers_placement(meta, spec_dict):
+    volumes = [{"name": "models", "claimName": "models", "mountPath": "/models"}]
+    spec = api.FineTuneJobSpec.model_validate(_spec(spec_dict, {"destination": "/models/v1", "mergeAdapter": True},
+                                                    volumes=volumes, resources={"gpu": 2, "memory": "8Gi"}, backoffLimit=3))
+    config = builders.promote_config(meta, spec, STATUS, [{"metric": "rougeL", "passed": True}])
+    objs = builders.promotion_children(meta, spec, config, "example/trainer:1")
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("ConfigMap", "demo-promote"), ("ServiceAccount", "demo-promote"), ("Job", "demo-promote")]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == meta["uid"] for o in objs)
+    assert all(o["metadata"]["labels"] == {"kubetune.io/promotion": "demo", "app.kubernetes.io/component": "promoter",
+                                           "app.kubernetes.io/managed-by": "kubetune"} for o in objs)
+    pod = objs[2]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["kubetune-promote", "--config", "/etc/kubetune/config.yaml"]
+    assert container["image"] == "example/trainer:1" and pod["serviceAccountName"] == "demo-promote"
+    assert container["resources"]["limits"] == {"memory": "8Gi"}  # no GPU for a copy
+    assert {"name": "KUBETUNE_WRITABLE_ROOTS", "value": "/models"} in container["env"]
+    assert objs[2]["spec"]["backoffLimit"] == 0
+    data = PromoteConfig.model_validate(yaml.safe_load(objs[0]["data"]["config.yaml"]))
+    assert data == config
+
+
+def test_promote_config_names_the_artifacts_scores_and_record(meta, spec_dict):
+    spec = api.FineTuneJobSpec.model_validate(_spec(spec_dict, {"destination": "runs/v1"}))
+    config = builders.promote_config(meta, spec, STATUS, [{"metric": "rougeL", "passed": True}])
+    assert (config.model_path, config.adapter, config.merge_adapter, config.base_model) == ("/work/runs/out/adapter", True, False, None)
+    assert config.files == {"README.md": "/work/runs/out/README.md",
+                            "training_summary.json": "/work/runs/out/training_summary.json",
+                            "scores.json": "runs/out/eval/scores.json",
+                            "retention_scores.json": "runs/out/retention/scores.json"}
+    assert config.record["fineTuneJob"] == meta and config.record["lineage"] == STATUS["lineage"]
+    assert config.record["evaluation"] == EVALUATED and config.destination == "runs/v1"
+    merged = builders.promote_config(meta, spec.model_copy(update={"promotion": spec.promotion.model_copy(update={"merge_adapter": True})}),
+                                     STATUS, [])
+    assert merged.merge_adapter and merged.base_model == spec.model
+    full = builders.promote_config(meta, spec.model_copy(update={"method": api.Method.full}), {}, [])
+    assert (full.adapter, full.model_path) == (False, "runs/out/model")

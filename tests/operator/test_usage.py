@@ -1,0 +1,45 @@
+"""status.usage from recorded pods: every attempt, running pods to now, GPUs from the limits."""
+from kubetune_operator import observe
+from kubetune_operator.main import parse_args
+
+NOW = "2026-01-01T01:00:00Z"
+
+
+def _pod(gpus, state, created="2026-01-01T00:00:00Z"):
+    limits = {"nvidia.com/gpu": str(gpus), "memory": "8Gi"} if gpus else {"memory": "8Gi"}
+    return {"metadata": {"creationTimestamp": created},
+            "spec": {"containers": [{"name": "trainer", "resources": {"limits": limits, "requests": limits}}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "trainer", "state": state}]}}
+
+
+def _terminated(start, end, code=0):
+    return {"terminated": {"exitCode": code, "startedAt": start, "finishedAt": end}}
+
+
+def test_retries_and_a_running_pod_all_count():
+    pods = [_pod(2, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z", code=137)),  # preempted
+            _pod(2, _terminated("2026-01-01T00:12:00Z", "2026-01-01T00:20:00Z", code=1)),
+            _pod(2, {"running": {"startedAt": "2026-01-01T00:30:00Z"}})]  # runs until NOW
+    assert observe.usage(pods, NOW, training_tokens=12345) == {
+        "gpuSeconds": 2 * (600 + 480 + 1800), "podSeconds": 600 + 480 + 1800, "attempts": 3, "trainingTokens": 12345}
+
+
+def test_pods_that_never_started_are_not_attempts():
+    pods = [_pod(1, {"waiting": {"reason": "ImagePullBackOff"}}), _pod(1, {}),
+            _pod(1, {"terminated": {"exitCode": 128, "reason": "ContainerCannotRun"}})]
+    assert observe.usage(pods, NOW) == {"gpuSeconds": 0, "podSeconds": 0, "attempts": 0}
+
+
+def test_cpu_pods_use_no_gpu_seconds_and_a_price_gives_the_cost():
+    pods = [_pod(0, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:30:00Z")),
+            _pod(4, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:30:00Z"))]
+    usage = observe.usage(pods, NOW, gpu_hour_price=2.5, currency="EUR")
+    assert usage == {"gpuSeconds": 7200, "podSeconds": 3600, "attempts": 2, "estimatedCost": 5.0, "currency": "EUR"}
+
+
+def test_pricing_settings_from_flags_and_environment(monkeypatch):
+    assert (parse_args([]).gpu_hour_price, parse_args([]).currency) == (None, "USD")
+    settings = parse_args(["--gpu-hour-price", "3.2", "--currency", "EUR"])
+    assert (settings.gpu_hour_price, settings.currency) == (3.2, "EUR")
+    monkeypatch.setenv("KUBETUNE_GPU_HOUR_PRICE", "1.5")
+    assert parse_args([]).gpu_hour_price == 1.5

@@ -1,0 +1,130 @@
+"""kubetune-promote on a LoRA adapter trained in-test: the destination reloads with plain
+transformers/peft, merged or not, and a failure leaves nothing at the destination."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kubetune_trainer import cli, promote
+from tinymodels import TEMPLATE
+
+
+@pytest.fixture
+def trained(tiny_model_dir, dataset_file, tmp_path) -> Path:
+    """The output directory of a 2-step LoRA run of kubetune-train."""
+    out = tmp_path / "out"
+    config = {
+        "model": {"path": str(tiny_model_dir)},
+        "dataset": {"path": str(dataset_file), "promptTemplate": TEMPLATE, "completionField": "answer", "maxLength": 64},
+        "method": "lora", "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
+        "training": {"maxSteps": 2, "batchSize": 8, "learningRate": 5e-2, "predictionRows": 1},
+        "output": {"path": str(out)},
+    }
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["--config", str(tmp_path / "train.yaml")]) == 0
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text('{"tuned": {"rougeL": 0.5}}')
+    return out
+
+
+@pytest.fixture
+def termination_log(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(path))
+    return path
+
+
+def promote_config(tmp_path, trained, destination, **overrides) -> str:
+    config = {
+        "modelPath": str(trained / "adapter"), "adapter": True, "destination": str(destination),
+        "files": {"README.md": str(trained / "README.md"), "training_summary.json": str(trained / "training_summary.json"),
+                  "scores.json": str(trained / "eval" / "scores.json"), "lineage.json": str(trained / "absent.json")},
+        "record": {"fineTuneJob": {"namespace": "team-a", "name": "demo"}, "rules": [{"metric": "rougeL", "passed": True}]},
+        **overrides,
+    }
+    path = tmp_path / "promote.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def logits(model, tokenizer_dir) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(tokenizer_dir)("Which animal is red cat?\nAnswer:", return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def tuned_logits(tiny_model_dir, adapter) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    return logits(PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter), adapter)
+
+
+def no_staging_left(parent: Path) -> bool:
+    return not [p for p in parent.iterdir() if ".promoting-" in p.name]
+
+
+def test_adapter_is_promoted_with_card_scores_and_record(tiny_model_dir, trained, tmp_path, termination_log, capsys):
+    destination = tmp_path / "serving" / "v1"
+    assert promote.main(["--config", promote_config(tmp_path, trained, destination)]) == 0
+    assert capsys.readouterr().out.strip() == str(destination / "adapter")
+
+    assert sorted(p.name for p in destination.iterdir()) == [
+        "README.md", "adapter", "promotion.json", "scores.json", "training_summary.json"]
+    assert torch.allclose(tuned_logits(tiny_model_dir, destination / "adapter"), tuned_logits(tiny_model_dir, trained / "adapter"))
+    record = json.loads((destination / "promotion.json").read_text())
+    assert record["fineTuneJob"]["name"] == "demo" and record["rules"][0]["metric"] == "rougeL"
+    assert record["merged"] is False and record["model"] == "adapter"
+    assert no_staging_left(destination.parent)
+    message = json.loads(termination_log.read_text())
+    assert message["artifacts"]["modelPath"] == str(destination / "adapter") and message["message"].startswith("promoted to")
+
+
+def test_merged_adapter_reloads_as_a_plain_model(tiny_model_dir, trained, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    destination = tmp_path / "merged"
+    config = promote_config(tmp_path, trained, destination, mergeAdapter=True, baseModel={"path": str(tiny_model_dir)})
+    assert promote.main(["--config", config]) == 0
+
+    model_dir = destination / "model"
+    assert not (model_dir / "adapter_config.json").exists() and (model_dir / "tokenizer.json").is_file()
+    merged = logits(AutoModelForCausalLM.from_pretrained(model_dir), model_dir)
+    tuned = tuned_logits(tiny_model_dir, trained / "adapter")
+    assert torch.allclose(merged, tuned, atol=1e-4)
+    assert not torch.allclose(merged, logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tiny_model_dir), atol=1e-4)
+    assert json.loads((destination / "promotion.json").read_text())["merged"] is True
+
+
+def test_a_failure_mid_copy_leaves_nothing_at_the_destination(trained, tmp_path, termination_log):
+    destination = tmp_path / "serving" / "v1"
+    # A directory where a file is expected: the copy fails after the adapter is staged.
+    config = promote_config(tmp_path, trained, destination, files={"README.md": str(trained / "README.md"),
+                                                                   "broken.json": str(trained / "adapter")})
+    assert promote.main(["--config", config]) == 1
+    assert not destination.exists() and no_staging_left(destination.parent)
+    assert "IsADirectoryError" in json.loads(termination_log.read_text())["error"]
+
+
+def test_an_existing_destination_is_never_overwritten(trained, tmp_path, termination_log):
+    destination = tmp_path / "taken"
+    destination.mkdir()
+    (destination / "keep.txt").write_text("x")
+    assert promote.main(["--config", promote_config(tmp_path, trained, destination)]) == 2
+    assert [p.name for p in destination.iterdir()] == ["keep.txt"]
+    error = json.loads(termination_log.read_text())
+    assert error["reason"] == "InvalidConfig" and "exists" in error["error"]
+
+
+def test_a_destination_outside_the_writable_volumes_is_refused(trained, tmp_path, monkeypatch, termination_log):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", str(tmp_path / "volume"))
+    assert promote.main(["--config", promote_config(tmp_path, trained, "/etc/kubetune-promoted")]) == 2
+    assert "promotion.destination" in json.loads(termination_log.read_text())["error"]
+    assert not Path("/etc/kubetune-promoted").exists()
