@@ -51,7 +51,7 @@ echo; echo "+ kubectl get ftj $NAME -o yaml (status)"
 kubectl get ftj "$NAME" -o json | "$REPO/.venv/bin/python" -c 'import json,sys,yaml; print(yaml.safe_dump(json.load(sys.stdin)["status"], sort_keys=False))'
 echo "+ kubectl describe ftj $NAME (events)"; kubectl describe ftj "$NAME" | sed -n '/^Events:/,$p'
 echo; echo "+ curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep kubetune_"
-curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^kubetune_' | grep -v '_bucket' || true
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep '^kubetune_' | grep -v '_bucket\|_created' || true
 echo
 if [ "$phase" != Succeeded ]; then echo "FineTuneJob $NAME ended $phase" >&2; exit 1; fi
 if [ "${verdict:-True}" != True ]; then echo "the evaluation of $NAME failed (kubectl describe evj)" >&2; exit 1; fi
