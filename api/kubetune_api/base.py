@@ -2,6 +2,7 @@
 patterns Kubernetes itself enforces (checked before any name reaches an API path)."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +17,15 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 DNS_SUBDOMAIN_MAX = 253
 # Model labels in results and in file names (predictions-<name>.jsonl): no separators.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+
+class Phase(str, Enum):
+    """Where a kubetune job (or a step of one, such as its promotion) stands."""
+
+    Pending = "Pending"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
 
 
 class ApiModel(BaseModel):

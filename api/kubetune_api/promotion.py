@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from kubetune_api.base import ApiModel, load_model_file
+from kubetune_api.base import ApiModel, Phase, load_model_file
 from kubetune_api.paths import check_relative_stays_inside
 from kubetune_api.training import ModelSource
 
@@ -67,15 +67,8 @@ class RuleResult(ApiModel):
     passed: bool = Field(description="Whether the rule holds.")
 
 
-class PromotionPhase(str, Enum):
-    Pending = "Pending"
-    Running = "Running"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
-
-
 class PromotionStatus(ApiModel):
-    phase: Optional[PromotionPhase] = Field(None, description="Pending (waiting for the evaluation), Running (copying), Succeeded or Failed (the gate or the copy).")
+    phase: Optional[Phase] = Field(None, description="Pending (waiting for the evaluation), Running (copying), Succeeded or Failed (the gate or the copy).")
     destination: Optional[str] = Field(None, description="Where the model is (or would have been) promoted.")
     job_name: Optional[str] = Field(None, description="The batch/v1 Job copying the model.")
     rules: list[RuleResult] = Field(default_factory=list, description="Each rule with its measured value.")

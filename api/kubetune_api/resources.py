@@ -12,7 +12,8 @@ from typing import Optional
 
 from pydantic import Field, model_validator
 
-from kubetune_api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, NAME_PATTERN, ApiModel
+from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, NAME_PATTERN, ApiModel,
+                               Phase)
 from kubetune_api.catalog import EvalTask
 from kubetune_api.evaluation import EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
 from kubetune_api.paths import is_under
@@ -171,13 +172,6 @@ class EvalJobSpec(Placement, EvalConfig):
         """The evaluator's config, with FineTuneJob references resolved into models."""
         data = self.model_dump(include=set(EVAL_FIELDS))
         return EvalConfig.model_validate({**data, "models": [m.model_dump() for m in models]})
-
-
-class Phase(str, Enum):
-    Pending = "Pending"
-    Running = "Running"
-    Succeeded = "Succeeded"
-    Failed = "Failed"
 
 
 class ConditionStatus(str, Enum):

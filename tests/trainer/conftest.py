@@ -31,3 +31,11 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
     for name in ("KUBETUNE_JOB_NAME", "KUBETUNE_JOB_NAMESPACE", "KUBETUNE_TERMINATION_LOG", "KUBETUNE_WRITABLE_ROOTS"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def termination_log(tmp_path, monkeypatch) -> Path:
+    """Where the CLI under test writes its termination message."""
+    path = tmp_path / "termination-log"
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(path))
+    return path

@@ -28,13 +28,6 @@ def write_config(path: Path, model, data, output, **overrides) -> Path:
     return path
 
 
-@pytest.fixture
-def termination_log(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(path))
-    return path
-
-
 def test_cli_trains_and_writes_summary_adapter_and_termination_message(
     tiny_model_dir, dataset_file, tmp_path, termination_log, capsys
 ):

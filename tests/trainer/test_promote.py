@@ -31,13 +31,6 @@ def trained(tiny_model_dir, dataset_file, tmp_path) -> Path:
     return out
 
 
-@pytest.fixture
-def termination_log(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "termination-log"
-    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(path))
-    return path
-
-
 def promote_config(tmp_path, trained, destination, **overrides) -> str:
     config = {
         "modelPath": str(trained / "adapter"), "adapter": True, "destination": str(destination),
