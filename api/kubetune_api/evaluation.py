@@ -62,10 +62,35 @@ class GenerationSpec(ApiModel):
     seed: int = Field(42, ge=0, description="Seed for sampling and shuffling.")
 
 
+class RougeTokenizer(str, Enum):
+    default = "default"
+    char = "char"
+    whitespace = "whitespace"
+
+
 class RougeSpec(ApiModel):
-    use_stemmer: bool = Field(True, description="Porter-stem tokens before matching (as rouge-score's use_stemmer).")
+    tokenize: RougeTokenizer = Field(
+        RougeTokenizer.default,
+        description="How texts split into tokens: default (rouge-score's: lowercase ASCII letters and digits, other characters separate words, so Chinese or Japanese text gives no tokens), char (lowercased after NFKC; each Chinese or Japanese character is a token, and each run of other letters and digits, any script, is one) or whitespace (lowercased, split at whitespace; for text segmented beforehand).",
+    )
+    use_stemmer: bool = Field(True, description="Porter-stem tokens before matching (as rouge-score's use_stemmer); with tokenize default only.")
     confidence_interval: bool = Field(False, description="Also report bootstrap 95% confidence intervals (low/high) of each score.")
     bootstrap_samples: int = Field(1000, ge=10, le=100000, description="Bootstrap resamples for confidence intervals.")
+
+
+class BleuTokenizer(str, Enum):
+    t13a = "13a"
+    intl = "intl"
+    zh = "zh"
+    char = "char"
+    ja_mecab = "ja-mecab"
+
+
+class BleuSpec(ApiModel):
+    tokenize: BleuTokenizer = Field(
+        BleuTokenizer.t13a,
+        description="sacreBLEU's tokenizer: 13a (its default, for languages written with spaces), intl (Unicode punctuation and symbols split off too), zh (each Chinese character a token), char (every character) or ja-mecab (Japanese words by MeCab; needs sacrebleu[ja] installed in the evaluator image).",
+    )
 
 
 class ExactMatchSpec(ApiModel):
@@ -100,6 +125,7 @@ class SuiteTask(ApiModel):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, description=METRICS_DESCRIPTION)
     generation: Optional[GenerationSpec] = Field(None, description="Decoding settings for this task; unset: the top-level generation.")
     rouge: Optional[RougeSpec] = Field(None, description="ROUGE settings for this task; unset: the top-level rouge.")
+    bleu: Optional[BleuSpec] = Field(None, description="BLEU settings for this task; unset: the top-level bleu.")
     exact_match: Optional[ExactMatchSpec] = Field(None, description="Exact-match normalization for this task; unset: the top-level exactMatch.")
 
     @model_validator(mode="after")
@@ -120,6 +146,7 @@ class EvalConfig(ApiModel):
         description="A benchmark suite instead of dataset/task/metrics: each task is scored for every model, and status.results holds the aggregate table (<task>/<metric> and mean).")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
+    bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
     samples: int = Field(3, ge=0, le=50, description="Predictions per model (per task in a suite) copied into the status as samples.")
     output: OutputSpec = Field(description="Where scores.json, report.md and predictions-<model>.jsonl (predictions-<task>-<model>.jsonl in a suite) are written.")

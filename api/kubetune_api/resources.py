@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, NAME_PATTERN, ApiModel,
                                Phase)
 from kubetune_api.catalog import EvalTask
-from kubetune_api.evaluation import EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
+from kubetune_api.evaluation import BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
 from kubetune_api.paths import is_under
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
 from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
@@ -102,6 +102,7 @@ class FineTuneEvaluation(ApiModel):
                                description="Metric names, as in EvalJob spec.metrics.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
+    bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
     retention: Optional[EvalDataset] = Field(
         None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import pytest
 from sacrebleu.metrics import BLEU
 
-from kubetune_api.evaluation import ExactMatchSpec
+from kubetune_api.evaluation import ExactMatchSpec, RougeSpec
 from kubetune_trainer.evaluation.rouge import rouge
 from kubetune_trainer.evaluation.textmetrics import bleu, exact_match, normalize, token_f1
 
 
 def one(prediction: str, reference: str, **options) -> dict:
-    return rouge([prediction], [[reference]], **options)[0]
+    return rouge([prediction], [[reference]], RougeSpec(**options))[0]
 
 
 @pytest.mark.parametrize("prediction, kind, precision, recall, f1", [
@@ -69,8 +69,9 @@ def test_rouge_takes_the_best_reference_and_averages_examples():
 
 def test_rouge_bootstrap_interval_brackets_the_mean_and_repeats():
     predictions, references = ["a b c", "a b", "x y", "a"], [["a b c"], ["a b c"], ["a b c"], ["a b c"]]
-    first, _ = rouge(predictions, references, confidence_interval=True, bootstrap_samples=200, seed=3)
-    again, _ = rouge(predictions, references, confidence_interval=True, bootstrap_samples=200, seed=3)
+    spec = RougeSpec(confidence_interval=True, bootstrap_samples=200)
+    first, _ = rouge(predictions, references, spec, seed=3)
+    again, _ = rouge(predictions, references, spec, seed=3)
     assert first["rouge1Low"] <= first["rouge1"] <= first["rouge1High"] and first["rouge1Low"] < first["rouge1High"]
     assert first == again
 

@@ -20,6 +20,7 @@ from kubetune_api.errors import ConfigError, ModelSourceError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.evaluation.dataset import check_eval_dataset
+from kubetune_trainer.evaluation.textmetrics import bleu_metric
 from kubetune_trainer.examples import check_dataset
 from kubetune_trainer.model_location import locate_model, resolve_path
 from kubetune_trainer.outputs import resolve_output_dir
@@ -74,11 +75,14 @@ def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_
 
 
 def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
-    """Checks what an evaluation needs: output, metric names, every model and adapter, the rows
-    (and few-shot rows) of every task."""
+    """Checks what an evaluation needs: output, metric names (and BLEU's tokenizer), every model
+    and adapter, the rows (and few-shot rows) of every task."""
     output = check_output_dir(config.output.path)
     for field, task, metrics in config.task_metrics():
         hub_metric_names(task, metrics, field)  # MetricError for a name the task cannot use
+    for _, part in config.task_configs():
+        if "bleu" in part.metrics:
+            bleu_metric(part.bleu.tokenize.value)  # MetricError when its tokenizer is not installed
     models = []
     for spec in config.models:
         models.append(check_model_path(spec.path, f"models[{spec.name}].path"))

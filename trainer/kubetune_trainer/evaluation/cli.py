@@ -1,4 +1,5 @@
-"""`kubetune-eval --config FILE [--output DIR] [--check-only]`: the evaluator pod's entry point.
+"""`kubetune-eval --config FILE [--output DIR] [--check-only]`: the evaluator pod's entry point;
+`kubetune-eval score ...` scores outputs made elsewhere (kubetune_trainer.evaluation.score).
 
 Every run starts with the CPU-only check phase (kubetune_trainer.checks.check_evaluation);
 --check-only runs just that, loading no model, and prints what it checked. Exit codes and
@@ -17,9 +18,15 @@ from kubetune_trainer.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args("kubetune-eval", "Evaluate one or more causal language models.",
-                      "evaluation config (an EvalJob spec)", argv, check_only=True)
+    argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["score"]:
+        from kubetune_trainer.evaluation.score import score_main
+
+        return score_main(argv[1:])
+    args = parse_args("kubetune-eval", "Evaluate one or more causal language models "
+                      "(`kubetune-eval score --help`: score outputs made elsewhere).",
+                      "evaluation config (an EvalJob spec)", argv, check_only=True)
     reporter = StatusReporter.from_env()
 
     def work():

@@ -110,7 +110,7 @@ class Evaluation:
         self.config, self.reporter, self.output = config, reporter, output
         self.runs = [TaskRun(name, part) for name, part in config.task_configs()]
         self.suite = config.tasks is not None
-        self.versions = library_versions("rouge-score", "sacrebleu")
+        self.versions = library_versions("rouge-score", "rouge-score-rs", "sacrebleu")
         self.lineage = evaluation_lineage(config, self.versions, {run.name: run.rows for run in self.runs})
         reporter.report(EvalPodReport(lineage=self.lineage), final=True)  # past the rate limit
         self.progress = Progress(reporter, sum(len(run.items) for run in self.runs) * len(config.models))

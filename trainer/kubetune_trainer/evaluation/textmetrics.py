@@ -11,6 +11,7 @@ from collections import Counter
 
 from sacrebleu.metrics import BLEU
 
+from kubetune_api.errors import MetricError
 from kubetune_api.evaluation import ExactMatchSpec
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -51,11 +52,23 @@ def token_f1(predictions: list[str], references: list[list[str]], spec: ExactMat
     ) / len(predictions)
 
 
-def bleu(predictions: list[str], references: list[list[str]]) -> tuple[float, str]:
-    """(corpus BLEU 0-100, sacreBLEU signature) with 13a tokenization. Examples with fewer
+def bleu_metric(tokenize: str = "13a") -> BLEU:
+    """sacreBLEU's BLEU with this tokenizer (BleuSpec.tokenize); MetricError when the
+    tokenizer's libraries (ja-mecab: MeCab and its IPA dictionary) are not installed."""
+    try:
+        return BLEU(tokenize=tokenize)
+    except (ImportError, RuntimeError, AssertionError) as e:  # sacreBLEU's ways of saying so
+        why = " ".join(str(e).split())
+        raise MetricError(f"bleu.tokenize {tokenize}: sacreBLEU cannot load this tokenizer here ({why}); "
+                          "ja-mecab needs MeCab with its IPA dictionary (pip install 'sacrebleu[ja]') in the evaluator "
+                          "image, or choose another tokenizer") from e
+
+
+def bleu(predictions: list[str], references: list[list[str]], tokenize: str = "13a") -> tuple[float, str]:
+    """(corpus BLEU 0-100, sacreBLEU signature, which names the tokenizer). Examples with fewer
     references than the most are padded with None, which sacreBLEU skips."""
     width = max(len(refs) for refs in references)
     streams = [[refs[i] if i < len(refs) else None for refs in references] for i in range(width)]
-    metric = BLEU(tokenize="13a")
+    metric = bleu_metric(tokenize)
     score = metric.corpus_score(predictions, streams)
     return float(score.score), str(metric.get_signature())

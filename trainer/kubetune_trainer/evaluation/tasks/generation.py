@@ -52,12 +52,10 @@ class Generation(PromptTask):
     # (scores, signature or None).
 
     def _rouge(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
-        spec = self.config.rouge
-        return rouge(predictions, references, spec.use_stemmer, spec.confidence_interval, spec.bootstrap_samples,
-                     self.config.generation.seed)
+        return rouge(predictions, references, self.config.rouge, self.config.generation.seed)
 
     def _bleu(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
-        score, signature = textmetrics.bleu(predictions, references)
+        score, signature = textmetrics.bleu(predictions, references, self.config.bleu.tokenize.value)
         return {"bleu": score}, signature
 
     def _exact_match(self, predictions: Predictions, references: References) -> tuple[dict[str, float], None]:
