@@ -109,7 +109,7 @@ def test_every_panel_and_alert_query_returns_data(operator, prometheus, namespac
 
     def ftj(name, **spec):
         body = {"model": {"path": str(tiny_model_dir)}, "dataset": dataset, "method": "lora", "lora": {"r": 4, "alpha": 8},
-                "training": {"maxSteps": 120, "batchSize": 4, "learningRate": 0.01},
+                "training": {"maxSteps": 600, "batchSize": 4, "learningRate": 0.01},
                 "output": {"path": in_workdir(workdir / name)}, "resources": {"gpu": 1}, **spec}
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name, "namespace": namespace},
                "spec": body})
@@ -120,6 +120,10 @@ def test_every_panel_and_alert_query_returns_data(operator, prometheus, namespac
         "retention": {"path": str(text), "promptTemplate": "{{ text }}", "textField": "text"}})
     ftj("broken", model={"path": "/nonexistent/model"})
     ftj("waiting", resources={"gpu": 64})  # more GPUs than the node has: Pending (Unschedulable)
+    # The panels about running jobs need a scrape while "tuned" runs and has reported progress.
+    running = (f'kubetune_finetunejob_progress_ratio{{namespace="{namespace}"}} '
+               f'and on(namespace, name) kubetune_job_phase{{kind="FineTuneJob", phase="Running"}}')
+    wait_for(lambda: prometheus.instant(running), 120, "a scrape of the running job's progress")
 
     assert wait_final("ftj", namespace, "broken", timeout=120)["status"]["phase"] == "Failed"
     assert wait_final("ftj", namespace, "tuned")["status"]["phase"] == "Succeeded"
