@@ -32,7 +32,7 @@ POD_FIELDS = ("progress", "metrics", "artifacts", "results", "suite", "samples")
 # Job and pod events for one job arrive on different workers: serialize the
 # read-decide-patch cycle per object so an event or a histogram sample is never doubled.
 _locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
-# The settings, for handlers that kopf does not hand the memo (set at startup).
+# The operator's settings, set once at startup from kopf's memo.
 _settings = OperatorSettings()
 
 
@@ -80,7 +80,7 @@ def _fail_without_launch(workload: Workload, body: kopf.Body, invalid: preflight
         "observedGeneration": body["metadata"].get("generation"),
     })
     kopf.event(body, type="Warning", reason=reason, message=message)
-    metrics.observe_final(workload.kind, body["metadata"]["namespace"], api.Phase.Failed.value, reason, 0, None)
+    metrics.observe_final(workload.kind, body["metadata"]["namespace"], api.Phase.Failed.value, reason, None)
 
 
 def _wait(workload: Workload, body: kopf.Body, waiting: preflight.NotReady) -> None:
@@ -94,10 +94,10 @@ def _wait(workload: Workload, body: kopf.Body, waiting: preflight.NotReady) -> N
     })
 
 
-def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, config: Any, settings: OperatorSettings) -> None:
+def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, config: Any) -> None:
     meta = body["metadata"]
     owner = {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}
-    for child in builders.children(owner, workload, placement, config, settings.trainer_image):
+    for child in builders.children(owner, workload, placement, config, _settings.trainer_image):
         try:
             created = kube.ensure(child)
         except kube.OwnedByOther as clash:
@@ -110,7 +110,7 @@ def _launch(workload: Workload, body: kopf.Body, placement: api.Placement, confi
 @kopf.on.resume(*FTJ)
 @kopf.on.create(*FTJ)
 @metrics.timed("launch", kind=FINETUNE.kind)
-def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
+def launch_finetunejob(body: kopf.Body, status: kopf.Status, **_: Any) -> None:
     """Validates the spec, then creates (or finds) the ConfigMap, RBAC and Job."""
     if status.get("phase") == api.Phase.Succeeded.value:
         ensure_evaluation(dict(body))  # the operator may have stopped between training and evaluation
@@ -121,13 +121,13 @@ def launch_finetunejob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **
     except preflight.Invalid as invalid:
         _fail_without_launch(FINETUNE, body, invalid)
         return
-    _launch(FINETUNE, body, parsed, parsed.training_config(), memo.config)
+    _launch(FINETUNE, body, parsed, parsed.training_config())
 
 
 @kopf.on.resume(*EVJ)
 @kopf.on.create(*EVJ)
 @metrics.timed("launch", kind=EVAL.kind)
-def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namespace: str, **_: Any) -> None:
+def launch_evaljob(body: kopf.Body, status: kopf.Status, namespace: str, **_: Any) -> None:
     """Resolves FineTuneJob references (waiting for them to succeed), validates, launches."""
     if status.get("phase") in FINAL:
         return
@@ -137,11 +137,11 @@ def launch_evaljob(body: kopf.Body, status: kopf.Status, memo: kopf.Memo, namesp
             lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name))
     except preflight.NotReady as waiting:
         _wait(EVAL, body, waiting)
-        raise kopf.TemporaryError(str(waiting), delay=memo.config.wait_seconds)
+        raise kopf.TemporaryError(str(waiting), delay=_settings.wait_seconds)
     except preflight.Invalid as invalid:
         _fail_without_launch(EVAL, body, invalid)
         return
-    _launch(EVAL, body, parsed, config, memo.config)
+    _launch(EVAL, body, parsed, config)
 
 
 @kopf.on.update(*FTJ, field="spec")
@@ -248,8 +248,7 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
         if seen.phase.value in FINAL:
             seconds = ((_parse_time(seen.completion_time) - _parse_time(seen.start_time)).total_seconds()
                        if seen.start_time and seen.completion_time else None)
-            gpus = api.resources.Resources.model_validate(obj["spec"].get("resources") or {}).gpu
-            metrics.observe_final(workload.kind, namespace, seen.phase.value, seen.reason, gpus, seconds, patch["usage"])
+            metrics.observe_final(workload.kind, namespace, seen.phase.value, seen.reason, seconds, patch["usage"])
     if workload is FINETUNE and seen.phase == api.Phase.Succeeded:
         ensure_evaluation(kube.read_object(workload.plural, namespace, name))
 

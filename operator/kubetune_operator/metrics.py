@@ -210,15 +210,13 @@ def set_currency(currency: Optional[str]) -> None:
     _currency = currency
 
 
-def observe_final(kind: str, namespace: str, phase: str, reason: str, gpus: int, seconds: Optional[float],
+def observe_final(kind: str, namespace: str, phase: str, reason: str, seconds: Optional[float],
                   usage: Optional[dict[str, Any]] = None) -> None:
     """Counts a job that reached a final phase: once per job, from the operator's one
-    transition spot (a pod-run job with its run time and status.usage, or a job refused
-    before any pod). GPU-seconds come from the usage (every attempt) when there is one."""
+    transition spot (a pod-run job with its run time and status.usage, every attempt
+    included, or a job refused before any pod, which used nothing)."""
     if seconds is not None:
         observe_duration(kind, phase, seconds)
-        if usage is None:
-            GPU_SECONDS.labels(namespace, kind).inc(max(seconds, 0.0) * max(gpus, 0))
     if usage is not None:
         GPU_SECONDS.labels(namespace, kind).inc(usage.get("gpuSeconds", 0.0))
         POD_SECONDS.labels(namespace, kind).inc(usage.get("podSeconds", 0.0))

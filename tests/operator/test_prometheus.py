@@ -64,9 +64,9 @@ def test_final_phase_counts_failures_by_reason_and_gpu_seconds_by_namespace():
     metrics.observe_finetunejob("acct", "x", {"phase": "Running"})
     assert _samples()[gpu] == 0  # exists from the job's first sight, so increase() sees the first job
     assert failures not in _samples()
-    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", 2, 30.0)
-    metrics.observe_final("FineTuneJob", "acct", "Succeeded", "Completed", 4, 100.0)
-    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", 0, None)  # refused without a pod
+    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", 30.0, {"gpuSeconds": 2 * 30.0})
+    metrics.observe_final("FineTuneJob", "acct", "Succeeded", "Completed", 100.0, {"gpuSeconds": 4 * 100.0})
+    metrics.observe_final("FineTuneJob", "acct", "Failed", "InvalidModel", None)  # refused without a pod
     samples = _samples()
     assert samples[failures] == 2
     assert not [k for k in samples if k[0] == "kubetune_job_failures_total" and ("reason", "Completed") in k[1]]
@@ -83,11 +83,11 @@ def test_usage_counts_pod_seconds_cost_and_gpu_seconds_of_every_attempt():
         metrics.observe_finetunejob("bill", "y", {"phase": "Running"})
         assert _samples()[("kubetune_pod_seconds_total", labels)] == 0 and _samples()[cost] == 0
         usage = {"gpuSeconds": 7200.0, "podSeconds": 3600.0, "attempts": 2, "estimatedCost": 5.0, "currency": "EUR"}
-        metrics.observe_final("FineTuneJob", "bill", "Succeeded", "Completed", 4, 1800.0, usage)
+        metrics.observe_final("FineTuneJob", "bill", "Succeeded", "Completed", 1800.0, usage)
     finally:
         metrics.set_currency(None)
     samples = _samples()
-    assert samples[("kubetune_gpu_seconds_total", labels)] == 7200.0  # from the usage, not GPUs x wall time
+    assert samples[("kubetune_gpu_seconds_total", labels)] == 7200.0  # every attempt, from the usage
     assert samples[("kubetune_pod_seconds_total", labels)] == 3600.0 and samples[cost] == 5.0
     metrics.forget("FineTuneJob", "bill", "y")
 
