@@ -23,7 +23,9 @@ class Phase(str, Enum):
     """Where a kubetune job (or a step of one, such as its promotion) stands."""
 
     Pending = "Pending"
+    Queued = "Queued"  # a queue (Kueue) holds the Job until it admits it
     Running = "Running"
+    Suspended = "Suspended"  # spec.suspend: pods stopped; resumes from the latest checkpoint
     Succeeded = "Succeeded"
     Failed = "Failed"
 

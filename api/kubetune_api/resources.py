@@ -77,8 +77,10 @@ class Placement(ApiModel):
     volumes: list[VolumeMount] = Field(default_factory=list, description="PersistentVolumeClaims mounted into the pod.")
     queue_name: Optional[str] = Field(None, description="Kueue LocalQueue to admit the Job through (sets the kueue.x-k8s.io/queue-name label).")
     priority_class_name: Optional[str] = Field(None, description="PriorityClass of the pod.")
-    backoff_limit: int = Field(0, ge=0, le=20, description="Pod retries before the job fails (raise it on preemptible nodes).")
-    active_deadline_seconds: Optional[int] = Field(None, ge=1, description="Wall-clock limit for the whole job; past it the job fails with DeadlineExceeded.")
+    backoff_limit: int = Field(3, ge=0, le=20, description="Retries after infrastructure failures (eviction, preemption, node loss, a kill by signal); each resumes from the latest checkpoint. The user's errors (bad config or data, OOMKilled, deadline) never retry.")
+    active_deadline_seconds: Optional[int] = Field(None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of each attempt; past it the job fails with DeadlineExceeded.")
+    suspend: bool = Field(False, description="True stops the job's pods (phase Suspended); false starts it again, resuming from the latest checkpoint. The one field that may change after creation.")
+    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0, le=365 * 24 * 3600, description="Delete the job (and its children) this many seconds after it Succeeded or Failed; outputs on volumes stay.")
 
     def writable_roots(self) -> list[str]:
         """Mount paths of the volumes the pod may write to."""
@@ -190,10 +192,32 @@ class Condition(ApiModel):
     observed_generation: Optional[int] = Field(None, description="metadata.generation this condition was computed from.")
 
 
+class FailureClass(str, Enum):
+    infrastructure = "infrastructure"  # evicted, preempted, node lost, killed by a signal: retried
+    user = "user"  # bad config or data, OOMKilled, deadline, an error in training: not retried
+
+
+class Failure(ApiModel):
+    failure_class: FailureClass = Field(alias="class", description="infrastructure (retried) or user (fails the job).")
+    reason: str = Field(description="One CamelCase word, e.g. Evicted, KilledBySignal, OOMKilled, InvalidDataset.")
+    message: str = Field("", description="What happened, from the pod.")
+    attempt: int = Field(1, ge=1, description="The attempt that failed.")
+    exit_code: Optional[int] = Field(None, description="The container's exit code, when it ran.")
+
+
+class PodRecord(ApiModel):
+    name: str = Field(description="Pod name.")
+    attempt: int = Field(1, ge=1, description="The attempt the pod belonged to.")
+    gpus: int = Field(0, ge=0, description="GPUs the pod held.")
+    started_at: Optional[datetime] = Field(None, description="When its container started.")
+    finished_at: Optional[datetime] = Field(None, description="When it ended, or when the operator last saw it running.")
+    running: bool = Field(False, description="Whether it was running when last seen.")
+
+
 class JobStatus(ApiModel):
     """What the operator writes for any kubetune job."""
 
-    phase: Optional[Phase] = Field(None, description="Pending, Running, Succeeded or Failed.")
+    phase: Optional[Phase] = Field(None, description="Pending, Queued, Running, Suspended, Succeeded or Failed.")
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Latest observations; Succeeded is Unknown while the job runs, then True or False.",
@@ -205,6 +229,10 @@ class JobStatus(ApiModel):
     job_name: Optional[str] = Field(None, description="The batch/v1 Job running the pod.")
     message: Optional[str] = Field(None, description="Short summary of the current state.")
     usage: Optional[Usage] = Field(None, description="Resources the job's pods used, for chargeback (written by the operator).")
+    attempt: Optional[int] = Field(None, ge=1, description="The current attempt: 1, then one more per retry or resume after suspend (each attempt is one batch/v1 Job).")
+    retries: int = Field(0, ge=0, description="Attempts started again after an infrastructure failure.")
+    last_failure: Optional[Failure] = Field(None, description="The latest pod failure: its class (infrastructure or user), reason and message.")
+    pods: list[PodRecord] = Field(default_factory=list, description="Every pod the job ran, across attempts: the ledger usage is summed from.")
 
 
 class EvaluationSummary(ApiModel):
