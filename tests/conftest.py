@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,22 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in these tests may reach the hub
 
 from tinymodels import build_model, build_tokenizer  # noqa: E402
+
+TEST_TMP = Path(__file__).resolve().parents[1] / ".cluster" / "test-tmp"
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory(request):
+    """Test files under .cluster/test-tmp, not /tmp: pods on the local cluster read them at the
+    same host path (the node agent runs them as host processes), and each pod has its own
+    emptyDir at /tmp, as on a kubelet, which hides the host's /tmp from it. Session fixtures
+    such as tiny_model_dir are shared by unit and cluster tests, so this holds for every test."""
+    base = TEST_TMP / str(os.getpid())
+    base.parent.mkdir(parents=True, exist_ok=True)
+    factory = pytest.TempPathFactory(given_basetemp=base, retention_count=0, retention_policy="all",
+                                     trace=request.config.trace.get("tmpdir"), _ispytest=True)
+    yield factory
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

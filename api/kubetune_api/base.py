@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
 
 # RFC 1123 label: Jobs, Services, ServiceAccounts and pod label values.
@@ -17,6 +17,20 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 DNS_SUBDOMAIN_MAX = 253
 # Model labels in results and in file names (predictions-<name>.jsonl): no separators.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+# Bounds on what a user writes: far beyond any real job, low enough that nonsense (a
+# negative size, a 10k-character name, a billion steps) is refused by the API server.
+MAX_PATH = 4096  # a path, URL or object-store URI (Linux PATH_MAX)
+MAX_TEMPLATE = 65536  # a Jinja template or a text (64 KiB)
+MAX_COLUMN = 256  # a column name, module name, metric name or stop string
+MAX_LIST = 256  # entries of a list of names or patterns
+MAX_STEPS = 10_000_000  # optimizer steps, and any "every N steps"
+MAX_ROWS = 100_000_000  # rows of a dataset
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_TOKENS = 131072  # a sequence length in tokens
+MAX_MODELS = 16  # models scored side by side in one EvalJob
+# A list of short strings (module names, patterns, columns, metrics, stop strings).
+NameList = list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_COLUMN)]]
 
 
 class Phase(str, Enum):

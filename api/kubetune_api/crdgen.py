@@ -20,6 +20,30 @@ import kubetune_api as api
 _DROP_KEYS = {"title", "additionalProperties", "$defs"}
 
 
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) or not float(value).is_integer() else str(int(value))
+
+
+def bounds_note(node: dict[str, Any]) -> str:
+    """A JSON Schema node's bounds in words ("Bounds: at least 1, at most 64."), or "": every
+    bound the API server enforces is also said in the field's description (kubectl explain,
+    the README tables)."""
+    parts = []
+    for key, words in (("minimum", "at least"), ("exclusiveMinimum", "more than"),
+                       ("maximum", "at most"), ("exclusiveMaximum", "less than")):
+        if isinstance(node.get(key), (int, float)) and not isinstance(node.get(key), bool):
+            parts.append(f"{words} {_number(node[key])}")
+    if "maxLength" in node:
+        parts.append(f"at most {node['maxLength']} characters")
+    for key, words in (("minItems", "at least"), ("maxItems", "at most"), ("maxProperties", "at most")):
+        if node.get(key):
+            parts.append(f"{words} {node[key]} {'entry' if node[key] == 1 else 'entries'}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict) and "maxLength" in node[key]:
+            parts.append(f"each at most {node[key]['maxLength']} characters")
+    return f"Bounds: {', '.join(parts)}." if parts else ""
+
+
 def _openapi(node: Any, defs: dict[str, Any], defaults: bool = True) -> Any:
     """Turns pydantic's JSON Schema into an OpenAPI v3 structural schema (no $ref, no null).
 
@@ -60,6 +84,8 @@ def _openapi(node: Any, defs: dict[str, Any], defaults: bool = True) -> Any:
         out["additionalProperties"] = _openapi(node["additionalProperties"], defs, defaults)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
+    if out.get("description") and bounds_note(node):
+        out["description"] = f"{out['description']} {bounds_note(node)}"
     return out
 
 

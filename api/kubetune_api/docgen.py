@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 import kubetune_api as api
+from kubetune_api.crdgen import bounds_note
 from kubetune_api.errors import REASON_DOCS, Reason
 
 
@@ -57,12 +58,23 @@ def _default(field: Any) -> str:
     return f"`{value!s}`".replace("|", "\\|") if value != "" else '`""`'
 
 
+def _bounds(model: type[BaseModel]) -> dict[str, str]:
+    """Field alias -> its bounds in words, as the CRD's descriptions say them."""
+    notes = {}
+    for alias, node in model.model_json_schema(by_alias=True, mode="validation").get("properties", {}).items():
+        options = [o for o in node.get("anyOf", []) if o.get("type") != "null"]
+        notes[alias] = bounds_note({**node, **options[0]} if len(options) == 1 else node)
+    return notes
+
+
 def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     """(field path, type, default, description) for every field, nested models flattened."""
+    bounds = _bounds(model)
     for name, field in model.model_fields.items():
         path = f"{prefix}{field.alias or name}"
         inner, suffix = _unwrap(field.annotation)
-        description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        description = " ".join(filter(None, [field.description, bounds.get(field.alias or name)]))
+        description = description.replace("|", "\\|").replace("\n", " ")
         yield path, _type_name(field.annotation), _default(field), description
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             yield from rows(inner, f"{path}{suffix}.")

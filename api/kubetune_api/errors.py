@@ -38,6 +38,19 @@ class Reason(str, Enum):
     OOMKilled = "OOMKilled"
     DeadlineExceeded = "DeadlineExceeded"
     JobFailed = "JobFailed"
+    # Infrastructure failures (retried up to backoffLimit; a pod's own reason, such as Evicted, passes through).
+    Preempted = "Preempted"
+    KilledBySignal = "KilledBySignal"
+    PodFailed = "PodFailed"
+    # The API server or an admission controller refused a child object.
+    JobRejected = "JobRejected"
+    PodRejected = "PodRejected"
+    QuotaExceeded = "QuotaExceeded"
+    Forbidden = "Forbidden"
+    # spec.suspend and queues.
+    Suspended = "Suspended"
+    Resumed = "Resumed"
+    Queued = "Queued"
     # The Evaluated condition of a FineTuneJob with an evaluation block.
     EvaluationPending = "EvaluationPending"
     Evaluating = "Evaluating"
@@ -67,13 +80,23 @@ REASON_DOCS = {
     Reason.PodPending: "the pod is starting",
     Reason.Unschedulable: "no node can take the pod (e.g. no free GPU)",
     Reason.Running: "the pod runs",
-    Reason.Retrying: "the pod failed and the Job may start another",
+    Reason.Retrying: "an attempt failed for an infrastructure reason; the next one resumes from the latest checkpoint",
     Reason.Completed: "the pod finished its work",
     Reason.TrainerFailed: "the trainer exited with an error it did not classify",
     Reason.EvaluatorFailed: "the evaluator exited with an error it did not classify",
     Reason.OOMKilled: "the pod ran out of memory",
     Reason.DeadlineExceeded: "activeDeadlineSeconds passed",
-    Reason.JobFailed: "the Job failed with no pod failure to explain it",
+    Reason.JobFailed: "the Job failed with no pod failure to explain it (infrastructure: retried)",
+    Reason.Preempted: "the cluster took the pod away (preemption, taint eviction, API eviction); retried",
+    Reason.KilledBySignal: "the container was killed by a signal (exit code above 128) without running out of memory; retried",
+    Reason.PodFailed: "the pod failed before its container ran; retried",
+    Reason.JobRejected: "the API server refused the Job (the message is the API's); a spec the schema let through",
+    Reason.PodRejected: "the Job cannot create its pod (e.g. a PriorityClass that does not exist); the message is the API's",
+    Reason.QuotaExceeded: "(Pending) a ResourceQuota refuses the pod for now; it starts when quota frees up",
+    Reason.Forbidden: "(Pending) the operator may not create a child object; it retries until RBAC allows it",
+    Reason.Suspended: "(Suspended) spec.suspend is true: the pods are stopped",
+    Reason.Resumed: "(Suspended=False) spec.suspend went back to false: a new attempt resumes from the latest checkpoint",
+    Reason.Queued: "(Queued) Kueue holds the Job until its queue admits it",
     Reason.EvaluationPending: "(Evaluated) the evaluation EvalJobs are not created yet",
     Reason.Evaluating: "(Evaluated) the evaluation EvalJobs run",
     Reason.Evaluated: "(Evaluated) base and tuned model are scored",

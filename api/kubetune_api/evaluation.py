@@ -12,39 +12,40 @@ from typing import Optional
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubetune_api.base import NAME_PATTERN, ApiModel, load_model_file
+from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_TEMPLATE, NAME_PATTERN, ApiModel,
+                               NameList, load_model_file)
 from kubetune_api.catalog import TASKS, EvalTask
 from kubetune_api.training import Dtype, OutputSpec
 
 
 class EvalModel(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
-    path: str = Field(min_length=1, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
-    adapter: Optional[str] = Field(None, description="A PEFT adapter directory applied on top of the base model.")
+    path: str = Field(min_length=1, max_length=MAX_PATH, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    adapter: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="A PEFT adapter directory applied on top of the base model.")
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
 
 
 class FewShotSpec(ApiModel):
     k: int = Field(ge=1, le=32, description="Shots before each item's prompt.")
     path: str = Field(
-        min_length=1,
+        min_length=1, max_length=MAX_PATH,
         description="JSONL file of the rows the shots come from (e.g. a dev or train split). Each shot is dataset.promptTemplate rendered on a row followed by its answer (generation: its first reference; multiple-choice: its correct option). May be dataset.path itself: an item is then never its own shot (a drawn row that is the item is replaced by one more drawn row).",
     )
-    seed: int = Field(1234, ge=0, description="Seed drawing the k shots: the same shots, in the same order, precede every item (as MMLU-style k-shot prompts).")
-    separator: str = Field("\n\n", description="Text after each shot (between shots, and between the last shot and the item's prompt).")
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="Seed drawing the k shots: the same shots, in the same order, precede every item (as MMLU-style k-shot prompts).")
+    separator: str = Field("\n\n", max_length=MAX_COLUMN, description="Text after each shot (between shots, and between the last shot and the item's prompt).")
 
 
 class EvalDataset(ApiModel):
-    path: str = Field(min_length=1, description="JSONL file of rows to evaluate on.")
-    prompt_template: str = Field(min_length=1, description="Jinja template turning a row into the prompt; every variable must be a column.")
-    reference_fields: list[str] = Field(
-        default_factory=list,
+    path: str = Field(min_length=1, max_length=MAX_PATH, description="JSONL file of rows to evaluate on.")
+    prompt_template: str = Field(min_length=1, max_length=MAX_TEMPLATE, description="Jinja template turning a row into the prompt; every variable must be a column.")
+    reference_fields: NameList = Field(
+        default_factory=list, max_length=MAX_LIST,
         description="Columns holding the reference output(s) for generation metrics; a column may also hold a list of references. Several references per row are scored by the best match (ROUGE) or jointly (BLEU).",
     )
-    choices_field: Optional[str] = Field(None, description="multiple-choice: column holding the list of options; each is appended to the prompt as is (so usually starts with a space).")
-    answer_field: Optional[str] = Field(None, description="multiple-choice: column holding the correct option (its index or its text).")
-    text_field: Optional[str] = Field(None, description="perplexity: column holding the text to score on its own (promptTemplate is not used).")
-    max_examples: Optional[int] = Field(None, ge=1, description="Evaluate only the first N rows (after a seeded shuffle when shuffle is true).")
+    choices_field: Optional[str] = Field(None, min_length=1, max_length=MAX_COLUMN, description="multiple-choice: column holding the list of options; each is appended to the prompt as is (so usually starts with a space).")
+    answer_field: Optional[str] = Field(None, min_length=1, max_length=MAX_COLUMN, description="multiple-choice: column holding the correct option (its index or its text).")
+    text_field: Optional[str] = Field(None, min_length=1, max_length=MAX_COLUMN, description="perplexity: column holding the text to score on its own (promptTemplate is not used).")
+    max_examples: Optional[int] = Field(None, ge=1, le=MAX_ROWS, description="Evaluate only the first N rows (after a seeded shuffle when shuffle is true).")
     shuffle: bool = Field(False, description="Shuffle rows with generation.seed before taking maxExamples.")
     chat_template: bool = Field(False, description="Wrap the prompt in the model's chat template as a user turn.")
     few_shot: Optional[FewShotSpec] = Field(None, description="Prepend k solved examples (shots) to every prompt (generation and multiple-choice).")
@@ -55,11 +56,11 @@ class GenerationSpec(ApiModel):
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (with doSample).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with doSample).")
-    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 disables (with doSample).")
-    stop: list[str] = Field(default_factory=list, description="Generation stops at the first of these strings, which are cut from the output (leading whitespace of the output is skipped first, so a blank line the model opens with does not stop it).")
+    top_k: int = Field(0, ge=0, le=1_000_000, description="Top-k sampling; 0 disables (with doSample).")
+    stop: NameList = Field(default_factory=list, max_length=64, description="Generation stops at the first of these strings, which are cut from the output (leading whitespace of the output is skipped first, so a blank line the model opens with does not stop it).")
     batch_size: int = Field(8, ge=1, le=1024, description="Prompts per batch (left-padded).")
     max_input_length: int = Field(1024, ge=8, le=131072, description="Prompts longer than this lose their start.")
-    seed: int = Field(42, ge=0, description="Seed for sampling and shuffling.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for sampling and shuffling.")
 
 
 class RougeTokenizer(str, Enum):
@@ -112,6 +113,10 @@ def check_task_dataset(task: EvalTask, dataset: EvalDataset) -> None:
     for field in TASKS[task].required_fields:
         if not getattr(dataset, field):
             raise ValueError(f"dataset.{to_camel(field)} is required for task {task.value}")
+    for other, info in TASKS.items():  # another task's fields would be ignored: refused instead
+        for field in info.required_fields:
+            if other != task and field not in TASKS[task].required_fields and getattr(dataset, field):
+                raise ValueError(f"dataset.{to_camel(field)}: set but task is {task.value} (it applies to task {other.value})")
     if dataset.few_shot and task == EvalTask.perplexity:
         raise ValueError("dataset.fewShot needs a prompt with an answer: use it with generation or multiple-choice, not perplexity")
 
@@ -122,7 +127,7 @@ class SuiteTask(ApiModel):
     name: str = Field(pattern=TASK_NAME_PATTERN, max_length=40, description="Task name in results (<task>/<metric>) and file names; lowercase letters, digits and '_'.")
     task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
     dataset: EvalDataset = Field(description="This task's rows and how they become prompts and references.")
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, description=METRICS_DESCRIPTION)
+    metrics: NameList = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=32, description=METRICS_DESCRIPTION)
     generation: Optional[GenerationSpec] = Field(None, description="Decoding settings for this task; unset: the top-level generation.")
     rouge: Optional[RougeSpec] = Field(None, description="ROUGE settings for this task; unset: the top-level rouge.")
     bleu: Optional[BleuSpec] = Field(None, description="BLEU settings for this task; unset: the top-level bleu.")
@@ -137,10 +142,10 @@ class SuiteTask(ApiModel):
 class EvalConfig(ApiModel):
     """Everything the evaluator needs; the EvalJob spec embeds these fields."""
 
-    models: list[EvalModel] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
+    models: list[EvalModel] = Field(min_length=1, max_length=MAX_MODELS, description="Models scored side by side; deltas are against the first.")
     dataset: Optional[EvalDataset] = Field(None, description="Rows to evaluate on and how they become prompts and references (or tasks, for a suite).")
     task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option) or perplexity.")
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, description=METRICS_DESCRIPTION)
+    metrics: NameList = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=32, description=METRICS_DESCRIPTION)
     tasks: Optional[list[SuiteTask]] = Field(
         None, min_length=1, max_length=MAX_SUITE_TASKS,
         description="A benchmark suite instead of dataset/task/metrics: each task is scored for every model, and status.results holds the aggregate table (<task>/<metric> and mean).")

@@ -37,9 +37,9 @@ class PromotionRule(ApiModel):
 class PromotionSpec(ApiModel):
     """When and where a tuned model is promoted once training and evaluation succeed."""
 
-    rules: list[PromotionRule] = Field(default_factory=list, description="Every rule must hold on spec.evaluation's results.")
+    rules: list[PromotionRule] = Field(default_factory=list, max_length=64, description="Every rule must hold on spec.evaluation's results.")
     max_forgetting: dict[str, float] = Field(
-        default_factory=dict,
+        default_factory=dict, max_length=64,
         description="Metric -> the largest allowed tuned-minus-base change on evaluation.retention (status.evaluation.forgetting; e.g. perplexity: 0.5).")
     destination: str = Field(
         min_length=1, max_length=4096,

@@ -6,29 +6,43 @@ Each spec is the pod's own config (TrainingConfig, EvalConfig: what to do) plus 
 """
 from __future__ import annotations
 
+import posixpath
 from datetime import datetime
 from enum import Enum
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, NAME_PATTERN, ApiModel,
-                               Phase)
+from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_MODELS, MAX_PATH, NAME_PATTERN,
+                               ApiModel, NameList, Phase)
 from kubetune_api.catalog import EvalTask
-from kubetune_api.evaluation import BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec
+from kubetune_api.evaluation import (BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+                                     check_task_dataset)
 from kubetune_api.paths import is_under
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
 from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
 from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
-from kubetune_api.wire import DEFAULT_IMAGE
+from kubetune_api.wire import DEFAULT_IMAGE, DEFAULT_RUN_AS_USER, RESERVED_MOUNT_PATHS, RESERVED_VOLUMES
 
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A positive Kubernetes quantity (resource.Quantity's grammar without a sign): a number with a
+# non-zero digit, then a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an exponent.
+QUANTITY_PATTERN = (r"^(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
+                    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$")
+MAX_QUANTITY = 32
+# Label values (Kubernetes' validation): also the Kueue queue name, which becomes one.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# Label and taint keys: an optional DNS-subdomain prefix and '/', then a name.
+QUALIFIED_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+MAX_UID = 2**31 - 1
 
 
 class Resources(ApiModel):
     gpu: int = Field(1, ge=0, le=64, description="GPUs (nvidia.com/gpu) for the trainer pod; one accelerate process runs per GPU.")
-    cpu: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, description="CPU request and limit, a Kubernetes quantity (e.g. \"4\" or \"500m\").")
-    memory: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, description="Memory request and limit, a Kubernetes quantity (e.g. \"32Gi\").")
+    cpu: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
+                               description="CPU request and limit, a positive Kubernetes quantity (e.g. \"4\" or \"500m\").")
+    memory: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
+                                  description="Memory request and limit, a positive Kubernetes quantity (e.g. \"32Gi\").")
+    nodes: int = Field(1, ge=1, le=64, description="Pods the training runs on, each with these resources and one process per GPU (one process when gpu is 0): torch.distributed across pods, rank 0 reports and writes the outputs. FineTuneJob only; EvalJobs run on one pod.")
 
 
 class TolerationOperator(str, Enum):
@@ -43,18 +57,18 @@ class TaintEffect(str, Enum):
 
 
 class Toleration(ApiModel):
-    key: Optional[str] = Field(None, description="Taint key the toleration applies to; empty with operator Exists matches all keys.")
+    key: Optional[str] = Field(None, pattern=QUALIFIED_NAME_PATTERN, max_length=317, description="Taint key the toleration applies to; empty with operator Exists matches all keys.")
     operator: TolerationOperator = Field(TolerationOperator.Equal, description="Exists or Equal.")
-    value: Optional[str] = Field(None, description="Taint value to match when operator is Equal.")
+    value: Optional[str] = Field(None, pattern=LABEL_VALUE_PATTERN, max_length=63, description="Taint value to match when operator is Equal.")
     effect: Optional[TaintEffect] = Field(None, description="Taint effect to match; empty matches all effects.")
-    toleration_seconds: Optional[int] = Field(None, ge=0, description="For NoExecute: how long the pod stays bound after the taint appears.")
+    toleration_seconds: Optional[int] = Field(None, ge=0, le=365 * 24 * 3600, description="For NoExecute: how long the pod stays bound after the taint appears.")
 
 
 class VolumeMount(ApiModel):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Volume name inside the pod.")
     claim_name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX,
                             description="PersistentVolumeClaim in the job's namespace to mount (datasets, models, outputs).")
-    mount_path: str = Field(pattern=r"^/", max_length=4096, description="Absolute path in the trainer container.")
+    mount_path: str = Field(pattern=r"^/", max_length=MAX_PATH, description="Absolute path in the trainer container.")
     read_only: bool = Field(False, description="Mount read-only.")
 
 
@@ -62,6 +76,14 @@ class ImagePullPolicy(str, Enum):
     Always = "Always"
     IfNotPresent = "IfNotPresent"
     Never = "Never"
+
+
+class PodSecurity(ApiModel):
+    """Who the pod's processes run as; the rest of the pod security context is fixed (restricted)."""
+
+    run_as_user: int = Field(DEFAULT_RUN_AS_USER, ge=1, le=MAX_UID, description="User id of the pod's processes (never 0: the pod runs as non-root); kubetune's images use 65532.")
+    run_as_group: int = Field(DEFAULT_RUN_AS_USER, ge=1, le=MAX_UID, description="Primary group id of the pod's processes.")
+    fs_group: int = Field(DEFAULT_RUN_AS_USER, ge=1, le=MAX_UID, description="Group that owns the pod's volumes, so the processes can write to PersistentVolumeClaims (changed only when the volume's root does not match).")
 
 
 class Placement(ApiModel):
@@ -72,15 +94,33 @@ class Placement(ApiModel):
         description=f"Container image (must provide the kubetune-train, kubetune-eval and kubetune-promote commands); unset: the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
     image_pull_policy: ImagePullPolicy = Field(ImagePullPolicy.IfNotPresent, description="When the kubelet pulls the image.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the pod.")
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pod must match (e.g. a GPU type).")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Taints the pod tolerates (e.g. dedicated GPU nodes).")
-    volumes: list[VolumeMount] = Field(default_factory=list, description="PersistentVolumeClaims mounted into the pod.")
-    queue_name: Optional[str] = Field(None, description="Kueue LocalQueue to admit the Job through (sets the kueue.x-k8s.io/queue-name label).")
-    priority_class_name: Optional[str] = Field(None, description="PriorityClass of the pod.")
+    node_selector: dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=dict, max_length=64, description="Node labels the pod must match (e.g. a GPU type).")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64, description="Taints the pod tolerates (e.g. dedicated GPU nodes).")
+    volumes: list[VolumeMount] = Field(
+        default_factory=list, max_length=64,
+        description=f"PersistentVolumeClaims mounted into the pod; unique names and mount paths (names {', '.join(RESERVED_VOLUMES)} are the operator's).")
+    queue_name: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=63,
+        description="Kueue LocalQueue to admit the Job through (sets the kueue.x-k8s.io/queue-name label; on Kubernetes 1.21 and later the Job is created suspended until Kueue admits it).")
+    priority_class_name: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="PriorityClass of the pod.")
+    security_context: PodSecurity = Field(default_factory=PodSecurity, description="User and groups the pod runs as (non-root, restricted Pod Security Standard).")
     backoff_limit: int = Field(3, ge=0, le=20, description="Retries after infrastructure failures (eviction, preemption, node loss, a kill by signal); each resumes from the latest checkpoint. The user's errors (bad config or data, OOMKilled, deadline) never retry.")
     active_deadline_seconds: Optional[int] = Field(None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of each attempt; past it the job fails with DeadlineExceeded.")
     suspend: bool = Field(False, description="True stops the job's pods (phase Suspended); false starts it again, resuming from the latest checkpoint. The one field that may change after creation.")
     ttl_seconds_after_finished: Optional[int] = Field(None, ge=0, le=365 * 24 * 3600, description="Delete the job (and its children) this many seconds after it Succeeded or Failed; outputs on volumes stay.")
+
+    @model_validator(mode="after")
+    def _volumes_fit_the_pod(self) -> "Placement":
+        names = [v.name for v in self.volumes]
+        taken = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_VOLUMES})
+        if taken:
+            raise ValueError(f"volumes: names must be unique and not one of the operator's ({', '.join(RESERVED_VOLUMES)}); repeated or reserved: {', '.join(taken)}")
+        paths = [posixpath.normpath(v.mount_path) for v in self.volumes]
+        clash = sorted({p for p in paths if paths.count(p) > 1 or p in RESERVED_MOUNT_PATHS})
+        if clash:
+            raise ValueError(f"volumes: mountPaths must be unique and not {', '.join(RESERVED_MOUNT_PATHS)}; clashing: {', '.join(clash)}")
+        return self
 
     def writable_roots(self) -> list[str]:
         """Mount paths of the volumes the pod may write to."""
@@ -100,7 +140,7 @@ class FineTuneEvaluation(ApiModel):
 
     dataset: EvalDataset = Field(description="Rows to evaluate base and tuned model on.")
     task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
-    metrics: list[str] = Field(default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1,
+    metrics: NameList = Field(default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1, max_length=32,
                                description="Metric names, as in EvalJob spec.metrics.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
@@ -108,6 +148,16 @@ class FineTuneEvaluation(ApiModel):
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
     retention: Optional[EvalDataset] = Field(
         None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> "FineTuneEvaluation":
+        check_task_dataset(self.task, self.dataset)
+        if self.retention is not None:
+            try:
+                check_task_dataset(EvalTask.perplexity, self.retention)
+            except ValueError as error:
+                raise ValueError(str(error).replace("dataset.", "retention.", 1)) from None
+        return self
 
 
 class FineTuneJobSpec(Placement, TrainingConfig):
@@ -144,8 +194,8 @@ class FineTuneJobSpec(Placement, TrainingConfig):
 
 class EvalModelRef(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
-    path: Optional[str] = Field(None, min_length=1, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
-    adapter: Optional[str] = Field(None, description="A PEFT adapter directory applied on top of path.")
+    path: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    adapter: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="A PEFT adapter directory applied on top of path.")
     fine_tune_job: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="A Succeeded FineTuneJob in this namespace: its output (adapter applied to its base model, or its full model). Instead of path.")
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
 
@@ -164,11 +214,17 @@ EVAL_FIELDS = tuple(f for f in EvalConfig.model_fields if f != "models")
 class EvalJobSpec(Placement, EvalConfig):
     """Which models to score (side by side), on what data, with which metrics, and where the evaluator runs."""
 
-    models: list[EvalModelRef] = Field(min_length=1, description="Models scored side by side; deltas are against the first.")
+    models: list[EvalModelRef] = Field(min_length=1, max_length=MAX_MODELS, description="Models scored side by side; deltas are against the first.")
 
     @model_validator(mode="after")
     def _output_on_a_volume(self) -> "EvalJobSpec":
         self.check_output_path(self.output.path)
+        return self
+
+    @model_validator(mode="after")
+    def _one_pod(self) -> "EvalJobSpec":
+        if self.resources.nodes != 1:
+            raise ValueError("resources.nodes: an EvalJob runs on one pod (nodes: 1)")
         return self
 
     def eval_config(self, models: list[EvalModel]) -> EvalConfig:

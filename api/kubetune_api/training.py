@@ -14,7 +14,8 @@ from typing import Optional
 from pydantic import Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from kubetune_api.base import ApiModel, load_model_file
+from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_STEPS, MAX_TEMPLATE, MAX_TOKENS, ApiModel,
+                               NameList, load_model_file)
 from kubetune_api.catalog import Method
 from kubetune_api.paths import check_relative_stays_inside
 
@@ -34,7 +35,7 @@ class ModelSource(ApiModel):
             "package installed in the trainer image. Relative paths resolve against the "
             "container's working directory."
         ),
-        min_length=1,
+        min_length=1, max_length=MAX_PATH,
     )
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for training; auto picks bfloat16 on GPUs that support it, else float32.")
 
@@ -58,7 +59,7 @@ def _path_field(what: str, required: bool = True):
         "needs the matching fsspec package: s3fs, gcsfs, adlfs). Relative paths resolve against the container's "
         "working directory."
     )
-    return Field(... if required else None, min_length=1, description=description)
+    return Field(... if required else None, min_length=1, max_length=MAX_PATH, description=description)
 
 
 def _format_field():
@@ -76,7 +77,7 @@ def _format_field():
 def _prompt_template_field(required: bool):
     return Field(
         ... if required else None,
-        min_length=1,
+        min_length=1, max_length=MAX_TEMPLATE,
         description=(
             "Jinja template that turns a row into the prompt, e.g. 'Summarize:\\n{{ dialogue }}\\nSummary:'. Every "
             "variable must be a column of the data and have a value (not null)."
@@ -85,11 +86,11 @@ def _prompt_template_field(required: bool):
 
 
 def _completion_field_field():
-    return Field(None, min_length=1, description="Column holding the completion the model learns to produce (set this or completionTemplate).")
+    return Field(None, min_length=1, max_length=MAX_COLUMN, description="Column holding the completion the model learns to produce (set this or completionTemplate).")
 
 
 def _completion_template_field():
-    return Field(None, min_length=1, description="Jinja template that builds the completion from the row's columns (set this or completionField).")
+    return Field(None, min_length=1, max_length=MAX_TEMPLATE, description="Jinja template that builds the completion from the row's columns (set this or completionField).")
 
 
 def _chat_template_field():
@@ -141,7 +142,7 @@ class TaskSpec(PromptedRows):
     validation_path: Optional[str] = _path_field("Explicit validation rows for this task (not cut from path)", required=False)
     test_path: Optional[str] = _path_field("Explicit test rows for this task (not cut from path)", required=False)
     max_examples: Optional[int] = Field(
-        None, ge=1, le=100_000_000,
+        None, ge=1, le=MAX_ROWS,
         description="Cap on the task's training pool (rows after the validation/test cut) before mixing.",
     )
 
@@ -181,7 +182,7 @@ class DatasetSpec(ApiModel):
         ),
     )
     mixture_size: Optional[int] = Field(
-        None, ge=1, le=100_000_000,
+        None, ge=1, le=MAX_ROWS,
         description=(
             "Training examples in the mixture (default: the tasks' training pools summed). Each task gets "
             "round(mixtureSize * weight / sum of weights), drawn with training.seed: without replacement when its "
@@ -190,7 +191,7 @@ class DatasetSpec(ApiModel):
     )
     validation_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for validation (when no validationPath).")
     test_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of rows held out for the final test (when no testPath).")
-    max_length: int = Field(512, ge=8, le=32768, description="Longest prompt+completion in tokens; see lengthPolicy for longer rows.")
+    max_length: int = Field(512, ge=8, le=MAX_TOKENS, description="Longest prompt+completion in tokens; see lengthPolicy for longer rows.")
     length_policy: LengthPolicy = Field(
         LengthPolicy.truncate,
         description="Rows longer than maxLength: truncate (cut the prompt's start, keep the completion) or drop (skip the row). Both are counted per split in the summary.",
@@ -226,9 +227,9 @@ class LoraSpec(ApiModel):
     r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
     alpha: int = Field(16, ge=1, le=4096, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
-    target_modules: list[str] = Field(
+    target_modules: NameList = Field(
         default_factory=lambda: ["q_proj", "v_proj"],
-        min_length=1,
+        min_length=1, max_length=MAX_LIST,
         description="Names (suffixes) of the linear modules that get adapters.",
     )
     merge_on_save: bool = Field(
@@ -239,7 +240,7 @@ class LoraSpec(ApiModel):
 class PromptTuningSpec(ApiModel):
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Trainable soft-prompt tokens prepended to every input.")
     init_text: Optional[str] = Field(
-        None, min_length=1, description="Initialise the soft prompt from the embeddings of this text (repeated or cut to numVirtualTokens); random when unset."
+        None, min_length=1, max_length=MAX_TEMPLATE, description="Initialise the soft prompt from the embeddings of this text (repeated or cut to numVirtualTokens); random when unset."
     )
 
 
@@ -248,12 +249,12 @@ class PrefixTuningSpec(ApiModel):
 
 
 class Ia3Spec(ApiModel):
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["k_proj", "v_proj", "down_proj"], min_length=1,
+    target_modules: NameList = Field(
+        default_factory=lambda: ["k_proj", "v_proj", "down_proj"], min_length=1, max_length=MAX_LIST,
         description="Names (suffixes) of the modules whose activations get learned scaling vectors.",
     )
-    feedforward_modules: list[str] = Field(
-        default_factory=lambda: ["down_proj"],
+    feedforward_modules: NameList = Field(
+        default_factory=lambda: ["down_proj"], max_length=MAX_LIST,
         description="The subset of targetModules that are feed-forward layers (scaled at their input, not output).",
     )
 
@@ -265,8 +266,8 @@ class Ia3Spec(ApiModel):
 
 
 class SelectiveSpec(ApiModel):
-    patterns: list[str] = Field(
-        default_factory=list,
+    patterns: NameList = Field(
+        default_factory=list, max_length=MAX_LIST,
         description="Regular expressions (re.search) over parameter names, e.g. 'bias$' or 'norm'; matching parameters train.",
     )
     last_layers: Optional[int] = Field(None, ge=1, le=1024, description="Also train every parameter of the last N transformer blocks.")
@@ -280,22 +281,22 @@ class SelectiveSpec(ApiModel):
 
 class TrainingSpec(ApiModel):
     epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split (ignored when maxSteps is set).")
-    max_steps: Optional[int] = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    max_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps.")
     batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Forward passes per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak AdamW learning rate (linear decay after warmup).")
-    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Linear warmup steps.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
-    eval_every_steps: int = Field(0, ge=0, description="Validate every N optimizer steps; 0 validates only at the end.")
-    log_every_steps: int = Field(1, ge=1, description="Report progress and loss every N optimizer steps.")
-    seed: int = Field(42, ge=0, description="Seed for the data split, shuffling and initialisation.")
+    eval_every_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Validate every N optimizer steps; 0 validates only at the end.")
+    log_every_steps: int = Field(1, ge=1, le=MAX_STEPS, description="Report progress and loss every N optimizer steps.")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="Seed for the data split, shuffling and initialisation.")
     drift_penalty: float = Field(
         0.0, ge=0.0, le=1e6,
         description="Strength of an L2 penalty on the distance of the trainable weights from their pretrained values (full and selective; against forgetting); 0 disables.",
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
     group_by_length: bool = Field(True, description="Batch rows of similar length (seeded shuffle of the groups) so little work goes to padding.")
-    checkpoint_every_steps: int = Field(0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
+    checkpoint_every_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
     checkpoints_to_keep: int = Field(2, ge=1, le=100, description="Keep the latest N checkpoints; a restarted run resumes from the latest.")
     prediction_rows: int = Field(5, ge=0, le=1000, description="Test rows to generate predictions for (greedy) into predictions.jsonl.")
 
@@ -324,7 +325,7 @@ class TrainingConfig(ApiModel):
         Method.lora,
         description="Which parameters train: full (all), lora (low-rank adapters), qlora (LoRA on a 4-bit base; CUDA and bitsandbytes), prompt-tuning (soft prompt), prefix-tuning (per-layer key/value prefixes), ia3 (learned activation scales), selective (parameters chosen by name or depth).",
     )
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings, used when method is lora or qlora.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (methods lora and qlora; refused with other methods unless equal to the defaults).")
     prompt_tuning: Optional[PromptTuningSpec] = Field(None, description="Prompt-tuning settings (method prompt-tuning; defaults when unset).")
     prefix_tuning: Optional[PrefixTuningSpec] = Field(None, description="Prefix-tuning settings (method prefix-tuning; defaults when unset).")
     ia3: Optional[Ia3Spec] = Field(None, description="IA3 settings (method ia3; defaults when unset).")
@@ -337,7 +338,11 @@ class TrainingConfig(ApiModel):
         blocks = {"prompt_tuning": Method.prompt_tuning, "prefix_tuning": Method.prefix_tuning, "ia3": Method.ia3, "selective": Method.selective}
         for name, method in blocks.items():
             if getattr(self, name) is not None and self.method is not method:
-                raise ValueError(f"{to_camel(name)} is set but method is {self.method.value}")
+                raise ValueError(f"{to_camel(name)}: set but method is {self.method.value} (it applies to method {method.value})")
+        # lora has defaults, so a full dump of any config holds it: only a block the user set
+        # with other values than the defaults would be ignored.
+        if "lora" in self.model_fields_set and self.lora != LoraSpec() and self.method not in (Method.lora, Method.qlora):
+            raise ValueError(f"lora: set but method is {self.method.value} (it applies to methods lora and qlora)")
         if self.method is Method.selective and self.selective is None:
             raise ValueError("method selective needs a selective block (patterns and/or lastLayers)")
         if self.training.drift_penalty and self.method not in (Method.full, Method.selective):

@@ -16,6 +16,7 @@ DEFAULT_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 CONDITION_SUCCEEDED = "Succeeded"
 CONDITION_EVALUATED = "Evaluated"
 CONDITION_PROMOTED = "Promoted"
+CONDITION_SUSPENDED = "Suspended"
 
 # The pod's config file: a ConfigMap mounted at CONFIG_DIR.
 CONFIG_DIR = "/etc/kubetune"
@@ -30,6 +31,23 @@ ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
 # Colon-separated directories the pod may write under besides its working directory
 # (the job's writable volumes); outputs resolving elsewhere are refused.
 ENV_WRITABLE_ROOTS = "KUBETUNE_WRITABLE_ROOTS"
+
+# The pod runs as this user (kubetune's images' USER) with a read-only root filesystem; these
+# directories are emptyDir volumes (unless a spec volume mounts exactly there), and the cache
+# variables point into CACHE_DIR, as the images set them.
+DEFAULT_RUN_AS_USER = 65532
+WORKSPACE = "/workspace"  # the images' WORKDIR: relative paths in a spec resolve here
+CACHE_DIR = "/home/kubetune/.cache"
+CACHE_ENV = {
+    "XDG_CACHE_HOME": CACHE_DIR,
+    "HF_HOME": f"{CACHE_DIR}/huggingface",
+    "KUBETUNE_CACHE": f"{CACHE_DIR}/kubetune",
+    "TRITON_CACHE_DIR": f"{CACHE_DIR}/triton",
+}
+# Volume name -> mount path of the pod's writable directories.
+WRITABLE_DIRS = {"kubetune-tmp": "/tmp", "kubetune-cache": CACHE_DIR, "kubetune-workspace": WORKSPACE}
+RESERVED_VOLUMES = ("config", *WRITABLE_DIRS)
+RESERVED_MOUNT_PATHS = (CONFIG_DIR,)
 
 # Job names become pod label values (<= 63 chars) with a suffix the Job controller adds.
 MAX_NAME_LENGTH = 52

@@ -47,7 +47,7 @@ def test_schema_carries_enums_bounds_and_required_fields():
     ratio = props["dataset"]["properties"]["validationRatio"]
     assert ratio["maximum"] == 1.0 and ratio["exclusiveMaximum"] is True
     assert props["training"]["properties"]["learningRate"]["exclusiveMinimum"] is True
-    assert props["nodeSelector"]["additionalProperties"] == {"type": "string"}
+    assert props["nodeSelector"]["additionalProperties"]["type"] == "string"
 
 
 @pytest.mark.parametrize("name, short, columns", [

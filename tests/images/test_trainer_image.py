@@ -95,3 +95,16 @@ def test_runtime_stage_lets_the_operator_choose_the_command(dockerfile):
     assert [c.args.split() for c in runtime.all("COPY")] == [["--from=builder", builder_venv, builder_venv]]
     env = runtime.pairs("ENV")
     assert env["VIRTUAL_ENV"] == builder_venv and env["PATH"].split(":")[0] == f"{builder_venv}/bin"
+
+
+def test_operator_pods_match_the_image_user_caches_and_workdir(dockerfile):
+    """The operator runs trainer pods with a read-only root: as the image's user, with
+    emptyDirs at the image's WORKDIR and cache root, and the image's cache variables."""
+    from kubetune_api import wire
+
+    runtime = dockerfile.final
+    env = runtime.pairs("ENV")
+    assert runtime.all("USER")[-1].args == f"{wire.DEFAULT_RUN_AS_USER}:{wire.DEFAULT_RUN_AS_USER}"
+    assert runtime.all("WORKDIR")[-1].args == wire.WORKSPACE
+    assert {v: env[v] for v in CACHE_VARIABLES} == wire.CACHE_ENV
+    assert env["XDG_CACHE_HOME"] == wire.CACHE_DIR and set(wire.WRITABLE_DIRS.values()) == {"/tmp", wire.CACHE_DIR, wire.WORKSPACE}

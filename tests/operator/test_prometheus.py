@@ -1,4 +1,5 @@
 """Prometheus output as a scraper sees it (real exposition format, parsed back)."""
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -114,6 +115,24 @@ def test_per_job_phase_series_follows_the_job():
     assert phases() == {"Running": 1}
     metrics.forget("FineTuneJob", "ph", "p")
     assert phases() == {}
+
+
+@pytest.mark.parametrize("kind", ["FineTuneJob", "EvalJob"])
+def test_queued_and_suspended_jobs_are_counted_in_their_phase(kind):
+    observe = metrics.observe_finetunejob if kind == "FineTuneJob" else metrics.observe_evaljob
+
+    def fleet():
+        return {dict(k[1])["phase"]: v for k, v in _samples().items()
+                if k[0] == "kubetune_jobs" and dict(k[1])["kind"] == kind}
+    before = fleet()
+    assert {"Queued", "Suspended"} <= set(before)
+    observe("qs", "q", {"phase": "Queued"})
+    observe("qs", "s", {"phase": "Suspended"})
+    after = fleet()
+    assert (after["Queued"] - before["Queued"], after["Suspended"] - before["Suspended"]) == (1, 1)
+    metrics.forget(kind, "qs", "q")
+    metrics.forget(kind, "qs", "s")
+    assert fleet()["Queued"] == before["Queued"]
 
 
 def test_eta_evaluation_delta_and_forgetting_mirror_the_status():

@@ -47,7 +47,8 @@ def test_chunked_loss_and_gradients_equal_the_naive_loss(method, block, tiny_mod
 
     monkeypatch.setattr(loss_module, "CHUNK_POSITIONS", 3)  # several chunks, the last one short
     config = make_config(tiny_model_dir, dataset_file, tmp_path)
-    config = TrainingConfig.model_validate({**config.model_dump(by_alias=True), "method": method, **block})
+    config = TrainingConfig.model_validate({**config.model_dump(by_alias=True, exclude=set() if method == "lora" else {"lora"}),
+                                            "method": method, **block})
     base, _, checkpoint = load_model(config.model)
     model = METHODS[method].prepare(base, config, checkpoint)
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -83,7 +83,7 @@ def test_selective_without_a_match_or_a_block_is_an_error(tiny_model_dir, datase
 
 def test_a_block_for_another_method_is_refused(tiny_model_dir, dataset_file, tmp_path):
     config = make_config(tiny_model_dir, dataset_file, tmp_path)
-    with pytest.raises(ValidationError, match="ia3 is set but method is lora"):
+    with pytest.raises(ValidationError, match="ia3: set but method is lora"):
         TrainingConfig.model_validate({**config.model_dump(by_alias=True), "ia3": {}})
     with pytest.raises(ValidationError, match="driftPenalty"):
         make_config(tiny_model_dir, dataset_file, tmp_path, driftPenalty=1.0)

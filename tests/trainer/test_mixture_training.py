@@ -30,7 +30,7 @@ def config(model_dir, dataset: dict, output, method="lora", **training) -> Train
         "model": {"path": str(model_dir)},
         "dataset": {"maxLength": 64, **dataset},
         "method": method,
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targetModules": ["q_proj", "v_proj"]},
+        **({"lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targetModules": ["q_proj", "v_proj"]}} if method in ("lora", "qlora") else {}),
         "training": {"maxSteps": 6, "batchSize": 8, "learningRate": 1e-2, "logEverySteps": 3, "predictionRows": 0, **training},
         "output": {"path": str(output)},
     })

@@ -24,7 +24,8 @@ def make_config(model_dir, data, output, method="lora", **training) -> TrainingC
         "model": {"path": str(model_dir)},
         "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "completionField": "answer", "maxLength": 64},
         "method": method,
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": LORA_TARGETS},
+        # lora settings with another method would be ignored, so the config refuses them.
+        **({"lora": {"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": LORA_TARGETS}} if method in ("lora", "qlora") else {}),
         "training": {"maxSteps": 30, "batchSize": 8, "learningRate": 1e-2, "logEverySteps": 5, **training},
         "output": {"path": str(output)},
     })

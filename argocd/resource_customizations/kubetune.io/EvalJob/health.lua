@@ -6,6 +6,8 @@
 --   observedGeneration < generation     Progressing  (Pending/Running: the operator has not seen the edit)
 --                                       Degraded     (Succeeded/Failed: kubetune never applies spec edits)
 --   Pending                             Progressing  "Pending (<reason>): <message>"
+--   Queued                              Progressing  "Queued (<reason>): <message>" (Kueue has not admitted its Job)
+--   Suspended                           Suspended    "Suspended: <message>" (spec.suspend; resumes from a checkpoint)
 --                                                    (incl. WaitingForFineTuneJob)
 --   Running                             Progressing  "Running: tuned, 120/800 examples (15.0%)"
 --   Failed                              Degraded     "Failed (<reason>): <message>"
@@ -52,9 +54,13 @@ if generation ~= nil and observed ~= nil and observed < generation then
   return hs
 end
 
-if phase == "Pending" then
+if phase == "Pending" or phase == "Queued" then
   hs.status = "Progressing"
-  hs.message = string.format("Pending (%s): %s", reason, message)
+  hs.message = string.format("%s (%s): %s", phase, reason, message)
+elseif phase == "Suspended" then
+  local suspended = condition("Suspended") or {}
+  hs.status = "Suspended"
+  hs.message = "Suspended: " .. (suspended.message or message)
 elseif phase == "Running" then
   hs.status = "Progressing"
   local p = status.progress
