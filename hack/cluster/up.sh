@@ -93,7 +93,12 @@ write_kubeconfig "$PKI/scheduler.kubeconfig" system:kube-scheduler "$(token_of s
 start() {
   local name="$1"; shift
   if running "$name"; then echo "  $name: running (pid $(cat "$PIDS/$name.pid"))"; return 0; fi
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # Close every inherited descriptor above stderr first: a daemon must not hold what its
+  # caller had open (a lock taken with flock(1), the pipe of a CI step that waits for EOF).
+  (
+    for fd in /proc/$BASHPID/fd/*; do fd="${fd##*/}"; [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null; done
+    exec setsid "$@"
+  ) >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
   echo "  $name: started (pid $!), log $LOGS/$name.log"
 }

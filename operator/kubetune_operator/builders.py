@@ -5,6 +5,7 @@ idempotent (get-or-create) and deleting the parent garbage-collects it.
 """
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,8 @@ import kubetune_api as api
 from kubetune_api import wire
 from kubetune_api.catalog import produces_full_model
 from kubetune_api.promotion import PromoteConfig
+from kubetune_operator import multinode
+from kubetune_operator.attempts import ATTEMPT_LABEL, job_name
 
 
 @dataclass(frozen=True)
@@ -131,20 +134,55 @@ def _env(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> list[
         {"name": wire.ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
         {"name": wire.ENV_WRITABLE_ROOTS, "value": ":".join(spec.writable_roots())},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *({"name": name, "value": value} for name, value in wire.CACHE_ENV.items()),
     ]
 
 
-def command(workload: Workload, gpus: int) -> list[str]:
-    """One process per GPU for training (accelerate launch); a plain process otherwise."""
+def pod_security(spec: api.Placement) -> dict[str, Any]:
+    """The pod's securityContext: non-root as the spec's user, the runtime's seccomp profile, and
+    volumes group-owned by fsGroup (chowned only when their root does not match: big PVCs)."""
+    security = spec.security_context
+    return {"runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
+            "fsGroup": security.fs_group, "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security() -> dict[str, Any]:
+    """The container's securityContext: the restricted Pod Security Standard, read-only root."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True, "privileged": False}
+
+
+def _writable_dirs(spec: api.Placement, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> None:
+    """emptyDirs for /tmp, the caches and the working directory (the root filesystem is read-only),
+    except where a spec volume is mounted at exactly that path."""
+    taken = {posixpath.normpath(v.mount_path) for v in spec.volumes}
+    for name, path in wire.WRITABLE_DIRS.items():
+        if path not in taken:
+            volumes.append({"name": name, "emptyDir": {}})
+            mounts.append({"name": name, "mountPath": path})
+
+
+def command(workload: Workload, gpus: int, nodes: int = 1) -> list[str]:
+    """One process per GPU for training (accelerate launch); a plain process otherwise. Over
+    several nodes, one process per GPU (one on CPU) in each pod (see multinode)."""
     config = ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
+    if workload is FINETUNE and nodes > 1:
+        return multinode.launch_command(max(gpus, 1), nodes, config)
     if workload is FINETUNE and gpus > 1:
         return ["accelerate", "launch", "--multi_gpu", "--num_processes", str(gpus), "-m", "kubetune_trainer.cli", *config]
     return [workload.command, *config]
 
 
-def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE) -> dict[str, Any]:
+def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE,
+        attempt: int = 1, job_suspend_supported: bool = False) -> dict[str, Any]:
+    """The Job of one attempt. backoffLimit 0: the operator, not the Job controller, decides
+    whether a failed pod earns another attempt (see attempts.py)."""
     name = child_name(meta["name"], workload)
-    job_labels = labels(meta["name"], workload)
+    nodes = spec.resources.nodes if workload is FINETUNE else 1  # rank 0; the operator adds the others
+    pod_labels = {**labels(meta["name"], workload), ATTEMPT_LABEL: str(attempt),
+                  **(multinode.main_labels() if nodes > 1 else {})}
+    job_labels = dict(pod_labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
@@ -152,19 +190,22 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     for volume in spec.volumes:
         volumes.append({"name": volume.name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}})
         mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
+    _writable_dirs(spec, volumes, mounts)
     container = {
         "name": workload.container,
         "image": spec.image or default_image,
         "imagePullPolicy": spec.image_pull_policy.value,
-        "command": command(workload, spec.resources.gpu),
-        "env": _env(meta, workload, spec),
+        "command": command(workload, spec.resources.gpu, nodes),
+        "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else []),
         "resources": _resources(spec),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "securityContext": pod_security(spec),
         "serviceAccountName": name,
         "containers": [container],
         "volumes": volumes,
@@ -176,15 +217,17 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
     job_spec: dict[str, Any] = {
-        "backoffLimit": spec.backoff_limit,
+        "backoffLimit": 0,
         "completions": 1,
         "parallelism": 1,
-        "template": {"metadata": {"labels": labels(meta["name"], workload)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.queue_name and job_suspend_supported:
+        job_spec["suspend"] = True  # Kueue admits the Job by unsuspending it (see kueue.py)
     metadata = _metadata(meta, workload)
-    metadata["labels"] = job_labels
+    metadata.update(name=job_name(name, attempt), labels=job_labels)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
@@ -207,7 +250,7 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
     if evaluation is None:
         return []
     placement = spec.model_dump(by_alias=True, mode="json", exclude_none=True, include=set(api.Placement.model_fields))
-    placement["resources"]["gpu"] = min(spec.resources.gpu, 1)  # inference needs one GPU at most
+    placement["resources"].update(gpu=min(spec.resources.gpu, 1), nodes=1)  # inference: one pod, one GPU at most
     models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
               {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
     scores_name, retention_name = evaluation_job_names(meta["name"])
@@ -257,5 +300,5 @@ def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: 
                        default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
     """The promotion pod's ConfigMap, ServiceAccount and Job: the trainer's image, volumes and
     placement, no GPU (copying and merging run on CPU) and no retry."""
-    placement = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 0}), "backoff_limit": 0})
+    placement = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 0, "nodes": 1}), "backoff_limit": 0})
     return [config_map(meta, PROMOTE, config), service_account(meta, PROMOTE), job(meta, PROMOTE, placement, default_image)]

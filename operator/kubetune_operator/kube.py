@@ -95,3 +95,50 @@ def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any])
 def stop_job(namespace: str, name: str) -> None:
     """Stops a Job from starting more pods (parallelism 0) while keeping it and its pods' logs."""
     kubernetes.client.BatchV1Api().patch_namespaced_job(name, namespace, {"spec": {"parallelism": 0}})
+
+
+def delete_job(namespace: str, name: str) -> None:
+    """Deletes a Job and, in the background, its pods (they get their grace period); gone is fine."""
+    try:
+        kubernetes.client.BatchV1Api().delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def delete_object(plural: str, namespace: str, name: str) -> None:
+    """Deletes a FineTuneJob or EvalJob (its children go by garbage collection); gone is fine."""
+    try:
+        kubernetes.client.CustomObjectsApi().delete_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, plural, name, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def failed_create_events(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Job controller's FailedCreate events for this Job (why its pod does not exist)."""
+    meta = job["metadata"]
+    selector = f"involvedObject.uid={meta['uid']},reason=FailedCreate"
+    return _raw(kubernetes.client.CoreV1Api().list_namespaced_event, namespace=meta["namespace"],
+                field_selector=selector).get("items", [])
+
+
+def server_version() -> tuple[int, int]:
+    """The API server's (major, minor) version, e.g. (1, 20); a provider's "27+" reads as 27."""
+    info = kubernetes.client.VersionApi().get_code()
+    return int("".join(c for c in info.major if c.isdigit())), int("".join(c for c in info.minor if c.isdigit()))
+
+
+def kueue_workload(job: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Kueue's Workload for a Job (labelled with the Job's uid), or None: none yet, or no Kueue
+    (its API is absent) or no permission to read it."""
+    try:
+        items = kubernetes.client.CustomObjectsApi().list_namespaced_custom_object(
+            "kueue.x-k8s.io", "v1beta1", job["metadata"]["namespace"], "workloads",
+            label_selector=f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}").get("items", [])
+    except ApiException as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return items[0] if items else None

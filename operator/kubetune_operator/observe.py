@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Optional
 
 from kubetune_api import Phase
-from kubetune_api.errors import USER_ERRORS, Reason
+from kubetune_api.errors import Reason
+from kubetune_operator import kueue
 # Waiting reasons that mean the pod cannot start until someone fixes something.
 _STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "CrashLoopBackOff"}
@@ -29,6 +29,8 @@ class Observation:
     completion_time: Optional[str] = None
     # The trainer's final report from its termination message, when it wrote one.
     report: dict[str, Any] = field(default_factory=dict)
+    # The pod whose failure ended the attempt (the operator classifies it: retry or not).
+    failed_pod: Optional[dict[str, Any]] = None
 
     @property
     def condition_status(self) -> str:
@@ -176,32 +178,32 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     failed = _condition(job, "Failed")
     if failed and failed.get("status") == "True":
         ended = failed.get("lastTransitionTime")
-        failures = [f for f in (describe_failure(p) for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)) if f]
+        ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+        failures = [(p, f) for p in ordered if (f := describe_failure(p))]
         if failed.get("reason") == "DeadlineExceeded" or not failures:
             return Observation(Phase.Failed, failed.get("reason") or Reason.JobFailed.value,
-                               failed.get("message") or "the trainer Job failed", start, ended)
-        reason, message, report = failures[0]
-        return Observation(Phase.Failed, reason, message, start, ended, report)
+                               failed.get("message") or "the trainer Job failed", start, ended,
+                               failed_pod=next((p for p in ordered if (p.get("status") or {}).get("phase") == "Failed"), None))
+        pod, (reason, message, report) = failures[0]
+        return Observation(Phase.Failed, reason, message, start, ended, report, failed_pod=pod)
 
+    if kueue.queued(job):
+        return Observation(Phase.Queued, Reason.Queued.value, kueue.message(job), start)
     if latest is None:
         return Observation(Phase.Pending, Reason.JobCreated.value, "waiting for the trainer pod", start)
     pod_phase = (latest.get("status") or {}).get("phase")
-    retries = sum(1 for p in pods if describe_failure(p))
     if pod_phase == "Running":
-        message = "running" + (f" (attempt {retries + 1})" if retries else "")
-        return Observation(Phase.Running, Reason.Running.value, message, start or latest["status"].get("startTime"))
+        return Observation(Phase.Running, Reason.Running.value, "running", start or latest["status"].get("startTime"))
     if pod_phase == "Pending":
         reason, message = _pending_reason(latest)
         return Observation(Phase.Pending, reason, message, start)
-    # A pod finished but the Job controller has not decided yet (retry or give up). The user's
-    # own mistakes (bad data, model or config, found by the pod's check phase) fail at once:
-    # another pod would fail the same way.
+    # A pod failed but the Job controller has not said so yet: the attempt is over either way
+    # (backoffLimit 0); the operator decides whether another attempt follows.
     failure = describe_failure(latest)
-    if failure:
-        reason, message, report = failure
-        if reason in USER_ERRORS:
-            return Observation(Phase.Failed, reason, message, start, _finished_at(latest), report)
-        return Observation(Phase.Running, Reason.Retrying.value, f"{message}; the Job may retry", start, report=report)
+    if failure or pod_phase == "Failed":
+        reason, message, report = failure or ((latest.get("status") or {}).get("reason") or Reason.PodFailed.value,
+                                              (latest.get("status") or {}).get("message") or "the pod failed", {})
+        return Observation(Phase.Failed, reason, message, start, _finished_at(latest), report, failed_pod=latest)
     return Observation(Phase.Running, Reason.Running.value, "running", start)
 
 
@@ -263,37 +265,21 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
     return summary, ("Unknown", Reason.Evaluating.value, "evaluating base vs tuned")
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
+# FailedCreate messages that can clear by themselves; any other refusal is final.
+_TRANSIENT_CREATE = ("exceeded quota", "timeout", "timed out", "connection refused", "try again",
+                     "the server is currently unable", "too many requests")
 
 
-def _timestamp(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _pod_gpus(pod: dict[str, Any]) -> int:
-    containers = (pod.get("spec") or {}).get("containers") or []
-    return sum(int(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, 0)) for c in containers)
-
-
-def _running_seconds(pod: dict[str, Any], now: str) -> Optional[float]:
-    """Seconds the pod's container ran (started to finished, or to now while it runs);
-    None when it never started."""
-    state = _main_status(pod).get("state") or {}
-    ran = state.get("terminated") or state.get("running") or {}
-    if not ran.get("startedAt"):
+def creation_refusal(events: list[dict[str, Any]]) -> Optional[tuple[Phase, str, str]]:
+    """(phase, reason, message) when the Job controller cannot create the pod (its FailedCreate
+    events): Pending while a quota or a transient error may clear, else Failed with the API's message."""
+    if not events:
         return None
-    return max((_timestamp(ran.get("finishedAt") or now) - _timestamp(ran["startedAt"])).total_seconds(), 0.0)
-
-
-def usage(pods: list[dict[str, Any]], now: str, training_tokens: Optional[int] = None,
-          gpu_hour_price: Optional[float] = None, currency: str = "USD") -> dict[str, Any]:
-    """status.usage from a job's pods (every attempt): GPU-seconds, pod-seconds, attempts, the
-    trainer's token count and, with a price per GPU-hour, the estimated cost."""
-    ran = [(seconds, _pod_gpus(pod)) for pod in pods if (seconds := _running_seconds(pod, now)) is not None]
-    gpu_seconds = round(sum(seconds * gpus for seconds, gpus in ran), 1)
-    out: dict[str, Any] = {"gpuSeconds": gpu_seconds, "podSeconds": round(sum(s for s, _ in ran), 1), "attempts": len(ran)}
-    if training_tokens is not None:
-        out["trainingTokens"] = training_tokens
-    if gpu_hour_price is not None:
-        out.update(estimatedCost=round(gpu_seconds / 3600 * gpu_hour_price, 4), currency=currency)
-    return out
+    latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    message = latest.get("message") or "the Job cannot create its pod"
+    lowered = message.lower()
+    if "exceeded quota" in lowered:
+        return Phase.Pending, Reason.QuotaExceeded.value, message
+    if any(marker in lowered for marker in _TRANSIENT_CREATE):
+        return Phase.Pending, Reason.JobCreated.value, f"waiting for the trainer pod: {message}"
+    return Phase.Failed, Reason.PodRejected.value, message

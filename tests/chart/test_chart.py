@@ -11,7 +11,10 @@ import yaml
 from conftest import CHART, MONITORING, ROOT, TOGGLES, by_kind, helm, notes, one, rejected, render
 
 DEFAULT_KINDS = {"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
-                 "Service": 1, "Deployment": 1}
+                 "Service": 2, "Deployment": 1, "ValidatingWebhookConfiguration": 1}
+WEBHOOK_ARGS = ["--webhook-port=9443", "--webhook-address=0.0.0.0",
+                "--webhook-service=kubetune-system/kubetune-operator-webhook:443",
+                "--webhook-configuration=kubetune-operator", "--webhook-failure-policy=Fail", "--webhook-timeout=10"]
 
 
 def kinds(objects):
@@ -19,6 +22,11 @@ def kinds(objects):
     for obj in objects:
         counts[obj["kind"]] = counts.get(obj["kind"], 0) + 1
     return counts
+
+
+def service(objects, name="kubetune-operator-metrics"):
+    (svc,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"] == name]
+    return svc
 
 
 def container(objects):
@@ -38,7 +46,8 @@ def test_defaults_render_the_operator_and_its_crds():
     # The names the local tooling (hack/operator.sh) and the docs rely on.
     assert one(objects, "ServiceAccount")["metadata"] == {**one(objects, "ServiceAccount")["metadata"],
                                                           "name": "kubetune-operator", "namespace": "kubetune-system"}
-    assert one(objects, "Service")["metadata"]["name"] == "kubetune-operator-metrics"
+    assert sorted(s["metadata"]["name"] for s in by_kind(objects, "Service")) == [
+        "kubetune-operator-metrics", "kubetune-operator-webhook"]
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "kubetune-operator"
 
 
@@ -96,16 +105,16 @@ def test_monitors_scrape_the_metrics_port():
     sm, pm = one(objects, "ServiceMonitor"), one(objects, "PodMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["interval"] == "15s"
     assert sm["metadata"]["labels"]["release"] == "p"
-    assert sm["spec"]["selector"]["matchLabels"] == one(objects, "Service")["spec"]["selector"]
+    assert sm["spec"]["selector"]["matchLabels"] == service(objects)["spec"]["selector"]
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pm["spec"]["selector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
-def test_network_policy_admits_only_the_metrics_and_health_ports():
+def test_network_policy_admits_only_the_metrics_health_and_webhook_ports():
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     policy = one(render({"networkPolicy": {"enabled": True, "metricsFrom": [peer]}}), "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["metrics", "health"]
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == ["metrics", "health", "webhook"]
     assert policy["spec"]["ingress"][0]["from"] == [peer]
 
 
@@ -123,7 +132,7 @@ def test_restricted_security_context_liveness_and_resources():
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert "privileged" not in sc
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 8080, "health": 8081, "webhook": 9443}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     assert one(objects, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
 
@@ -133,7 +142,8 @@ def test_operator_settings_come_from_values():
     assert c["image"] == "ghcr.io/kubetune/operator:0.1.0"  # the tag defaults to appVersion
     assert c["command"] == ["kubetune-operator"]
     assert c["args"] == ["--metrics-port=8080", "--metrics-address=0.0.0.0", "--health-port=8081",
-                         "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8", "--currency=USD"]
+                         "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8", "--currency=USD",
+                         *WEBHOOK_ARGS]
     c = container(render({"watchNamespaces": ["team-a", "team-b"], "workers": 3, "verbose": True,
                           "trainerImage": "registry.example/trainer:1.2", "metrics": {"port": 9090},
                           "health": {"port": 9091}, "image": {"tag": "0.2.0"},
@@ -142,8 +152,8 @@ def test_operator_settings_come_from_values():
     assert c["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
                          "--metrics-address=0.0.0.0", "--health-port=9091",
                          "--trainer-image=registry.example/trainer:1.2", "--workers=3", "--gpu-hour-price=2.5",
-                         "--currency=EUR", "-v"]
-    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 9091}
+                         "--currency=EUR", "-v", *WEBHOOK_ARGS]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 9091, "webhook": 9443}
 
 
 def test_cluster_wide_rbac_is_one_cluster_role():
@@ -155,11 +165,14 @@ def test_cluster_wide_rbac_is_one_cluster_role():
                  ("kubetune.io", "finetunejobs/status", "patch"), ("batch", "jobs", "create"),
                  ("batch", "jobs", "patch"), ("", "pods", "watch"), ("", "serviceaccounts", "create"),
                  ("rbac.authorization.k8s.io", "roles", "create"), ("", "events", "create"),
-                 ("events.k8s.io", "events", "create"), ("", "namespaces", "watch")]:
+                 ("events.k8s.io", "events", "create"), ("", "namespaces", "watch"), ("", "events", "list")]:
         assert need in granted, need
-    # Least privilege: nothing beyond what it uses; no wildcards, secrets, escalate or bind.
+    # Least privilege: nothing beyond what it uses; no wildcards, secrets, escalate or bind. It
+    # deletes only what it runs: an attempt's Job (spec.suspend) and its own kinds (TTL).
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
-    assert not {v for _, _, v in granted} & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+    assert not {v for _, _, v in granted} & {"deletecollection", "escalate", "bind", "impersonate"}
+    assert {(g, r) for g, r, v in granted if v == "delete"} == {
+        ("batch", "jobs"), ("kubetune.io", "finetunejobs"), ("kubetune.io", "evaljobs")}
     assert not any(r == "secrets" for _, r, _ in granted)
 
 
@@ -173,9 +186,41 @@ def test_watch_namespaces_get_roles_and_no_cluster_wide_access_to_them():
     cluster_rules = one(objects, "ClusterRole")["rules"]
     assert cluster_rules == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
                               "verbs": ["get", "list", "watch"]},
-                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
+                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                             WEBHOOK_RULE]
+    cluster_wide = (["customresourcedefinitions"], ["namespaces"], ["validatingwebhookconfigurations"])
     assert by_kind(objects, "Role")[0]["rules"] == [r for r in one(render(), "ClusterRole")["rules"]
-                                             if r["resources"] not in (["customresourcedefinitions"], ["namespaces"])]
+                                             if r["resources"] not in cluster_wide]
+
+
+WEBHOOK_RULE = {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                "resourceNames": ["kubetune-operator"], "verbs": ["get", "patch"]}
+
+
+def test_webhook_configuration_belongs_to_the_chart_and_the_operator_may_only_patch_it():
+    objects = render()
+    vwc = one(objects, "ValidatingWebhookConfiguration")
+    # No webhooks: the operator sets them (with its CA) while it runs, so a stopped operator
+    # leaves none behind and `helm uninstall` deletes the object.
+    assert vwc["metadata"]["name"] == "kubetune-operator" and "webhooks" not in vwc
+    assert WEBHOOK_RULE in one(objects, "ClusterRole")["rules"]
+    webhook_svc = service(objects, "kubetune-operator-webhook")
+    assert webhook_svc["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    assert webhook_svc["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_webhook_values():
+    args = container(render({"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 3, "port": 10443,
+                                         "service": {"port": 8443}}}))["args"]
+    assert "--webhook-failure-policy=Ignore" in args and "--webhook-timeout=3" in args and "--webhook-port=10443" in args
+    assert "--webhook-service=kubetune-system/kubetune-operator-webhook:8443" in args
+    on_host = render({"webhook": {"host": "127.0.0.1"}})  # an operator on the host network: no Service
+    assert "--webhook-host=127.0.0.1" in container(on_host)["args"]
+    assert [s["metadata"]["name"] for s in by_kind(on_host, "Service")] == ["kubetune-operator-metrics"]
+    off = render({"webhook": {"enabled": False}})
+    assert not by_kind(off, "ValidatingWebhookConfiguration") and len(by_kind(off, "Service")) == 1
+    assert not [a for a in container(off)["args"] if a.startswith("--webhook")]
+    assert WEBHOOK_RULE not in one(off, "ClusterRole")["rules"]
 
 
 def test_replica_count_zero_stops_the_operator():
@@ -193,8 +238,10 @@ def test_replica_count_zero_stops_the_operator():
     ({"crds": {"keep": "yes"}}, "/crds/keep"),
     ({"trainerImage": ""}, "/trainerImage"),
     ({"pricing": {"gpuHour": "cheap"}}, "/pricing/gpuHour"),
+    ({"webhook": {"failurePolicy": "Maybe"}}, "/webhook/failurePolicy"),
+    ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
 ], ids=["workers-type", "unknown-key", "two-replicas", "port-range", "nested-typo", "enum", "namespace-name",
-        "bool", "empty-image", "price-type"])
+        "bool", "empty-image", "price-type", "failure-policy", "webhook-timeout"])
 def test_values_outside_the_schema_fail_with_the_field_named(values, field):
     error = rejected(values)
     assert "schema" in error and field in error, error

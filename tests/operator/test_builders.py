@@ -44,7 +44,8 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
                  queueName="team-a", backoffLimit=2, activeDeadlineSeconds=3600)
     job = builders.job(meta, builders.FINETUNE, spec)
     assert job["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "team-a"
-    assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 3600
+    # Retries are the operator's (one Job per attempt): the Job itself never retries.
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 3600
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "demo-train"
     assert pod["nodeSelector"] == {"gpu": "a100"}
@@ -54,7 +55,8 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
     assert container["command"][:5] == ["accelerate", "launch", "--multi_gpu", "--num_processes", "2"]
     assert container["resources"]["limits"] == {"nvidia.com/gpu": "2", "memory": "16Gi"}
     assert container["resources"]["requests"] == container["resources"]["limits"]
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kubetune", "/data"}
+    # The root filesystem is read-only: /tmp, the caches and the working directory are emptyDirs.
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kubetune", "/data", "/tmp", "/home/kubetune/.cache", "/workspace"}
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
     env = {e["name"]: e for e in container["env"]}
     assert env["KUBETUNE_JOB_NAME"]["value"] == "demo"

@@ -89,13 +89,12 @@ def test_deadline_exceeded_keeps_the_job_reason():
     assert seen.reason == "DeadlineExceeded" and "deadline" in seen.message
 
 
-def test_failed_attempt_while_job_retries():
+def test_a_failed_pod_ends_its_attempt_before_the_job_controller_says_so():
+    """One pod per attempt: its failure is the attempt's, and the pod goes to the operator to classify."""
     failed = _pod("Failed", state={"terminated": {"exitCode": 1, "message": '{"error": "boom"}'}}, created="2026-01-01T00:00:01Z")
     seen = observe.observe(_job(), [failed])
-    assert (seen.phase, seen.reason) == (Phase.Running, "Retrying") and "boom" in seen.message
-    second = _pod("Running", state={"running": {}}, created="2026-01-01T00:05:00Z")
-    seen = observe.observe(_job(), [failed, second])
-    assert seen.phase == Phase.Running and seen.message == "running (attempt 2)"
+    assert (seen.phase, seen.reason) == (Phase.Failed, "TrainerFailed") and "boom" in seen.message
+    assert seen.failed_pod is failed
 
 
 def test_condition_transition_time_moves_only_on_status_change():
@@ -177,3 +176,13 @@ def test_the_image_id_lands_in_status_lineage_image_next_to_what_the_pod_reporte
     status = _merge(status, {"lineage": {**pod_lineage, "versions": {"torch": "2.13.0"}}})
     assert status["lineage"]["image"] == "ghcr.io/kubetune/trainer@sha256:abc"
     assert "lineage" not in handlers._status_patch(FINETUNE, {**obj, "status": status}, seen, "ghcr.io/kubetune/trainer@sha256:abc")
+
+
+def test_a_job_kueue_holds_is_queued_and_runs_once_admitted():
+    held = {**_job(start=None), "spec": {"suspend": True}}
+    held["metadata"] = {"name": "demo-train", "namespace": "team-a", "uid": "u1",
+                        "labels": {"kueue.x-k8s.io/queue-name": "team-a-queue"}}
+    seen = observe.observe(held, [])
+    assert (seen.phase, seen.reason) == (Phase.Queued, "Queued") and "team-a-queue" in seen.message
+    admitted = {**held, "spec": {"suspend": False}}
+    assert observe.observe(admitted, [_pod("Running", state={"running": {}})]).phase == Phase.Running

@@ -110,8 +110,8 @@ def test_promotion_job_runs_the_promoter_with_the_trainers_placement(meta, spec_
     assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
         ("ConfigMap", "demo-promote"), ("ServiceAccount", "demo-promote"), ("Job", "demo-promote")]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == meta["uid"] for o in objs)
-    assert all(o["metadata"]["labels"] == {"kubetune.io/promotion": "demo", "app.kubernetes.io/component": "promoter",
-                                           "app.kubernetes.io/managed-by": "kubetune"} for o in objs)
+    labels = {"kubetune.io/promotion": "demo", "app.kubernetes.io/component": "promoter", "app.kubernetes.io/managed-by": "kubetune"}
+    assert all({k: v for k, v in o["metadata"]["labels"].items() if k != "kubetune.io/attempt"} == labels for o in objs)
     pod = objs[2]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["kubetune-promote", "--config", "/etc/kubetune/config.yaml"]

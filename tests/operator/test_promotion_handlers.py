@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kubetune_operator import handlers, kube, metrics
+from kubetune_operator import followups, kube, metrics
 
 EVALUATION = {"dataset": {"path": "eval.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]}}
 
@@ -35,7 +35,7 @@ def api(monkeypatch, meta, spec_dict):
     monkeypatch.setattr(kube, "ensure", fake.ensure)
     monkeypatch.setattr(kube, "read_job", lambda namespace, name: fake.job)
     monkeypatch.setattr(kube, "list_pods", lambda namespace, selector: fake.pods)
-    monkeypatch.setattr(handlers.kopf, "event", lambda obj, type, reason, message: fake.events.append((type, reason, message)))
+    monkeypatch.setattr(followups.kopf, "event", lambda obj, type, reason, message: fake.events.append((type, reason, message)))
     return fake
 
 
@@ -50,38 +50,38 @@ def _count(namespace, outcome):
 def test_a_failed_gate_creates_nothing_and_says_why(api):
     api.ftj["status"]["evaluation"]["scores"]["rougeL"] = 0.12
     before = _count("team-a", "gate_failed")
-    handlers.ensure_promotion("team-a", "demo")
+    followups.ensure_promotion("team-a", "demo")
     promoted = _promoted(api)
     assert (promoted["status"], promoted["reason"]) == ("False", "GateFailed")
     assert promoted["message"] == "promotion gate failed: rougeL 0.1200 ≥ 0.3000 ✗"
     assert api.created == [] and api.ftj["status"]["promotion"]["phase"] == "Failed"
     assert api.events == [("Warning", "GateFailed", promoted["message"])]
     assert _count("team-a", "gate_failed") == before + 1
-    handlers.ensure_promotion("team-a", "demo")  # decided: never counted twice
+    followups.ensure_promotion("team-a", "demo")  # decided: never counted twice
     assert _count("team-a", "gate_failed") == before + 1 and len(api.events) == 1
 
 
 def test_waiting_for_the_evaluation_is_pending(api):
     api.ftj["status"]["conditions"][0].update(status="Unknown", reason="Evaluating")
-    handlers.ensure_promotion("team-a", "demo")
+    followups.ensure_promotion("team-a", "demo")
     assert (_promoted(api)["status"], _promoted(api)["reason"]) == ("Unknown", "PromotionPending")
     assert api.ftj["status"]["promotion"]["phase"] == "Pending" and api.created == []
 
 
 def test_a_passing_gate_runs_the_promotion_job_until_promoted(api):
     before = _count("team-a", "promoted")
-    handlers.ensure_promotion("team-a", "demo")
+    followups.ensure_promotion("team-a", "demo")
     assert [o["kind"] for o in api.created] == ["ConfigMap", "ServiceAccount", "Job"]
     assert (_promoted(api)["status"], _promoted(api)["reason"]) == ("Unknown", "Promoting")
     assert api.ftj["status"]["promotion"]["jobName"] == "demo-promote"
-    handlers.ensure_promotion("team-a", "demo")  # the Job runs: not created again
+    followups.ensure_promotion("team-a", "demo")  # the Job runs: not created again
     assert len(api.created) == 3
 
     summary = json.dumps({"artifacts": {"modelPath": "runs/promoted/adapter"}, "message": "promoted to runs/promoted"})
     api.job = {"metadata": {"name": "demo-promote"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     api.pods = [{"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Succeeded", "containerStatuses": [
         {"name": "promoter", "state": {"terminated": {"exitCode": 0, "message": summary}}}]}}]
-    handlers.sync_promotion("team-a", "demo")
+    followups.sync_promotion("team-a", "demo")
     promoted = _promoted(api)
     assert (promoted["status"], promoted["reason"]) == ("True", "Promoted")
     assert promoted["message"] == "promoted to runs/promoted: rougeL 0.4100 ≥ 0.3000 ✓"

@@ -52,3 +52,32 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tiny_model_dir, dat
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
     # Keep-last-K, and nothing half-written left behind.
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == [f"step-{STEPS - EVERY}", f"step-{STEPS}"]
+
+
+def test_sigterm_stops_at_a_step_with_a_checkpoint_and_the_next_run_resumes_there(tiny_model_dir, dataset_file, tmp_path):
+    """What a pod does when Kubernetes stops it (preemption, drain, spec.suspend): no steps lost,
+    exit 143 so the operator sees an infrastructure failure, and the reason in the message."""
+    from kubetune_api import wire
+
+    run = tmp_path / "run"
+    config = write_config(tmp_path / "config.yaml", tiny_model_dir, dataset_file, run, lora=LORA,
+                          training={**TRAINING, "checkpointEverySteps": 0})  # no periodic checkpoints
+    log, termination = tmp_path / "stderr.log", tmp_path / "termination"
+    with open(log, "w") as stderr:
+        child = subprocess.Popen([sys.executable, "-m", "kubetune_trainer.cli", "--config", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=stderr,
+                                 env={**os.environ, wire.ENV_TERMINATION_LOG: str(termination)})
+        deadline = time.monotonic() + 300
+        while f"step 20/{STEPS}" not in log.read_text() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 143
+    (checkpoint,) = (run / "checkpoints").iterdir()
+    stopped_at = int(checkpoint.name.split("-")[1])
+    assert 20 <= stopped_at < STEPS and not (run / "training_summary.json").exists()
+    report = json.loads(termination.read_text())
+    assert report["reason"] == "KilledBySignal" and f"stopped by SIGTERM after step {stopped_at}/{STEPS}" in report["error"]
+
+    assert main(["--config", str(config)]) == 0
+    summary = json.loads((run / "training_summary.json").read_text())
+    assert summary["resumedFromStep"] == stopped_at and summary["progress"]["step"] == STEPS

@@ -2,7 +2,7 @@
 reporting every failure to the termination message.
 
 Exit codes: 0 done, 1 unexpected failure, 2 bad config (or a model, metric or output path it
-names), 3 bad data. The termination message carries the error and its reason (InvalidConfig,
+names), 3 bad data, 143 stopped by SIGTERM (after a checkpoint). The termination message carries the error and its reason (InvalidConfig,
 InvalidModel, InvalidDataset, UnknownMetric), which the operator copies into the condition.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from kubetune_api.training import OutputSpec
 from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.stopping import Stopped
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -57,6 +58,10 @@ def run_reported(what: str, work: Callable[[], ResultT], reporter: StatusReporte
         log.error("%s", e)
         reporter.fail(e)
         return (EXIT_BAD_DATA if isinstance(e, DataError) else EXIT_BAD_CONFIG), None
+    except Stopped as e:  # SIGTERM: exits as a process killed by it would, after a checkpoint
+        log.warning("%s", e)
+        reporter.fail(e)
+        return e.exit_code, None
     except Exception as e:
         log.exception("%s failed", what)
         reporter.fail(e)

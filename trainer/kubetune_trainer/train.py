@@ -27,6 +27,7 @@ from kubetune_api.training import TrainingSpec
 from kubetune_trainer.batching import epoch_batches, shard
 from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.loss import batch_loss
+from kubetune_trainer.stopping import StopRequest, Stopped
 from kubetune_trainer.tokenization import Collator, PreparedData, Tokenized
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class TrainingLoop:
                  on_report: Callable[[PodReport], None], checkpoints: Checkpoints | None):
         self.data, self.spec, self.accelerator = data, spec, accelerator
         self.on_report, self.checkpoints = on_report, checkpoints
+        self.stop, self.stopping = StopRequest(), False
+        self.checkpoint_step: int | None = None  # the latest checkpoint saved or resumed from
         self.collate = Collator(pad_id)
         self.items = data.splits["train"]
         self.lengths = [len(x.input_ids) for x in self.items]
@@ -139,7 +142,7 @@ class TrainingLoop:
             return
         state = self.checkpoints.load(latest, self.inner, self.optimizer, self.scheduler)
         result = self.result
-        self.step = self.start_step = result.resumed_from = state["step"]
+        self.step = self.start_step = result.resumed_from = self.checkpoint_step = state["step"]
         result.history, result.train_tokens = state["history"], state["trainTokens"]
         self.seconds_before = state["trainSeconds"]
         result.metrics = Metrics.model_validate(state["metrics"])
@@ -151,14 +154,17 @@ class TrainingLoop:
         acc_steps = self.spec.gradient_accumulation_steps
         self.bar = tqdm(total=self.total, initial=self.step, desc="training", unit="step", file=sys.stderr,
                         disable=None if self.accelerator.is_main_process else True)
-        while self.step < self.total:
-            batches = self.my_batches(self.step // self.per_epoch)
-            windows = [batches[i:i + acc_steps] for i in range(0, len(batches), acc_steps)]
-            for window in windows[self.step % self.per_epoch:]:  # on resume, skips the windows already trained on
-                self._optimizer_step(window)
-                self._after_step()
-                if self.step == self.total:
-                    break
+        with self.stop.installed():
+            while self.step < self.total:
+                batches = self.my_batches(self.step // self.per_epoch)
+                windows = [batches[i:i + acc_steps] for i in range(0, len(batches), acc_steps)]
+                for window in windows[self.step % self.per_epoch:]:  # on resume, skips the windows already trained on
+                    self._optimizer_step(window)
+                    self._after_step()
+                    if self.stopping:
+                        self._stop()
+                    if self.step == self.total:
+                        break
         self.bar.close()
         self._evaluate("test", self.data.splits["test"])
         self.result.progress = self._progress()
@@ -187,7 +193,10 @@ class TrainingLoop:
         self.scheduler.step()
         self.step += 1
         self.bar.update(1)
-        self.result.train_tokens += int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum"))
+        # One all-reduce for both: the tokens, and whether any process got SIGTERM (all stop together).
+        counts = acc.reduce(torch.tensor([tokens, int(self.stop.requested)], device=acc.device), "sum")
+        self.result.train_tokens += int(counts[0])
+        self.stopping = bool(counts[1])
 
     def _after_step(self) -> None:
         """Logs, evaluates, reports and checkpoints as the spec's intervals say."""
@@ -201,11 +210,11 @@ class TrainingLoop:
             self._log_train_loss()
         if evaluating:
             self._evaluate("validation", self.data.splits["validation"])
+        if self.checkpoints and (final or _every(step, spec.checkpoint_every_steps)):
+            self._save_checkpoint()  # before the report, which then names it (progress.checkpointStep)
         if logged or evaluating:
             result.progress = self._progress()
             self.on_report(PodReport(progress=result.progress, metrics=result.metrics.model_copy()))
-        if self.checkpoints and (final or _every(step, spec.checkpoint_every_steps)):
-            self._save_checkpoint()
 
     def _log_train_loss(self) -> None:
         """The mean training loss since the last logged step, over all processes."""
@@ -234,7 +243,7 @@ class TrainingLoop:
             step=step, total_steps=total, epoch=round(step / self.per_epoch, 4), percent=round(100 * step / total, 2),
             eta_seconds=round(elapsed / max(step - self.start_step, 1) * (total - step), 1),
             tokens_per_second=round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
-            train_tokens=result.train_tokens,
+            train_tokens=result.train_tokens, resumed_from_step=result.resumed_from, checkpoint_step=self.checkpoint_step,
         )
 
     def _evaluate(self, name: str, split: list[Tokenized]) -> None:
@@ -247,10 +256,20 @@ class TrainingLoop:
         self.result.history[-1].update({f"{name}Loss": loss, f"{name}Accuracy": accuracy})
         log.info("step %d/%d %s loss %.4f accuracy %.4f", self.step, self.total, name, loss, accuracy)
 
+    def _stop(self) -> None:
+        """SIGTERM: a checkpoint at this step (unless one was just saved), then Stopped."""
+        saved = self.checkpoints is not None and _every(self.step, self.spec.checkpoint_every_steps)
+        if self.checkpoints is not None and not saved:
+            self._save_checkpoint()
+        self.bar.close()
+        where = "checkpoint saved" if self.checkpoints is not None else "no checkpoints configured"
+        raise Stopped(f"stopped by SIGTERM after step {self.step}/{self.total}; {where}")
+
     def _save_checkpoint(self) -> None:
         with self._paused():
             result = self.result
             result.progress = self._progress()
+            self.checkpoint_step = self.step
             self.checkpoints.save(self.step, self.inner, self.optimizer, self.scheduler, {
                 "history": result.history, "trainTokens": result.train_tokens, "trainSeconds": result.train_seconds,
                 "metrics": result.metrics.model_dump(mode="json"),

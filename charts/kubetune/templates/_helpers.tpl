@@ -43,13 +43,14 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 
 {{/* The namespaced permissions of the operator: a ClusterRole's or each watched namespace's Role's rules. */}}
 {{- define "kubetune.namespacedRules" -}}
+# delete: ttlSecondsAfterFinished.
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch", "update", "delete"]
 # EvalJobs: watched, and created for a FineTuneJob's evaluation block.
 - apiGroups: ["kubetune.io"]
   resources: ["evaljobs"]
-  verbs: ["get", "list", "watch", "patch", "update", "create"]
+  verbs: ["get", "list", "watch", "patch", "update", "create", "delete"]
 # The operator creates each job's Role, which grants get/patch on the job's status: RBAC
 # lets it only grant what it holds itself (no escalate/bind needed).
 - apiGroups: ["kubetune.io"]
@@ -58,10 +59,10 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs/finalizers", "evaljobs/finalizers"]
   verbs: ["update"]
-# patch: a job whose pod reported a user error is stopped (parallelism 0) instead of retried.
+# patch: an attempt that failed is stopped (parallelism 0); delete: spec.suspend stops the running attempt.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -71,7 +72,12 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create"]
+# list: the Job controller's FailedCreate events say why a Job has no pod.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
+# Kueue's Workload of a queued Job: why Kueue has not admitted it yet (status.message).
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list"]
 {{- end -}}
