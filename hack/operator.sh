@@ -9,6 +9,14 @@
 #   hack/operator.sh start     install, then start the operator (no-op when running)
 #   hack/operator.sh stop      stop the operator this script started
 #   hack/operator.sh kubeconfig  write .cluster/operator.kubeconfig only
+#
+# The validating admission webhook is on: the API server (on this host too) calls the operator
+# at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT. Stopping the operator leaves no webhook that
+# refuses or stalls `kubectl apply`: the operator empties ValidatingWebhookConfiguration
+# kubetune-operator when it stops (and `stop` does too, after a kill -9), and locally its
+# failurePolicy is Ignore with a 5 s timeout, so even webhooks left by a crash only let
+# FineTuneJobs through unchecked (a refused connection fails at once; the operator's own
+# preflight still fails a bad spec without a pod when it is back).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$REPO/.cluster"
@@ -17,6 +25,8 @@ LOG="$STATE/logs/operator.log"
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 export KUBECONFIG="${KUBECONFIG:-$STATE/kubeconfig}"
 METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
+WEBHOOK_PORT="${KUBETUNE_WEBHOOK_PORT:-19443}"
+WEBHOOK_CONFIGURATION=kubetune-operator  # manifests/operator/webhook.yaml (the chart's name for release kubetune)
 OPERATOR_BIN="${KUBETUNE_OPERATOR_BIN:-$REPO/.venv-operator/bin/kubetune-operator}"
 
 running() {
@@ -55,21 +65,30 @@ start() {
   write_kubeconfig
   mkdir -p "$(dirname "$PIDFILE")" "$(dirname "$LOG")"
   KUBECONFIG="$OPERATOR_KUBECONFIG" setsid "$OPERATOR_BIN" \
-    --metrics-port "$METRICS_PORT" --metrics-address 127.0.0.1 --health-port 0 >>"$LOG" 2>&1 &
+    --metrics-port "$METRICS_PORT" --metrics-address 127.0.0.1 --health-port 0 \
+    --webhook-port "$WEBHOOK_PORT" --webhook-address 127.0.0.1 --webhook-host 127.0.0.1 \
+    --webhook-configuration "$WEBHOOK_CONFIGURATION" --webhook-failure-policy Ignore --webhook-timeout 5 \
+    >>"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 60); do
     curl -fs "http://127.0.0.1:$METRICS_PORT/metrics" >/dev/null && break
     running || { tail -20 "$LOG"; echo "operator exited; log: $LOG" >&2; exit 1; }
     sleep 0.5
   done
-  echo "operator running (pid $(cat "$PIDFILE")), metrics on http://127.0.0.1:$METRICS_PORT/metrics, log $LOG"
+  echo "operator running (pid $(cat "$PIDFILE")), metrics on http://127.0.0.1:$METRICS_PORT/metrics," \
+    "webhook on https://127.0.0.1:$WEBHOOK_PORT, log $LOG"
 }
 
 stop() {
   if running; then
     kill "$(cat "$PIDFILE")"
     for _ in $(seq 1 20); do running || break; sleep 0.5; done
-    running && kill -9 "$(cat "$PIDFILE")"
+    if running; then
+      kill -9 "$(cat "$PIDFILE")"
+      # No graceful exit: remove the webhooks it could not.
+      kubectl patch validatingwebhookconfiguration "$WEBHOOK_CONFIGURATION" --type merge \
+        -p '{"webhooks":[]}' >/dev/null 2>&1 || true
+    fi
     echo "operator stopped"
   fi
   rm -f "$PIDFILE"

@@ -49,6 +49,7 @@ BUILTIN = [
     ("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
     ("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", False),
 ]
 # Kinds of the API versions --api-versions may add.
 OPTIONAL = {

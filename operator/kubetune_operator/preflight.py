@@ -58,9 +58,20 @@ def _parse(model: type[ModelT], name: str, spec: dict) -> ModelT:
         raise Invalid(Reason.InvalidSpec, _field_errors(error)) from None
 
 
+def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]]) -> None:
+    try:
+        for field, task, metrics in task_metrics:
+            hub_metric_names(task, metrics, field)
+    except MetricError as error:
+        raise Invalid(error.reason, f"spec.{error}") from None
+
+
 def validate(name: str, spec: dict) -> api.FineTuneJobSpec:
     """Returns the parsed FineTuneJob spec, or raises Invalid(reason, message naming the field)."""
-    return _parse(api.FineTuneJobSpec, name, spec)
+    parsed = _parse(api.FineTuneJobSpec, name, spec)
+    if parsed.evaluation is not None:  # the EvalJob it creates after training must not fail on its metrics
+        _check_metrics([("evaluation.metrics", parsed.evaluation.task, parsed.evaluation.metrics)])
+    return parsed
 
 
 def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:
@@ -81,17 +92,20 @@ def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:
     return EvalModel(name=ref.name, path=spec["model"]["path"], adapter=model_path, dtype=ref.dtype)
 
 
+def validate_eval_spec(name: str, spec: dict) -> api.EvalJobSpec:
+    """The parsed EvalJob spec, from the spec alone: FineTuneJob references are not looked up
+    (the admission webhook stops here; the operator then resolves them in validate_eval)."""
+    parsed = _parse(api.EvalJobSpec, name, spec)
+    _check_metrics(parsed.task_metrics())  # the dataset's, or every suite task's
+    return parsed
+
+
 def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]) -> tuple[api.EvalJobSpec, EvalConfig]:
     """The parsed EvalJob spec and the evaluator's config with FineTuneJob references resolved.
 
     `lookup(name)` reads a FineTuneJob in the EvalJob's namespace (None when absent); names
     reach it only after the schema checked they are valid Kubernetes names."""
-    parsed = _parse(api.EvalJobSpec, name, spec)
-    try:
-        for field, task, metrics in parsed.task_metrics():  # the dataset's, or every suite task's
-            hub_metric_names(task, metrics, field)
-    except MetricError as error:
-        raise Invalid(error.reason, f"spec.{error}") from None
+    parsed = validate_eval_spec(name, spec)
     models = [tuned_model(ref, lookup(ref.fine_tune_job)) if ref.fine_tune_job
               else EvalModel(name=ref.name, path=ref.path, adapter=ref.adapter, dtype=ref.dtype)
               for ref in parsed.models]

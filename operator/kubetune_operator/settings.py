@@ -33,3 +33,13 @@ class OperatorSettings:
     gpu_hour_price: Optional[float] = field(default_factory=lambda: _env_float("KUBETUNE_GPU_HOUR_PRICE"))
     currency: str = field(default_factory=lambda: os.environ.get("KUBETUNE_CURRENCY", "USD"))
     verbose: bool = False
+    # The validating admission webhook (admission.py, webhook.py); port 0: off.
+    webhook_port: int = field(default_factory=lambda: _env_int("KUBETUNE_WEBHOOK_PORT", 0))
+    webhook_address: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_ADDRESS", "0.0.0.0"))
+    # How the API server reaches it: https://HOST:PORT, or the Service NAMESPACE/NAME[:PORT].
+    webhook_host: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_HOST", ""))
+    webhook_service: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_SERVICE", ""))
+    webhook_configuration: str = field(
+        default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_CONFIGURATION", "kubetune-operator"))
+    webhook_failure_policy: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_FAILURE_POLICY", "Fail"))
+    webhook_timeout: int = field(default_factory=lambda: _env_int("KUBETUNE_WEBHOOK_TIMEOUT", 10))

@@ -53,7 +53,7 @@ def test_server_side_dry_run_of_every_rendered_object(kubeconfig):
     assert {o["kind"] for o in renders[1]} >= NO_CRD_HERE | {"ConfigMap", "NetworkPolicy", "Role", "RoleBinding"}
     # The kustomize base, as `kubectl apply -k manifests/` sends it.
     out = kubectl("apply", "-k", str(ROOT / "manifests"), "--dry-run=server").stdout
-    assert out.count("(server dry run)") == 8, out
+    assert out.count("(server dry run)") == 10, out
 
 
 def _pause_other_operators() -> list:
@@ -90,9 +90,10 @@ def _rows(path):
 def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir, tmp_path):
     suffix = uuid.uuid4().hex[:6]
     release, system, watched = f"ktchart-{suffix}", f"ktchart-{suffix}-system", f"ktchart-{suffix}"
-    metrics_port, health_port = free_port(), free_port()
+    metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
+    # The pod shares the host's network, where the API server runs: it calls https://127.0.0.1:<port>.
     values = {"watchNamespaces": [watched], "workers": 2, "metrics": {"port": metrics_port},
-              "health": {"port": health_port}}
+              "health": {"port": health_port}, "webhook": {"port": webhook_port, "host": "127.0.0.1"}}
     outputs = E2E_OUTPUTS / watched
     kubectl("create", "namespace", watched)
     paused = _pause_other_operators()
@@ -120,6 +121,12 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
                         "method": "lora", "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
                         "training": {"maxSteps": 2, "batchSize": 4, "learningRate": 0.01},
                         "output": {"path": in_workdir(outputs / "out")}}}
+        wait_for(lambda: (get_json("validatingwebhookconfiguration", f"{release}-operator") or {}).get("webhooks"), 60,
+                 "the chart's operator to set its webhooks")
+        bad = {**ftj, "metadata": {"name": "bad", "namespace": watched},
+               "spec": {**ftj["spec"], "output": {"path": "../../etc"}}}
+        refused = kubectl("apply", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+        assert refused.returncode != 0 and "spec.output.path" in refused.stderr, refused.stderr
         kubectl("apply", "-f", "-", stdin=yaml.safe_dump(ftj))
         done = wait_final("ftj", watched, "first", timeout=300)
         assert done["status"]["phase"] == "Succeeded", (done["status"], _pod_log(system))
@@ -141,7 +148,8 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
                      ("service", f"{release}-operator-metrics", "-n", system),
                      ("role", f"{release}-operator", "-n", watched),
                      ("rolebinding", f"{release}-operator", "-n", watched),
-                     ("clusterrole", f"{release}-operator"), ("clusterrolebinding", f"{release}-operator")):
+                     ("clusterrole", f"{release}-operator"), ("clusterrolebinding", f"{release}-operator"),
+                     ("validatingwebhookconfiguration", f"{release}-operator")):
             assert get_json(*args) is None, f"{args} survived helm uninstall"
         wait_for(lambda: not get_json("pods", "-n", system)["items"], 60, "the operator pod to go")
         for crd in ("finetunejobs.kubetune.io", "evaljobs.kubetune.io"):  # helm.sh/resource-policy: keep

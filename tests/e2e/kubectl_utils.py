@@ -1,6 +1,7 @@
 """Helpers for tests against the local cluster: real kubectl, a real operator process."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ OPERATOR_BIN = ROOT / ".venv-operator" / "bin" / "kubetune-operator"
 # Pods on the local cluster run in the repository root (their image's WORKDIR), and write
 # only inside it unless a volume says otherwise: outputs go to runs/e2e/<namespace>/.
 E2E_OUTPUTS = ROOT / "runs" / "e2e"
+# The operator's ValidatingWebhookConfiguration (manifests/operator/webhook.yaml).
+WEBHOOK_CONFIGURATION = "kubetune-operator"
 
 
 def in_workdir(path: Path) -> str:
@@ -48,6 +51,20 @@ def get_json(*args: str) -> Optional[dict[str, Any]]:
             return None
         raise AssertionError(result.stderr)
     return json.loads(result.stdout)
+
+
+@contextlib.contextmanager
+def webhooks_off():
+    """The operator's admission webhooks removed for a while, as when it is down with failurePolicy
+    Ignore: what the webhook would refuse reaches the operator, which fails it itself."""
+    saved = (get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION) or {}).get("webhooks") or []
+    patch = lambda hooks: kubectl("patch", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--type", "merge",
+                                  "-p", json.dumps({"webhooks": hooks}))
+    patch([])
+    try:
+        yield
+    finally:
+        patch(saved)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
@@ -97,6 +114,7 @@ class OperatorProcess:
 
     def __init__(self, log_path: Path):
         self.metrics_port = free_port()
+        self.webhook_port = free_port()
         self.log_path = log_path
         self.process: Optional[subprocess.Popen] = None
 
@@ -105,9 +123,23 @@ class OperatorProcess:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [str(OPERATOR_BIN), "--metrics-port", str(self.metrics_port),
-             "--metrics-address", "127.0.0.1", "--health-port", "0"],
+             "--metrics-address", "127.0.0.1", "--health-port", "0", *self.webhook_args()],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(self._serving, 60, "the operator to serve /metrics")
+        wait_for(self.webhook_ready, 60, "the operator to set its admission webhooks")
+
+    def webhook_args(self) -> list[str]:
+        """The validating webhook, as hack/operator.sh runs it: the API server (on this host)
+        calls https://127.0.0.1:<port>; failurePolicy Ignore, so a killed operator leaves
+        nothing that refuses or stalls an apply."""
+        return ["--webhook-port", str(self.webhook_port), "--webhook-address", "127.0.0.1",
+                "--webhook-host", "127.0.0.1", "--webhook-configuration", WEBHOOK_CONFIGURATION,
+                "--webhook-failure-policy", "Ignore", "--webhook-timeout", "5"]
+
+    def webhook_ready(self) -> bool:
+        config = get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION) or {}
+        return any(f":{self.webhook_port}/" in (h.get("clientConfig") or {}).get("url", "")
+                   for h in config.get("webhooks") or [])
 
     def _serving(self) -> bool:
         if self.process.poll() is not None:

@@ -1,0 +1,100 @@
+"""The validating admission webhook: `kubectl apply` of a FineTuneJob or EvalJob is refused
+at once, with the field and the reason, when the spec alone decides it can never work.
+
+The checks are preflight's (the same the operator runs before launching, from the pydantic
+models in kubetune_api): this module writes no rule of its own except immutability. An
+EvalJob's FineTuneJob references are not looked up here: whether they exist or succeeded is
+the operator's to wait for. On UPDATE only `spec.suspend` may change; metadata may, and the
+status subresource (written by the operator and the pods) is never sent here.
+
+Imported by main.py only when the webhook is on (kopf refuses handlers without a server).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import kopf
+
+import kubetune_api as api
+from kubetune_operator import preflight, webhook
+from kubetune_operator.settings import OperatorSettings
+
+FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
+EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
+# The handler ids are the webhook URL paths (/validate-finetunejob).
+HANDLER_IDS = {api.FINETUNEJOB_PLURAL: "validate-finetunejob", api.EVALJOB_PLURAL: "validate-evaljob"}
+MUTABLE = ("suspend",)  # the spec fields that may change after creation
+UNPROCESSABLE = 422
+
+
+def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """Paths that differ between two specs, down to the first field that is not an object."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for key in dict.fromkeys([*old, *new])
+                for changed in changed_fields(old.get(key), new.get(key), f"{path}.{key}")]
+    return [] if old == new else [path]
+
+
+def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> list[str]:
+    """The changed spec fields other than the mutable ones."""
+    def fixed(spec: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
+    return changed_fields(fixed(old_spec), fixed(new_spec))
+
+
+def check_spec(kind: str, name: str, spec: dict[str, Any]) -> None:
+    """preflight's spec-only checks; raises kopf.AdmissionError naming the reason and field."""
+    try:
+        if kind == api.EVALJOB_KIND:
+            preflight.validate_eval_spec(name, spec)
+        else:
+            preflight.validate(name, spec)
+    except preflight.Invalid as invalid:
+        reason = getattr(invalid.reason, "value", invalid.reason)  # a Reason member or a plain string
+        raise kopf.AdmissionError(f"{reason}: {invalid}", code=UNPROCESSABLE) from None
+
+
+def check_update(kind: str, old_spec: dict[str, Any], new_spec: dict[str, Any]) -> None:
+    changes = immutable_changes(old_spec, new_spec)
+    if changes:
+        mutable = ", ".join(f"spec.{field}" for field in MUTABLE)
+        raise kopf.AdmissionError(
+            f"SpecImmutable: {', '.join(changes)} changed; only {mutable} may change after creation "
+            f"(delete and re-create the {kind} to change the rest)", code=UNPROCESSABLE)
+
+
+def review(kind: str, body: dict[str, Any], old: Optional[dict[str, Any]], operation: str) -> None:
+    """The whole decision for one admission request; raises kopf.AdmissionError to refuse."""
+    spec = dict(body.get("spec") or {})
+    if operation == "UPDATE" and old is not None:
+        check_update(kind, dict(old.get("spec") or {}), spec)
+    elif operation == "CREATE":
+        check_spec(kind, (body.get("metadata") or {}).get("name") or "", spec)
+
+
+@kopf.on.validate(*FTJ, id=HANDLER_IDS[api.FINETUNEJOB_PLURAL], operations=["CREATE", "UPDATE"])
+def validate_finetunejob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
+                         **_: Any) -> None:
+    if not subresource:  # status writes are never refused here
+        review(api.FINETUNEJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
+
+
+@kopf.on.validate(*EVJ, id=HANDLER_IDS[api.EVALJOB_PLURAL], operations=["CREATE", "UPDATE"])
+def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
+                     **_: Any) -> None:
+    if not subresource:
+        review(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
+
+
+def server(config: OperatorSettings) -> webhook.ManagedWebhookServer:
+    target = webhook.Target.parse(config.webhook_port, config.webhook_host, config.webhook_service)
+    return webhook.ManagedWebhookServer(
+        target=target, configuration=config.webhook_configuration, handler_ids=HANDLER_IDS,
+        failure_policy=config.webhook_failure_policy, timeout_seconds=config.webhook_timeout,
+        addr=config.webhook_address)
+
+
+@kopf.on.startup()
+def serve_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.admission.server = server(memo.config)
+    settings.admission.managed = None  # webhook.py keeps the configuration (failurePolicy, timeout)
