@@ -2,8 +2,11 @@
 
 A checkpoint holds what training changes: the trainable parameters (not the frozen base),
 the optimizer and scheduler state, every process's RNG state and the trainer's own state
-(step, history, token and time counters). The data position follows from the step, since
-batch order depends only on seed and epoch. Each checkpoint is written into a temporary
+(step, history, token and time counters). Only the main process writes checkpoints (the
+other processes' RNG states are gathered to it), and on resume it decides which one and sends
+it to processes that cannot read it (pods of a multi-node job on other nodes, without a shared
+volume). The data position follows from the step, since batch order depends only on seed and
+epoch. Each checkpoint is written into a temporary
 directory and renamed into place, so a kill mid-write never leaves a half checkpoint that
 a restart would pick up.
 """
@@ -17,6 +20,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list, gather_object
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +54,27 @@ class Checkpoints:
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
 
     def latest(self) -> Path | None:
-        steps = self.steps()
-        return self.root / f"step-{steps[-1]}" if steps else None
+        """The latest checkpoint as the main process sees it, on every process: a worker on
+        another node may have no such directory, yet all processes must resume together."""
+        steps = self.steps() if self.accelerator.is_main_process else []
+        (latest,) = broadcast_object_list([f"step-{steps[-1]}" if steps else None])
+        return self.root / latest if latest else None
 
     def save(self, step: int, model, optimizer, scheduler, trainer_state: dict) -> None:
-        """Called on every process (each adds its RNG state); the main process writes the rest."""
+        """Called on every process; the main process writes everything, every process's RNG
+        state included (gathered), so other processes need no disk of their own (other pods)."""
         acc = self.accelerator
-        tmp, final = self.root / f".tmp-step-{step}", self.root / f"step-{step}"
+        rng_states = gather_object([_rng_state()])
         if acc.is_main_process:
+            tmp, final = self.root / f".tmp-step-{step}", self.root / f"step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        torch.save(_rng_state(), tmp / f"rng-{acc.process_index}.pt")
-        if acc.is_main_process:
+            for rank, state in enumerate(rng_states):
+                torch.save(state, tmp / f"rng-{rank}.pt")
             trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
             torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        tmp / STATE_FILE)
             (tmp / TRAINER_FILE).write_text(json.dumps({"step": step, **trainer_state}), encoding="utf-8")
-        acc.wait_for_everyone()
-        if acc.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             for old in self.steps()[:-self.keep]:
@@ -76,9 +82,27 @@ class Checkpoints:
             log.info("checkpoint saved: %s", final)
         acc.wait_for_everyone()
 
+    def _read(self, directory: Path, ranks: list[int]) -> dict:
+        """A checkpoint's files: the state, the trainer state, and the RNG states of `ranks`."""
+        rng = {rank: torch.load(path, weights_only=False) for rank in ranks
+               if (path := directory / f"rng-{rank}.pt").is_file()}  # absent: fewer processes before
+        return {"state": torch.load(directory / STATE_FILE, weights_only=False), "rng": rng,
+                "trainer": json.loads((directory / TRAINER_FILE).read_text(encoding="utf-8"))}
+
+    def _read_everywhere(self, directory: Path) -> dict:
+        """Each process reads the checkpoint itself when all of them see it (one node, or a
+        shared volume); else the main process reads it and sends it to the others."""
+        acc = self.accelerator
+        if all(gather_object([(directory / STATE_FILE).is_file()])):
+            return self._read(directory, [acc.process_index])
+        payload = self._read(directory, list(range(acc.num_processes))) if acc.is_main_process else None
+        (payload,) = broadcast_object_list([payload])
+        return payload
+
     def load(self, directory: Path, model, optimizer, scheduler) -> dict:
         """Restores a checkpoint into the (unwrapped) model, optimizer, scheduler and RNG; returns the trainer state."""
-        state = torch.load(directory / STATE_FILE, weights_only=False)
+        checkpoint = self._read_everywhere(directory)
+        state = checkpoint["state"]
         params = dict(model.named_parameters())
         missing = set(state["model"]) ^ {n for n, p in params.items() if p.requires_grad}
         if missing:
@@ -89,7 +113,7 @@ class Checkpoints:
                 params[name].copy_(value)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        rng = directory / f"rng-{self.accelerator.process_index}.pt"
-        if rng.is_file():  # absent when resuming with more processes than before
-            _set_rng_state(torch.load(rng, weights_only=False))
-        return json.loads((directory / TRAINER_FILE).read_text(encoding="utf-8"))
+        rng = checkpoint["rng"].get(self.accelerator.process_index)
+        if rng is not None:
+            _set_rng_state(rng)
+        return checkpoint["trainer"]
