@@ -29,6 +29,8 @@ SUSPENDED = api.CONDITION_SUSPENDED
 SPECS = {FINETUNE.kind: api.FineTuneJobSpec, EVAL.kind: api.EvalJobSpec}
 # Fields the pod reports itself; the termination message fills them when its patches failed.
 POD_FIELDS = ("progress", "metrics", "artifacts", "results", "suite", "samples")
+# A Job gets its pod within moments; only a Job podless for longer has its events read (why not).
+POD_GRACE_SECONDS = 5
 
 
 @kopf.on.startup()
@@ -229,11 +231,16 @@ def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observa
     return patch
 
 
+def _older_than(obj: Optional[dict[str, Any]], seconds: float) -> bool:
+    created = ((obj or {}).get("metadata") or {}).get("creationTimestamp")
+    return bool(created) and (shared.parse_time(shared.now()) - shared.parse_time(created)).total_seconds() >= seconds
+
+
 def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[dict[str, Any]],
            pods: list[dict[str, Any]]) -> tuple[observe.Observation, Optional[attempts.Verdict]]:
     """The attempt's state; for a failed attempt, the verdict (fail the job, or retry)."""
     seen = multinode.observe_attempt(job, pods)  # observe.observe, over every pod of a multi-node attempt
-    if seen.phase == api.Phase.Pending and seen.reason == api.Reason.JobCreated.value and job is not None:
+    if seen.phase == api.Phase.Pending and seen.reason == api.Reason.JobCreated.value and _older_than(job, POD_GRACE_SECONDS):
         try:
             refusal = observe.creation_refusal(kube.failed_create_events(job))
         except ApiException as exc:  # e.g. RBAC without events/list: the job still waits, visibly

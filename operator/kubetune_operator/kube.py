@@ -19,8 +19,11 @@ class OwnedByOther(Exception):
 
 
 def load_config() -> None:
-    """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    """In-cluster credentials in a pod, else the kubeconfig (KUBECONFIG or ~/.kube/config); one
+    shared client for every call, so requests reuse its connection pool instead of a new TLS
+    connection each (thread-safe: urllib3's pool)."""
     kubernetes.config.load_config()
+    kubernetes.client.ApiClient.set_default(kubernetes.client.ApiClient())
 
 
 def _create_and_read(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -71,8 +74,11 @@ def read_job(namespace: str, name: str) -> Optional[dict[str, Any]]:
 
 
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """A job's pods from the API server's watch cache (resourceVersion 0): a quorum read would
+    scan the whole namespace in etcd on every event. A cached list may trail by a moment; the
+    event that moved it on triggers another sync."""
     return _raw(kubernetes.client.CoreV1Api().list_namespaced_pod, namespace=namespace,
-                label_selector=label_selector).get("items", [])
+                label_selector=label_selector, resource_version="0").get("items", [])
 
 
 def read_object(plural: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
