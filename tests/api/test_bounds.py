@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from kubetune_api import EvalJobSpec, FineTuneJobSpec, crdgen
 from kubetune_api.resources import QUANTITY_PATTERN
 from kubetune_operator import preflight
+from crd_schema import walk
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -256,18 +257,12 @@ def test_crd_carries_the_bounds_and_says_them_in_the_descriptions():
     assert models["maxItems"] == 16 and "at most 16 entries" in models["description"]
 
 
-def _walk(schema: dict, path: str = "spec"):
-    yield path, schema
-    for name, prop in (schema.get("properties") or {}).items():
-        yield from _walk(prop, f"{path}.{name}")
-    if "items" in schema:
-        yield from _walk(schema["items"], f"{path}[]")
 
 
 @pytest.mark.parametrize("crd", [crdgen.finetunejob_crd(), crdgen.evaljob_crd()], ids=["FineTuneJob", "EvalJob"])
 def test_every_spec_number_string_and_list_has_an_upper_bound(crd):
     unbounded = []
-    for path, node in _walk(_spec_schema(crd)):
+    for path, node in walk(_spec_schema(crd), "spec"):
         kind = node.get("type")
         if "enum" in node:
             continue

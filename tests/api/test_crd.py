@@ -6,6 +6,7 @@ import yaml
 
 from kubetune_api import crdgen
 from kubetune_api.catalog import Method
+from crd_schema import walk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,18 +21,12 @@ def test_generated_crds_are_up_to_date():
     assert {p.name for p in (ROOT / "charts" / "kubetune" / "files" / "crds").iterdir()} == set(crdgen.rendered())
 
 
-def _walk(schema, path=""):
-    yield path, schema
-    for name, prop in (schema.get("properties") or {}).items():
-        yield from _walk(prop, f"{path}.{name}")
-    if "items" in schema:
-        yield from _walk(schema["items"], f"{path}[]")
 
 
 @pytest.mark.parametrize("crd", [crdgen.finetunejob_crd(), crdgen.evaljob_crd()], ids=["FineTuneJob", "EvalJob"])
 def test_schema_is_structural_and_documented(crd):
     root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for path, node in _walk(root["properties"]["spec"], "spec"):
+    for path, node in walk(root["properties"]["spec"], "spec"):
         assert "$ref" not in node and "anyOf" not in node, path
         assert "type" in node, f"{path} has no type (a structural schema needs one)"
         if not path.endswith("[]"):  # list items are described by their list
