@@ -42,6 +42,7 @@ class Reason(str, Enum):
     Preempted = "Preempted"
     KilledBySignal = "KilledBySignal"
     PodFailed = "PodFailed"
+    PodLost = "PodLost"
     # The API server or an admission controller refused a child object.
     JobRejected = "JobRejected"
     PodRejected = "PodRejected"
@@ -90,6 +91,7 @@ REASON_DOCS = {
     Reason.Preempted: "the cluster took the pod away (preemption, taint eviction, API eviction); retried",
     Reason.KilledBySignal: "the container was killed by a signal (exit code above 128) without running out of memory; retried",
     Reason.PodFailed: "the pod failed before its container ran; retried",
+    Reason.PodLost: "a pod of a multi-node attempt disappeared while running and the other ranks failed without it; retried",
     Reason.JobRejected: "the API server refused the Job (the message is the API's); a spec the schema let through",
     Reason.PodRejected: "the Job cannot create its pod (e.g. a PriorityClass that does not exist); the message is the API's",
     Reason.QuotaExceeded: "(Pending) a ResourceQuota refuses the pod for now; it starts when quota frees up",

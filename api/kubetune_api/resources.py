@@ -268,6 +268,7 @@ class PodRecord(ApiModel):
     started_at: Optional[datetime] = Field(None, description="When its container started.")
     finished_at: Optional[datetime] = Field(None, description="When it ended, or when the operator last saw it running.")
     running: bool = Field(False, description="Whether it was running when last seen.")
+    lost: bool = Field(False, description="It disappeared while running (deleted, or its node lost) without reporting an end.")
 
 
 class JobStatus(ApiModel):

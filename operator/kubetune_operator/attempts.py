@@ -98,6 +98,17 @@ def job_failure(job: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     return None
 
 
+def peer_lost(failure: dict[str, Any], records: list[dict[str, Any]], attempt: int) -> dict[str, Any]:
+    """A multi-node attempt whose pod vanished while running (a lost node, a deleted pod) fails
+    in the ranks left behind with an ordinary error (a closed connection): the infrastructure's
+    doing, not the user's. `records` is the pod ledger (status.pods)."""
+    lost = [r["name"] for r in records if r.get("lost") and r.get("attempt", 1) == attempt]
+    if failure["class"] != USER or not lost or failure["reason"] in (Reason.OOMKilled.value, Reason.DeadlineExceeded.value):
+        return failure
+    return {**failure, "class": INFRASTRUCTURE, "reason": Reason.PodLost.value,
+            "message": f"pod {', '.join(lost)} of this attempt disappeared while running; then {failure['message']}"}
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What to write (phase, reason, message) and whether to start the next attempt."""

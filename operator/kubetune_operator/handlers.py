@@ -261,6 +261,8 @@ def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[
     if failure is None:
         failure = {"class": attempts.USER, "reason": seen.reason, "message": seen.message}
     status = obj.get("status") or {}
+    if _spec_of(workload, obj).resources.nodes > 1:
+        failure = attempts.peer_lost(failure, status.get("pods") or [], attempt)
     checkpoint = (status.get("progress") or {}).get("checkpointStep")
     if failure["class"] == attempts.INFRASTRUCTURE and checkpoint is not None:
         failure["message"] += f"; the latest checkpoint is at step {checkpoint}"

@@ -50,7 +50,7 @@ def update(records: list[dict[str, Any]], pods: list[dict[str, Any]], now: str) 
             merged[entry["name"]] = entry
     for name, entry in merged.items():
         if entry.get("running") and not any(p["metadata"]["name"] == name for p in pods):
-            entry["running"] = False  # gone while running: it ran until last seen
+            entry.update(running=False, lost=True)  # gone while running: it ran until last seen
     ordered = sorted(merged.values(), key=lambda r: (r["attempt"], r["startedAt"], r["name"]))
     return ordered[-MAX_RECORDS:]
 

@@ -138,6 +138,8 @@ def test_output_outside_the_writable_roots_is_refused_and_nothing_is_written(
     log = tmp_path / "termination-log"
     monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(log))
     monkeypatch.setenv("KUBETUNE_WRITABLE_ROOTS", str(tmp_path / "volume"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # the working directory is writable too: not this test's point
     outside = tmp_path / "elsewhere" / "out"
     config = write_config(tmp_path, [{"name": "m", "path": str(tiny_model_dir)}], eval_file,
                           output={"path": str(outside)})

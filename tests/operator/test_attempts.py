@@ -96,3 +96,24 @@ def test_pod_creation_refusals(message, phase, reason):
     refusal = observe.creation_refusal(events)
     assert refusal[:2] == (phase, reason) and message in refusal[2]
     assert observe.creation_refusal([]) is None
+
+
+def test_a_rank_failing_after_its_peer_vanished_is_an_infrastructure_failure():
+    """Multi-node: rank 0 exits 1 on a closed connection because a worker's node went away."""
+    closed = {"class": "user", "reason": "TrainerFailed", "message": "the trainer exited with code 1: connection closed by peer"}
+    records = [{"name": "demo-train-x", "attempt": 2}, {"name": "demo-train-2-w1-y", "attempt": 2, "lost": True}]
+    failure = attempts.peer_lost(closed, records, attempt=2)
+    assert (failure["class"], failure["reason"]) == ("infrastructure", "PodLost")
+    assert "demo-train-2-w1-y" in failure["message"] and "connection closed by peer" in failure["message"]
+    assert attempts.peer_lost(closed, records, attempt=3) == closed  # a pod lost in an earlier attempt
+    oom = {"class": "user", "reason": "OOMKilled", "message": "ran out of memory"}
+    assert attempts.peer_lost(oom, records, attempt=2) == oom
+
+
+def test_the_ledger_marks_a_pod_that_vanished_while_running():
+    from kubetune_operator import ledger
+
+    pod = {"metadata": {"name": "w1", "labels": {attempts.ATTEMPT_LABEL: "1"}}, "spec": {"containers": []},
+           "status": {"containerStatuses": [{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}}
+    records = ledger.update(ledger.update([], [pod], "2026-01-01T00:01:00Z"), [], "2026-01-01T00:02:00Z")
+    assert records[0]["lost"] is True and records[0]["running"] is False
