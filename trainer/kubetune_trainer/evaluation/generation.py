@@ -6,6 +6,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 
 from kubetune_api.evaluation import GenerationSpec
 from kubetune_trainer.chat import chat_prompts
+from kubetune_trainer.evaluation.greedy import decode, supports_fast_greedy
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -46,9 +47,44 @@ def _generation_config(tokenizer, spec: GenerationSpec) -> GenerationConfig:
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
 
 
-@torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool = False) -> tuple[list[str], int]:
-    """(one output per prompt, number of truncated prompts). Seed torch first for sampling."""
+    """(one output per prompt, number of truncated prompts). Seed torch first for sampling.
+    Greedy decoding takes the faster path of `greedy.decode` (the same tokens as batches of
+    `generate`) where the model allows it; sampling keeps `generate` in the given order, so a
+    seed repeats its draws."""
+    if not spec.do_sample and supports_fast_greedy(model):
+        return _generate_greedy(model, tokenizer, prompts, spec, chat_template)
+    return _generate_in_order(model, tokenizer, prompts, spec, chat_template)
+
+
+def _generate_greedy(model, tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool):
+    texts = chat_prompts(tokenizer, prompts) if chat_template else prompts
+    tokenizer.padding_side = tokenizer.truncation_side = "left"  # as encode_prompts leaves them
+    ids = tokenizer(texts, add_special_tokens=not chat_template, truncation=True,
+                    max_length=spec.max_input_length)["input_ids"]
+    lengths = [len(i) for i in tokenizer(texts, add_special_tokens=not chat_template)["input_ids"]]
+    eos = _eos_ids(model, tokenizer)
+    stop = StopStrings(tokenizer, spec.stop, 0) if spec.stop else None
+
+    def done(tokens: list[int]) -> bool:
+        return (len(tokens) >= spec.max_new_tokens or tokens[-1] in eos
+                or (stop is not None and bool(stop(torch.tensor([tokens]), None)[0])))
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)  # masked anyway
+    outputs = decode(model, ids, spec.batch_size, done, pad)
+    texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)
+    return [cut_at_stop(text, spec.stop) for text in texts], sum(n > spec.max_input_length for n in lengths)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a row in `generate`: the tokenizer's EOS, else the model's default."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+
+@torch.inference_mode()
+def _generate_in_order(model, tokenizer, prompts: list[str], spec: GenerationSpec, chat_template: bool):
+    """Batches of `generate` in the given order."""
     config = _generation_config(tokenizer, spec)
     outputs, truncated = [], 0
     for start in range(0, len(prompts), spec.batch_size):
