@@ -23,23 +23,7 @@ FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
 EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
 # The handler ids are the webhook URL paths (/validate-finetunejob).
 HANDLER_IDS = {api.FINETUNEJOB_PLURAL: "validate-finetunejob", api.EVALJOB_PLURAL: "validate-evaljob"}
-MUTABLE = ("suspend",)  # the spec fields that may change after creation
 UNPROCESSABLE = 422
-
-
-def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
-    """Paths that differ between two specs, down to the first field that is not an object."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [changed for key in dict.fromkeys([*old, *new])
-                for changed in changed_fields(old.get(key), new.get(key), f"{path}.{key}")]
-    return [] if old == new else [path]
-
-
-def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> list[str]:
-    """The changed spec fields other than the mutable ones."""
-    def fixed(spec: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
-    return changed_fields(fixed(old_spec), fixed(new_spec))
 
 
 def check_spec(kind: str, name: str, spec: dict[str, Any]) -> None:
@@ -55,9 +39,9 @@ def check_spec(kind: str, name: str, spec: dict[str, Any]) -> None:
 
 
 def check_update(kind: str, old_spec: dict[str, Any], new_spec: dict[str, Any]) -> None:
-    changes = immutable_changes(old_spec, new_spec)
+    changes = preflight.immutable_changes(old_spec, new_spec)
     if changes:
-        mutable = ", ".join(f"spec.{field}" for field in MUTABLE)
+        mutable = ", ".join(f"spec.{field}" for field in preflight.MUTABLE)
         raise kopf.AdmissionError(
             f"SpecImmutable: {', '.join(changes)} changed; only {mutable} may change after creation "
             f"(delete and re-create the {kind} to change the rest)", code=UNPROCESSABLE)

@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 import kubetune_api as api
-from kubetune_operator import attempts, builders, handlers, kube, ledger, shared
+from kubetune_operator import attempts, builders, handlers, kube, ledger, preflight, shared
 from kubetune_operator.builders import EVAL, FINETUNE, Workload
 from kubetune_operator.handlers import EVJ, FINAL, FTJ, SUCCEEDED, SUSPENDED
 
@@ -81,8 +81,7 @@ def suspend_changed(body: kopf.Body, namespace: str, name: str, **_: Any) -> Non
 @kopf.on.update(*EVJ, field="spec")
 def spec_changed(body: kopf.Body, old: Any, new: Any, **_: Any) -> None:
     """The admission webhook refuses spec changes; without it, they are ignored, and said so."""
-    old, new = dict(old or {}), dict(new or {})
-    fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "suspend")
+    fields = preflight.immutable_changes(dict(old or {}), dict(new or {}))
     if fields:
         kopf.event(body, type="Warning", reason="SpecImmutable",
                    message=f"spec changes after creation are not applied ({', '.join(fields)}); only spec.suspend may "

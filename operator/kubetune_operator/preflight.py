@@ -9,7 +9,7 @@ same named reasons through the termination message.
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -110,3 +110,23 @@ def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]
               else EvalModel(name=ref.name, path=ref.path, adapter=ref.adapter, dtype=ref.dtype)
               for ref in parsed.models]
     return parsed, parsed.eval_config(models)
+
+
+# After creation only spec.suspend may change: the webhook refuses other changes, and without
+# it the operator says it ignores them.
+MUTABLE = ("suspend",)
+
+
+def changed_fields(old: Any, new: Any, path: str = "spec") -> list[str]:
+    """Paths that differ between two specs, down to the first field that is not an object."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for key in dict.fromkeys([*old, *new])
+                for changed in changed_fields(old.get(key), new.get(key), f"{path}.{key}")]
+    return [] if old == new else [path]
+
+
+def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> list[str]:
+    """The changed spec fields other than the mutable ones."""
+    def fixed(spec: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
+    return changed_fields(fixed(old_spec), fixed(new_spec))

@@ -141,5 +141,5 @@ def test_update_does_not_recheck_an_unchanged_spec(spec_dict):
 def test_changed_fields_walks_objects_and_compares_the_rest_whole():
     old = {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
     new = {"a": {"b": 2, "c": [1, 3]}, "e": "y"}
-    assert admission.changed_fields(old, new) == ["spec.a.b", "spec.a.c", "spec.d", "spec.e"]
-    assert admission.immutable_changes({"suspend": False, "x": 1}, {"suspend": True, "x": 1}) == []
+    assert preflight.changed_fields(old, new) == ["spec.a.b", "spec.a.c", "spec.d", "spec.e"]
+    assert preflight.immutable_changes({"suspend": False, "x": 1}, {"suspend": True, "x": 1}) == []
