@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 from kubetune_api import Phase
 from kubetune_api.errors import Reason
+from kubetune_operator import observe
 
 ATTEMPT_LABEL = "kubetune.io/attempt"
 INFRASTRUCTURE, USER = "infrastructure", "user"
@@ -39,11 +40,6 @@ def attempt_of(obj: dict[str, Any]) -> int:
     """The attempt a pod or Job belongs to (its label; 1 when it has none)."""
     value = ((obj.get("metadata") or {}).get("labels") or {}).get(ATTEMPT_LABEL, "1")
     return int(value) if str(value).isdigit() else 1
-
-
-def _main_status(pod: dict[str, Any]) -> dict[str, Any]:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return statuses[0] if statuses else {}
 
 
 def _signal_name(code: int) -> str:
@@ -65,7 +61,7 @@ def classify(pod: dict[str, Any], described: Optional[tuple[str, str, dict[str, 
     """status.lastFailure for a failed pod (class, reason, message, exitCode), or None.
     `described` is observe.describe_failure(pod): the container's own account, if it exited."""
     status = pod.get("status") or {}
-    terminated = (_main_status(pod).get("state") or {}).get("terminated") or {}
+    terminated = (observe.main_status(pod).get("state") or {}).get("terminated") or {}
     code = terminated.get("exitCode")
     disruption = _disruption(pod)
     if disruption is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
+from kubetune_operator import observe
 from kubetune_operator.attempts import ATTEMPT_LABEL
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -24,14 +25,9 @@ def _pod_gpus(pod: dict[str, Any]) -> int:
     return sum(int(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, 0)) for c in containers)
 
 
-def _container_state(pod: dict[str, Any]) -> dict[str, Any]:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return (statuses[0].get("state") or {}) if statuses else {}
-
-
 def record(pod: dict[str, Any], now: str) -> Optional[dict[str, Any]]:
     """A pod's ledger entry; None when its container never started."""
-    state = _container_state(pod)
+    state = observe.main_status(pod).get("state") or {}
     ran = state.get("terminated") or state.get("running") or {}
     if not ran.get("startedAt"):
         return None

@@ -44,7 +44,7 @@ def _condition(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
     return None
 
 
-def _main_status(pod: dict[str, Any]) -> dict[str, Any]:
+def main_status(pod: dict[str, Any]) -> dict[str, Any]:
     """The status of the pod's one container (kubetune pods run a single container)."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return statuses[0] if statuses else {}
@@ -70,7 +70,7 @@ def _last_line(text: str, limit: int = 300) -> str:
 
 def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, Any]]]:
     """(reason, message, report) for a pod whose container terminated with an error."""
-    terminated = (_main_status(pod).get("state") or {}).get("terminated") or {}
+    terminated = (main_status(pod).get("state") or {}).get("terminated") or {}
     if not terminated or terminated.get("exitCode", 0) == 0:
         return None
     code = terminated.get("exitCode")
@@ -78,7 +78,7 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
     if terminated.get("reason") == "OOMKilled":
         return Reason.OOMKilled.value, "the pod ran out of memory (OOMKilled); use smaller batches or shorter sequences, or raise resources.memory", report
     detail = report.get("error") or _last_line(report.get("log", ""))
-    container = _main_status(pod).get("name", "container")
+    container = main_status(pod).get("name", "container")
     message = f"the {container} exited with code {code}" + (f": {detail}" if detail else "")
     # The pod names the kind of error (InvalidDataset, UnknownMetric, ...); else TrainerFailed/EvaluatorFailed.
     return report.get("reason") or f"{container.capitalize()}Failed", message, report
@@ -87,7 +87,7 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
 def trainer_image(pods: list[dict[str, Any]]) -> Optional[str]:
     """The image the latest pod's container runs: its imageID (a digest), else its image name."""
     latest = _latest_pod(pods)
-    status = _main_status(latest) if latest is not None else {}
+    status = main_status(latest) if latest is not None else {}
     return status.get("imageID") or status.get("image") or None
 
 
@@ -105,7 +105,7 @@ def job_finished(job: dict[str, Any]) -> bool:
 
 
 def _finished_at(pod: dict[str, Any]) -> Optional[str]:
-    return ((_main_status(pod).get("state") or {}).get("terminated") or {}).get("finishedAt")
+    return ((main_status(pod).get("state") or {}).get("terminated") or {}).get("finishedAt")
 
 
 def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -118,7 +118,7 @@ def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
     scheduled = _condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False":
         return scheduled.get("reason") or Reason.Unschedulable.value, scheduled.get("message") or "the pod cannot be scheduled"
-    waiting = (_main_status(pod).get("state") or {}).get("waiting") or {}
+    waiting = (main_status(pod).get("state") or {}).get("waiting") or {}
     if waiting.get("reason") in _STUCK_WAITING:
         return waiting["reason"], waiting.get("message") or waiting["reason"]
     return Reason.PodPending.value, "the trainer pod is starting"
@@ -170,7 +170,7 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     if complete and complete.get("status") == "True":
         report = {}
         if latest is not None:
-            terminated = (_main_status(latest).get("state") or {}).get("terminated") or {}
+            terminated = (main_status(latest).get("state") or {}).get("terminated") or {}
             report = parse_termination_message(terminated.get("message", ""))
         return Observation(Phase.Succeeded, Reason.Completed.value, success_message(report), start,
                            job_status.get("completionTime") or complete.get("lastTransitionTime"), report)
