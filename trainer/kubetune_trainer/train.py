@@ -26,6 +26,7 @@ from kubetune_api.reports import Metrics, PodReport, Progress
 from kubetune_api.training import TrainingSpec
 from kubetune_trainer.batching import epoch_batches, shard
 from kubetune_trainer.checkpoint import Checkpoints
+from kubetune_trainer.lean import lean_training
 from kubetune_trainer.loss import batch_loss
 from kubetune_trainer.stopping import StopRequest, Stopped
 from kubetune_trainer.tokenization import Collator, PreparedData, Tokenized
@@ -154,7 +155,7 @@ class TrainingLoop:
         acc_steps = self.spec.gradient_accumulation_steps
         self.bar = tqdm(total=self.total, initial=self.step, desc="training", unit="step", file=sys.stderr,
                         disable=None if self.accelerator.is_main_process else True)
-        with self.stop.installed():
+        with self.stop.installed(), lean_training(self.inner):
             while self.step < self.total:
                 batches = self.my_batches(self.step // self.per_epoch)
                 windows = [batches[i:i + acc_steps] for i in range(0, len(batches), acc_steps)]

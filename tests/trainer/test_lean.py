@@ -1,0 +1,159 @@
+"""The memory-lean training forward (kubetune_trainer.lean) computes the same loss and the same
+gradients as the models' own forwards, for every architecture it claims, for full, LoRA (with
+dropout) and selective tuning, while saving far fewer activation bytes; and it leaves the
+model exactly as it found it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kubetune_trainer.lean import lean_training
+
+VOCAB = 97
+
+
+def tiny(architecture: str, **overrides):
+    import transformers
+
+    config_class = getattr(transformers, f"{architecture}Config")
+    model_class = getattr(transformers, f"{architecture}ForCausalLM")
+    config = config_class(vocab_size=VOCAB, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                          tie_word_embeddings=False, **overrides)
+    torch.manual_seed(0)
+    return model_class(config)
+
+
+def with_lora(model, dropout: float, targets=("q_proj", "k_proj", "v_proj", "o_proj")):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=dropout,
+                                             target_modules=list(targets)))
+    for name, p in model.named_parameters():  # B starts at zero: give A's gradient something to flow through
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, VOCAB, (3, 20), generator=g)
+
+
+def loss_and_grads(model, lean: bool, seed: int = 7):
+    """Loss and gradients of one training step, dropout seeded the same on both sides."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    ids = inputs()
+    torch.manual_seed(seed)
+    if lean:
+        with lean_training(model):
+            loss = model(input_ids=ids, labels=ids).loss
+    else:
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def assert_same_training(model):
+    loss, grads = loss_and_grads(model, lean=False)
+    lean_loss, lean_grads = loss_and_grads(model, lean=True)
+    torch.testing.assert_close(lean_loss, loss, rtol=1e-6, atol=1e-6)
+    assert lean_grads.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(lean_grads[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def saved_bytes(model, lean: bool) -> int:
+    """Bytes of tensors autograd keeps for the backward pass (parameters not counted)."""
+    seen = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            total += t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if lean:
+            with lean_training(model):
+                model(input_ids=inputs())
+        else:
+            model(input_ids=inputs())
+    return total
+
+
+@pytest.mark.parametrize("architecture", ["Llama", "Mistral", "Qwen2", "Qwen3"])
+def test_full_fine_tuning_gradients_match_and_every_block_is_lean(architecture):
+    model = tiny(architecture)
+    with lean_training(model) as kinds:
+        pass
+    norms_per_layer = 4 if architecture == "Qwen3" else 2  # Qwen3 also norms q and k
+    assert kinds == {"mlp": 2, "norm": 2 * norms_per_layer + 1}
+    assert_same_training(model)
+
+
+def test_mlp_biases_get_their_gradients():
+    assert_same_training(tiny("Llama", mlp_bias=True))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_lora_gradients_match_with_and_without_dropout(dropout):
+    model = with_lora(tiny("Llama"), dropout)
+    with lean_training(model) as kinds:
+        pass
+    assert kinds == {"lora": 8, "mlp": 2, "norm": 5}
+    assert_same_training(model)
+
+
+def test_lora_on_the_mlp_keeps_peft_forward_for_those_projections():
+    model = with_lora(tiny("Llama"), 0.1, targets=("q_proj", "gate_proj", "down_proj"))
+    with lean_training(model) as kinds:
+        pass
+    # The MLP's projections are LoRA layers now, so the fused MLP does not apply; the LoRA layers do.
+    assert kinds == {"lora": 6, "norm": 5}
+    assert_same_training(model)
+
+
+def test_selective_tuning_trains_norm_weights_and_frozen_projections():
+    model = tiny("Llama")
+    for name, p in model.named_parameters():
+        p.requires_grad = "norm" in name or "down_proj" in name
+    assert_same_training(model)
+
+
+def test_saves_far_fewer_activation_bytes():
+    full = tiny("Llama")
+    assert saved_bytes(full, lean=True) < 0.75 * saved_bytes(full, lean=False)
+    lora = with_lora(tiny("Llama"), 0.05)
+    assert saved_bytes(lora, lean=True) < 0.7 * saved_bytes(lora, lean=False)
+
+
+def test_restores_the_model_and_leaves_evaluation_alone():
+    model = with_lora(tiny("Llama"), 0.05)
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=inputs()).logits
+        with lean_training(model):
+            during = model(input_ids=inputs()).logits
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    torch.testing.assert_close(during, before, rtol=0, atol=0)
+
+
+def test_cpu_autocast_in_bfloat16_stays_close():
+    model = tiny("Llama")
+    ids = inputs()
+    results = []
+    for lean in (False, True):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16), (lean_training(model) if lean else torch.enable_grad()):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        results.append((loss.detach(), model.model.layers[0].mlp.gate_proj.weight.grad.clone()))
+    (loss, grad), (lean_loss, lean_grad) = results
+    torch.testing.assert_close(lean_loss, loss, rtol=1e-2, atol=1e-2)
+    assert torch.nn.functional.cosine_similarity(lean_grad.flatten(), grad.flatten(), dim=0) > 0.99
