@@ -34,6 +34,7 @@ class Progress(ApiModel):
     eta_seconds: Optional[float] = Field(None, ge=0, description="Estimated seconds to the end of training.")
     tokens_per_second: Optional[float] = Field(None, ge=0, description="Non-padding tokens processed per second.")
     train_tokens: Optional[int] = Field(None, ge=0, description="Non-padding tokens trained on so far (status.usage.trainingTokens).")
+    train_seconds: Optional[float] = Field(None, ge=0, description="Seconds spent training so far, over all attempts; loading, evaluation and checkpoints not counted.")
     resumed_from_step: Optional[int] = Field(None, ge=0, description="The checkpoint step this attempt resumed from (after a retry or a suspend).")
     checkpoint_step: Optional[int] = Field(None, ge=0, description="The step of the latest checkpoint: where the next attempt would resume.")
 

@@ -46,6 +46,7 @@ def test_cli_trains_and_writes_summary_adapter_and_termination_message(
     assert summary["finalTrainLoss"] == metrics["trainLoss"]
     assert [e["step"] for e in summary["history"]] == [2, 3, 4, 6]
     assert summary["throughput"]["tokensPerSecond"] > 0 and summary["wallTimeSeconds"] > 0
+    assert summary["progress"]["trainSeconds"] == round(summary["throughput"]["trainSeconds"], 1) > 0
     assert summary["versions"]["torch"] and summary["versions"]["peft"]
     assert summary["artifacts"]["modelPath"] == str(out / "adapter")
     assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -244,7 +244,7 @@ class TrainingLoop:
             step=step, total_steps=total, epoch=round(step / self.per_epoch, 4), percent=round(100 * step / total, 2),
             eta_seconds=round(elapsed / max(step - self.start_step, 1) * (total - step), 1),
             tokens_per_second=round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
-            train_tokens=result.train_tokens, resumed_from_step=result.resumed_from, checkpoint_step=self.checkpoint_step,
+            train_tokens=result.train_tokens, train_seconds=round(result.train_seconds, 1), resumed_from_step=result.resumed_from, checkpoint_step=self.checkpoint_step,
         )
 
     def _evaluate(self, name: str, split: list[Tokenized]) -> None:
