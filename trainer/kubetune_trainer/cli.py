@@ -11,6 +11,7 @@ import os
 import sys
 
 from kubetune_api.training import load_config
+from kubetune_trainer.allocator import use_tcmalloc
 from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
 from kubetune_trainer.status_reporter import StatusReporter
 
@@ -45,5 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def entry() -> int:
+    """The console script: onto tcmalloc first (kubetune_trainer.allocator), then main()."""
+    use_tcmalloc("kubetune_trainer.cli")
+    return main()
+
+
 if __name__ == "__main__":  # python -m kubetune_trainer.cli, as accelerate launch -m runs it
-    sys.exit(main())
+    sys.exit(entry())

@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 
 from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.training import TrainingConfig
-from kubetune_trainer.allocator import release_freed_memory
+from kubetune_trainer.allocator import allocator_in_use
 from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.checks import check_training
 from kubetune_trainer.lineage import training_lineage
@@ -90,9 +90,8 @@ def _finish(config: TrainingConfig, result, artifacts: Artifacts, reporter: Stat
 def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     """Trains as `config` says and returns the path of training_summary.json."""
     started = time.perf_counter()
-    release_freed_memory()  # before any model or data is allocated
     checked = check_training(config)  # user errors fail here, before any GPU work
-    log.info("%s", checked.describe())
+    log.info("%s; memory allocator %s", checked.describe(), allocator_in_use())
     output, spec, method = checked.output, config.training, METHODS[config.method.value]
     method.check(config)  # what the method needs of this machine (qlora: CUDA, bitsandbytes)
     set_seed(spec.seed)  # before the method adds (randomly initialised) adapters
