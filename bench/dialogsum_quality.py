@@ -13,7 +13,7 @@ Recipe (the plain HF Trainer + PEFT reference: 42.6 ROUGE-1 / 16.4 / 35.9 RL / 2
   prompt      "Summarize the following conversation in one or two sentences.\\n\\n{{ dialogue }}"
               as a user turn of the model's chat template (dataset/evaluation chatTemplate: true)
   loss        completion (the dev `summary`) only, as the trainer always does
-  lora        r 16, alpha 32, dropout 0.05 on q/k/v/o_proj; lr 3e-4
+  lora        r 16 on q/k/v/o_proj, alpha and dropout kubetune's defaults (16: scale 1; 0.05); lr 3e-4
   full        every weight; lr 5e-5 (the top of the usual 2e-5..5e-5 for full tuning: one
               epoch is only 63 steps)
   training    1 epoch, batch 8, warmup 3 steps then linear decay, seed 42; all 500 rows train
@@ -109,7 +109,7 @@ def finetunejob(name: str, method: str, args: argparse.Namespace) -> dict:
         },
     }
     if method == "lora":  # the lora block is refused with other methods
-        spec["lora"] = {"r": 16, "alpha": 32, "dropout": 0.05, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+        spec["lora"] = {"r": 16, "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
     return {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob",
             "metadata": {"name": name, "namespace": args.namespace, "labels": {"app": "dialogsum-bench"}}, "spec": spec}
 

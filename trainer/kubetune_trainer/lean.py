@@ -9,7 +9,8 @@ backward cannot rebuild cheaply:
   projection trains; the product and the activation are rebuilt in the backward pass
   (HF keeps gate, silu(gate), up and the product: 4 tensors of the intermediate size);
 - RMSNorm keeps its input and one reciprocal norm per token (HF also keeps the normalized
-  copy when the weight trains);
+  copy when the weight trains), and the ops after it that keep its output (the projections)
+  get it rebuilt from that input in the backward pass instead (NormOutputs);
 - a PEFT LoRA linear keeps its input once (shared by q, k and v), the dropout mask as
   bytes and the rank-r projection (PEFT keeps a float dropout copy and a float noise
   tensor per adapted module), drawing the mask with faster uniform draws.
@@ -23,6 +24,7 @@ forwards' (tests/trainer/test_lean.py).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter
 from contextlib import contextmanager
 
@@ -94,12 +96,20 @@ class GatedMLP(torch.autograd.Function):
         return dx, d_gate_w, d_gate_b, d_up_w, d_up_b, d_down_w, d_down_b
 
 
+def _rstd(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _normalized(x: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return weight * (x.float() * rstd).to(x.dtype)
+
+
 class RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps):
-        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps)
+        rstd = _rstd(x, eps)
         ctx.save_for_backward(x, weight, rstd)
-        return weight * (x.float() * rstd).to(x.dtype)
+        return _normalized(x, rstd, weight)
 
     @staticmethod
     def backward(ctx, dy):
@@ -154,6 +164,51 @@ class LoraLinear(torch.autograd.Function):
         return dx, None, d_base_b, d_a, d_b, None, None
 
 
+class _Rebuild:
+    """A norm's output, recomputed from the norm's input on first use and shared by every view."""
+
+    def __init__(self, x: torch.Tensor, weight: torch.Tensor, eps: float):
+        self.x, self.weight, self.eps, self.output = x, weight, eps, None
+
+    def view(self, size, stride, offset) -> torch.Tensor:
+        if self.output is None:
+            self.output = _normalized(self.x, _rstd(self.x, self.eps), self.weight)
+        return self.output.as_strided(size, stride, offset)
+
+
+class NormOutputs:
+    """Saved-tensor hooks: a norm's output that an op after it keeps for the backward pass
+    (q/k/v, gate/up and LoRA projections all keep their input) is rebuilt from the norm's
+    input, which the norm keeps anyway; the same ops on the same input give the same bits.
+    Outputs are tracked by storage, weakly, while their tensor lives."""
+
+    def __init__(self):
+        self.live: dict[int, tuple] = {}  # storage address -> (output ref, input ref, _Rebuild)
+
+    def add(self, output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
+        if not output.is_contiguous() or not x.is_contiguous():
+            return
+        key = output.untyped_storage().data_ptr()
+
+        def forget(ref, key=key):
+            if self.live.get(key, (None,))[0] is ref:
+                del self.live[key]
+        self.live[key] = (weakref.ref(output, forget), weakref.ref(x), _Rebuild(x, weight, eps))
+
+    def pack(self, t: torch.Tensor):
+        entry = self.live.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+        if entry is None or entry[0]() is None or entry[1]() is None or t.dtype != entry[0]().dtype:
+            return t
+        return entry[2], t.size(), t.stride(), t.storage_offset()
+
+    @staticmethod
+    def unpack(packed):
+        if isinstance(packed, tuple):
+            rebuild, size, stride, offset = packed
+            return rebuild.view(size, stride, offset)
+        return packed
+
+
 def _plain_linear(module) -> bool:
     return type(module) is nn.Linear
 
@@ -167,11 +222,13 @@ def _mlp_forward(mlp, original):
     return forward
 
 
-def _norm_forward(norm, original):
+def _norm_forward(norm, original, outputs: NormOutputs):
     def forward(x):
         if not torch.is_grad_enabled():
             return original(x)
-        return RMSNorm.apply(x, norm.weight, norm.variance_epsilon)
+        y = RMSNorm.apply(x, norm.weight, norm.variance_epsilon)
+        outputs.add(y, x, norm.weight, norm.variance_epsilon)
+        return y
     return forward
 
 
@@ -218,7 +275,7 @@ def _lean_forward(module):
 @contextmanager
 def lean_training(model):
     """Within the block, matching modules of `model` train with the lean forwards above."""
-    patched, kinds = [], Counter()
+    patched, kinds, outputs = [], Counter(), NormOutputs()
     for module in model.modules():
         lean = _lean_forward(module)
         if lean is None:
@@ -226,13 +283,14 @@ def lean_training(model):
         kind, factory = lean
         had_own = "forward" in module.__dict__
         original = module.forward
-        module.forward = factory(module, original)
+        module.forward = factory(module, original, outputs) if kind == "norm" else factory(module, original)
         patched.append((module, had_own, original))
         kinds[kind] += 1
     if kinds:
         log.info("memory-lean training forward: %s", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
     try:
-        yield kinds
+        with torch.autograd.graph.saved_tensors_hooks(outputs.pack, outputs.unpack):
+            yield kinds
     finally:
         for module, had_own, original in patched:
             if had_own:
