@@ -46,7 +46,8 @@ def test_cli_trains_and_writes_summary_adapter_and_termination_message(
     assert summary["finalTrainLoss"] == metrics["trainLoss"]
     assert [e["step"] for e in summary["history"]] == [2, 3, 4, 6]
     assert summary["throughput"]["tokensPerSecond"] > 0 and summary["wallTimeSeconds"] > 0
-    assert summary["progress"]["trainSeconds"] == round(summary["throughput"]["trainSeconds"], 1) > 0
+    assert summary["throughput"]["trainSeconds"] > 0  # progress rounds it to 0.1 s: a tiny run may show 0.0
+    assert abs(summary["progress"]["trainSeconds"] - summary["throughput"]["trainSeconds"]) <= 0.051
     assert summary["versions"]["torch"] and summary["versions"]["peft"]
     assert summary["artifacts"]["modelPath"] == str(out / "adapter")
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
