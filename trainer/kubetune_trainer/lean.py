@@ -183,7 +183,7 @@ class NormOutputs:
     Outputs are tracked by storage, weakly, while their tensor lives."""
 
     def __init__(self):
-        self.live: dict[int, tuple] = {}  # storage address -> (output ref, input ref, _Rebuild)
+        self.live: dict[int, tuple] = {}  # storage address -> (output ref, _Rebuild)
 
     def add(self, output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
         if not output.is_contiguous() or not x.is_contiguous():
@@ -193,13 +193,16 @@ class NormOutputs:
         def forget(ref, key=key):
             if self.live.get(key, (None,))[0] is ref:
                 del self.live[key]
-        self.live[key] = (weakref.ref(output, forget), weakref.ref(x), _Rebuild(x, weight, eps))
+        self.live[key] = (weakref.ref(output, forget), _Rebuild(x, weight, eps))
 
     def pack(self, t: torch.Tensor):
-        entry = self.live.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
-        if entry is None or entry[0]() is None or entry[1]() is None or t.dtype != entry[0]().dtype:
+        if t.layout != torch.strided:  # sparse tensors have no storage to look up
             return t
-        return entry[2], t.size(), t.stride(), t.storage_offset()
+        output_ref, rebuild = self.live.get(t.untyped_storage().data_ptr(), (None, None))
+        output = output_ref() if output_ref is not None else None
+        if output is None or t.dtype != output.dtype:
+            return t
+        return rebuild, t.size(), t.stride(), t.storage_offset()
 
     @staticmethod
     def unpack(packed):
