@@ -4,7 +4,9 @@ The agent is a package under hack/cluster, not an installed one, so that directo
 sys.path here."""
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,24 @@ def make_pod():
     """new_pod, as a fixture: test modules cannot import this conftest by name reliably
     (tests/conftest.py is a `conftest` too)."""
     return new_pod
+
+
+@pytest.fixture
+def checkout(monkeypatch):
+    """A checkout under /tmp, as in issue 16, with a space in its path and reached through a
+    symlinked directory: /tmp/kubetune-link-*/check out, where /tmp/kubetune-link-* links to
+    /tmp/kubetune co *. It holds marker.txt ("the checkout"). node_agent.process.REPO (the
+    image's stand-in: the pods' working directory and venvs) is this checkout."""
+    from node_agent import process
+
+    real = Path(tempfile.mkdtemp(prefix="kubetune co ", dir="/tmp"))
+    link = Path(tempfile.mkdtemp(prefix="kubetune-link-", dir="/tmp"))
+    link.rmdir()
+    link.symlink_to(real)
+    root = link / "check out"
+    root.mkdir()
+    (root / "marker.txt").write_text("the checkout")
+    monkeypatch.setattr(process, "REPO", root)
+    yield root
+    link.unlink()
+    shutil.rmtree(real)

@@ -7,7 +7,7 @@ import pytest
 
 from node_agent.common import NODE_RESOURCES
 from node_agent.node import node_status
-from node_agent.process import ContainerFiles, setup_script, tail_of_log, termination_message
+from node_agent.process import ContainerFiles, tail_of_log, termination_message
 from node_agent.provisioner import volume_for
 
 
@@ -43,21 +43,6 @@ def test_volume_for_claim_defaults():
     assert pv["spec"]["capacity"] == {"storage": "1Gi"}
     assert pv["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert pv["spec"]["volumeMode"] == "Filesystem" and pv["spec"]["storageClassName"] == ""
-
-
-def test_setup_script_binds_volumes_then_execs(tmp_path):
-    src_dir, src_file = tmp_path / "d", tmp_path / "f"
-    src_dir.mkdir()
-    src_file.write_text("")
-    script = setup_script([(src_dir, "/mnt/a dir", True), (src_file, "/dev/termination-log",
-                                                           False)], "/work")
-    lines = script.splitlines()
-    assert lines[0] == "set -e" and lines[-1] == 'exec "$@"'
-    assert "mkdir -p '/mnt/a dir'" in lines
-    assert f"mount --bind {src_dir} '/mnt/a dir'" in lines
-    assert "mount -o remount,bind,ro '/mnt/a dir'" in lines
-    assert "mount -o remount,bind,ro /dev/termination-log" not in lines
-    assert lines[-2] == "mkdir -p /work && cd /work"
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ reported in the pod status, so controllers (Job, ReplicaSet, the operator under 
 what they would see on a real cluster.
 
 How a "container" runs: `unshare --mount --propagation private` gives the process its own
-mount namespace, in which the pod's volumes are bind-mounted at their mountPaths; then the
-shell execs the command. The process is the leader of its own process group, so signals
+mount namespace, in which mountns.py bind-mounts the pod's volumes at their mountPaths
+(from descriptors opened first, so no mount can hide a later volume's directory); then it
+execs the command. The process is the leader of its own process group, so signals
 reach whatever it spawned. Per pod state lives in <state>/pods/<namespace>/<pod>/.
 
 It also provisions PersistentVolumes for pending claims (a directory per claim under

@@ -1,18 +1,20 @@
-"""Running a container as a process: the setup script that binds its volumes inside a
-private mount namespace, its log/termination-message/pid files, and signalling its process
-group (also the leftovers of an earlier agent run)."""
+"""Running a container as a process: launching it in a private mount namespace (where
+mountns.py binds its volumes), its log/termination-message/pid files, and signalling its
+process group (also the leftovers of an earlier agent run)."""
 from __future__ import annotations
 
+import json
 import os
-import shlex
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .common import log
 
 REPO = Path(__file__).resolve().parents[3]  # stands in for the image's WORKDIR
+MOUNTNS = Path(__file__).resolve().with_name("mountns.py")
 MAX_MESSAGE = 4096     # the kubelet's limit for termination messages
 FALLBACK_LINES, FALLBACK_BYTES = 80, 2048
 
@@ -61,37 +63,33 @@ def kill_group(pid: int, sig: int):
         log.warning("no permission to signal process group %s", pid)
 
 
-def setup_script(mounts: list[Mount], cwd: str) -> str:
-    """Shell run inside the container's mount namespace: bind the volumes, cd, exec."""
-    lines = ["set -e"]
-    for src, target, ro in mounts:
-        s, t = shlex.quote(str(src)), shlex.quote(target)
-        if src.is_dir():
-            lines.append(f"mkdir -p {t}")
-        else:
-            lines.append(f"[ -e {t} ] || {{ mkdir -p \"$(dirname {t})\"; : > {t}; }}")
-        lines.append(f"mount --bind {s} {t}")
-        if ro:
-            lines.append(f"mount -o remount,bind,ro {t}")
-    lines.append(f"mkdir -p {shlex.quote(cwd)} && cd {shlex.quote(cwd)}")
-    lines.append('exec "$@"')
-    return "\n".join(lines)
+def unhide(mounts: list[Mount], keep: list[Path]) -> list[Mount]:
+    """The mounts, parents first, plus each `keep` path bound back at its own path if a
+    mount lands above it. The process needs REPO (it stands for the image: working dir,
+    venvs) and its pod directory (its kubeconfig); on a node neither lies under a volume,
+    but a checkout under /tmp lies under the pods' emptyDir at /tmp."""
+    hidden = [(p, str(p), False) for p in keep
+              if any(Path(target) in p.parents for _, target, _ in mounts)]
+    return sorted([*mounts, *hidden], key=lambda m: len(Path(m[1]).parts))
 
 
 def launch(files: ContainerFiles, spec: dict, argv: list[str], env: dict,
            mounts: list[Mount], restarted: bool) -> subprocess.Popen:
-    """Starts the container's process in its own mount namespace and process group; its
-    output goes to the log (the previous run's log is kept, like `kubectl logs -p`)."""
+    """Starts the container's process in its own mount namespace and process group, where
+    mountns.py binds its mounts and execs argv; its output goes to the log (the previous
+    run's log is kept, like `kubectl logs -p`)."""
     files.termination.write_bytes(b"")
-    mounts = [*mounts, (files.termination,
-                        spec.get("terminationMessagePath") or "/dev/termination-log", False)]
+    mounts = [*unhide(mounts, [REPO, files.pod_dir]),
+              (files.termination, spec.get("terminationMessagePath") or "/dev/termination-log",
+               False)]
+    plan = json.dumps({"mounts": [[str(src), target, ro] for src, target, ro in mounts],
+                       "cwd": spec.get("workingDir") or str(REPO)})
     if restarted and files.log.exists():
         files.log.replace(files.previous_log)
-    script = setup_script(mounts, spec.get("workingDir") or str(REPO))
     with open(files.log, "ab") as out:
         proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--",
-             "sh", "-c", script, "kubetune-container", *argv],
+             sys.executable, "-I", "-S", str(MOUNTNS), plan, *argv],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             cwd="/", start_new_session=True)
     files.pid.write_text(f"{proc.pid} {proc_start_time(proc.pid)}\n")
