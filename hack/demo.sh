@@ -1,21 +1,43 @@
 #!/usr/bin/env bash
 # make demo: local cluster -> CRD + RBAC -> operator -> examples/finetunejob.yaml -> Succeeded.
+#   hack/demo.sh [MANIFEST]               the demo (examples/finetunejob.yaml by default)
+#   hack/demo.sh --clean-only [MANIFEST]  only remove what an earlier run left: the job, its
+#                                         EvalJobs, their pods, then the output directory
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export KUBECONFIG="$REPO/.cluster/kubeconfig"
+CLEAN_ONLY=false
+[ "${1:-}" = --clean-only ] && { CLEAN_ONLY=true; shift; }
 MANIFEST="${1:-examples/finetunejob.yaml}"
 TIMEOUT="${DEMO_TIMEOUT:-1800}"
 METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
 
-bash hack/cluster/up.sh
-bash hack/operator.sh start
+# A fresh run each time, also after a failed or interrupted one: the previous job, its EvalJobs
+# and every pod of theirs are gone (no process still writing) before the outputs are removed.
+clean_previous() {
+  local evaljobs selectors=("kubetune.io/finetunejob=$NAME" "kubetune.io/promotion=$NAME") e ns=()
+  [ -z "$NAMESPACE" ] || ns=(-n "$NAMESPACE")
+  evaljobs="$(kubectl "${ns[@]}" get evj -l "kubetune.io/finetunejob=$NAME" -o name)"
+  for e in $evaljobs; do selectors+=("kubetune.io/evaljob=${e#*/}"); done
+  kubectl delete -f "$MANIFEST" --ignore-not-found --cascade=foreground --wait=true >/dev/null
+  [ -z "$evaljobs" ] || kubectl "${ns[@]}" delete $evaljobs --ignore-not-found --cascade=foreground --wait=true >/dev/null
+  for selector in "${selectors[@]}"; do
+    kubectl "${ns[@]}" delete pods -l "$selector" --ignore-not-found --wait=true >/dev/null
+  done
+  rm -rf "${OUTPUT:?}"
+}
 
+if [ "$CLEAN_ONLY" = false ]; then
+  bash hack/cluster/up.sh
+  bash hack/operator.sh start
+fi
+# (Read through the API server: the kind's schema comes from the installed CRD.)
 NAME="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$MANIFEST")"
 OUTPUT="$(kubectl create --dry-run=client -o jsonpath='{.spec.output.path}' -f "$MANIFEST")"
-# A fresh run each time: the previous job and its outputs go.
-kubectl delete -f "$MANIFEST" --ignore-not-found --wait=true >/dev/null
-rm -rf "${OUTPUT:?}"
+NAMESPACE="$(kubectl create --dry-run=client -o jsonpath='{.metadata.namespace}' -f "$MANIFEST")"
+clean_previous
+[ "$CLEAN_ONLY" = false ] || exit 0
 echo "+ kubectl apply -f $MANIFEST"
 kubectl apply -f "$MANIFEST"
 

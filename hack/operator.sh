@@ -9,6 +9,7 @@
 #   hack/operator.sh start     install, then start the operator (no-op when running)
 #   hack/operator.sh stop      stop the operator this script started
 #   hack/operator.sh kubeconfig  write .cluster/operator.kubeconfig only
+#   hack/operator.sh install-crds DIR  apply the CRDs in DIR and wait until each is Established
 #
 # The validating admission webhook is on: the API server (on this host too) calls the operator
 # at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT. Stopping the operator leaves no webhook that
@@ -34,9 +35,22 @@ running() {
     && tr '\0' ' ' <"/proc/$(cat "$PIDFILE")/cmdline" | grep -q kubetune-operator
 }
 
+# install_crds DIR: apply the CRDs in DIR and wait until the API server serves each. A CRD
+# just created has no status for a moment, and `kubectl wait --for=condition=Established`
+# fails on that instead of waiting, so the condition is polled.
+install_crds() {
+  local crds crd deadline=$((SECONDS + 60))
+  crds="$(kubectl apply -f "$1" -o name)"
+  for crd in $crds; do
+    until [ "$(kubectl get "$crd" -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; do
+      [ "$SECONDS" -lt "$deadline" ] || { echo "$crd is not Established after 60 s" >&2; exit 1; }
+      sleep 0.2
+    done
+  done
+}
+
 install() {
-  kubectl apply -f "$REPO/manifests/crds/" >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s crd/finetunejobs.kubetune.io crd/evaljobs.kubetune.io >/dev/null
+  install_crds "$REPO/manifests/crds/"
   local files=() f
   for f in "$REPO"/manifests/namespace.yaml "$REPO"/manifests/operator/*.yaml; do
     [ "$(basename "$f")" = deployment.yaml ] || files+=(-f "$f")
@@ -96,8 +110,9 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
+  install-crds) install_crds "${2:?usage: $0 install-crds DIR}" ;;
   start) start ;;
   stop) stop ;;
   kubeconfig) write_kubeconfig ;;
-  *) echo "usage: $0 install|start|stop|kubeconfig" >&2; exit 2 ;;
+  *) echo "usage: $0 install|install-crds DIR|start|stop|kubeconfig" >&2; exit 2 ;;
 esac
