@@ -2,7 +2,7 @@
 DialogSum test pairs (prediction: the first human summary; references: the other two, best of).
 
 Both sides split sentences the same way and give the same numbers (checked here, and bit for
-bit in tests/eval/test_rouge_differential.py); the kubetune time is the whole corpus score
+bit in tests/eval/test_rouge_differential.py, on generated dialogues); the kubetune time is the whole corpus score
 (kubetune_trainer.evaluation.rouge.rouge, means included). Best of --repeats runs:
 
     python bench/rouge_speed.py [--repeats 5] [--data DIR]

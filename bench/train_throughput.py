@@ -195,8 +195,10 @@ def matmul_params() -> int:
 
     from kubetune_trainer.model_loading import checkpoint_dir
 
+    # The first call converts the GGUF file into the cache: outside the meta device, which loads no weights.
+    config = AutoConfig.from_pretrained(checkpoint_dir(MODEL))
     with torch.device("meta"):  # shapes only, no weights
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(checkpoint_dir(MODEL)))
+        model = AutoModelForCausalLM.from_config(config)
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
