@@ -67,10 +67,10 @@ lock-upgrade: $(TOOLS_VENV)/.installed
 
 # The ends of pyproject's ranges: a throwaway venv with the newest versions the registry serves
 # (upper bounds lifted) or the lower bounds, then the trainer, evaluator and e2e demo tests on it.
-test-deps-latest: install $(TOOLS_VENV)/.installed
+test-deps-latest: install
 	bash hack/test-deps.sh latest
 
-test-deps-lowest: install $(TOOLS_VENV)/.installed
+test-deps-lowest: install
 	bash hack/test-deps.sh lowest
 
 helm: $(HELM_VENV)/.installed
@@ -78,7 +78,7 @@ helm: $(HELM_VENV)/.installed
 apt-deps:
 	bash hack/apt-deps.sh
 
-install: apt-deps $(VENV)/.installed $(OPERATOR_VENV)/.installed $(HELM_VENV)/.installed
+install: apt-deps $(VENV)/.installed $(OPERATOR_VENV)/.installed $(HELM_VENV)/.installed $(TOOLS_VENV)/.installed
 
 crds: install
 	$(PY) -m kubetune_api.crdgen --out charts/kubetune/files/crds
