@@ -4,8 +4,10 @@ join it, and outputs equal batches of `generate` and one prompt at a time."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
+import torch
 
 from kubetune_api.evaluation import GenerationSpec
 from kubetune_trainer.evaluation import generation, greedy
@@ -105,3 +107,59 @@ def test_sampling_keeps_generate_in_the_given_order(tiny, calls, monkeypatch):
     monkeypatch.setattr(generation, "_generate_in_order", lambda *args: ran.append(args) or ([], 0))
     generate(model, tokenizer, PROMPTS, GenerationSpec(do_sample=True))
     assert len(ran) == 1 and calls["prefills"] == []
+
+
+class _Output(dict):
+    """A model output: a dict of its fields, read as attributes too (as ModelOutput)."""
+    __getattr__ = dict.__getitem__
+
+
+class _Renamed(torch.nn.Module):
+    """The tiny model behind a forward that takes and returns its cache under another name, as
+    transformers before 5.24 (past_key_values) or from 5.24 on (cache) names it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.passed_back = model, 0
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def run(self, name, cache, **inputs):
+        self.passed_back += cache is not None
+        out = self.inner(**inputs, **({greedy.cache_keyword(self.inner): cache} if cache is not None else {}))
+        return _Output(logits=out.logits, **{name: greedy.output_cache(out)})
+
+
+class _PastKeyValues(_Renamed):
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep, past_key_values=None):
+        return self.run("past_key_values", past_key_values, input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+class _Cache(_Renamed):
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep, cache=None):
+        return self.run("cache", cache, input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+def test_the_cache_goes_back_under_the_name_the_forward_takes(tiny, tiny_model_dir, calls):
+    model, tokenizer = tiny
+    name = greedy.cache_keyword(model)
+    assert name in inspect.signature(model.forward).parameters and name in greedy.CACHE_NAMES
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                                LoraConfig(target_modules=["q_proj"]))
+    assert greedy.cache_keyword(peft_model) == name  # PEFT passes it on to the base model
+    ids = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    stop = greedy.decode(model, ids, 3, lambda tokens: len(tokens) >= 8, tokenizer.eos_token_id)[1][2]
+    done = lambda tokens: len(tokens) >= 8 or tokens[-1] == stop  # noqa: E731  rows end at different steps
+    calls["joins"] = 0
+    expected = greedy.decode(model, ids, 3, done, tokenizer.eos_token_id)
+    assert calls["joins"] > 0, "rows left the batch and waiting ones joined it"
+    for renamed in (_PastKeyValues(model), _Cache(model)):
+        assert greedy.decode(renamed, ids, 3, done, tokenizer.eos_token_id) == expected
+        assert renamed.passed_back > 0

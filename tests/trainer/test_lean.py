@@ -4,6 +4,9 @@ dropout) and selective tuning, while saving far fewer activation bytes; and it l
 model exactly as it found it."""
 from __future__ import annotations
 
+from collections import Counter
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -166,15 +169,114 @@ def test_saves_far_fewer_activation_bytes(method, most, monkeypatch):
     assert lean_bytes < 0.95 * without_rebuild
 
 
+def own_attributes(model) -> dict:
+    """Each module's own __dict__ (copied): where an instance `forward` lives, if any."""
+    return {name: dict(m.__dict__) for name, m in model.named_modules()}
+
+
+def count_lean_calls(monkeypatch) -> Counter:
+    """Counts the lean autograd functions' calls by name."""
+    calls = Counter()
+    for name in ("RMSNorm", "GatedMLP", "LoraLinear"):
+        function = getattr(lean, name)
+        monkeypatch.setattr(lean, name, SimpleNamespace(
+            apply=lambda *args, _name=name, _function=function: calls.update([_name]) or _function.apply(*args)))
+    return calls
+
+
 def test_restores_the_model_and_leaves_evaluation_alone():
     model = with_lora(tiny("Llama"), 0.05)
     model.eval()
+    before_attributes = own_attributes(model)
     with torch.no_grad():
         before = model(input_ids=inputs()).logits
         with lean_training(model):
             during = model(input_ids=inputs()).logits
     assert not any("forward" in m.__dict__ for m in model.modules())
+    assert own_attributes(model) == before_attributes
     torch.testing.assert_close(during, before, rtol=0, atol=0)
+
+
+def test_an_instance_forward_found_on_entry_serves_evaluation_and_is_put_back(monkeypatch):
+    """A library may keep a module's forward in its __dict__ (a hub kernel, a hook's wrapper):
+    the block trains with the lean forward over it, runs it outside autograd, and leaves it there."""
+    model = tiny("Llama")
+    norm, mlp = model.model.norm, model.model.layers[0].mlp
+    seen = []
+
+    def own_forward(module):
+        cls_forward = type(module).forward
+        return lambda x: seen.append(type(module).__name__) or cls_forward(module, x)
+
+    norm.forward, mlp.forward = own_forward(norm), own_forward(mlp)
+    kept = norm.__dict__["forward"], mlp.__dict__["forward"]
+    before = own_attributes(model)
+    calls = count_lean_calls(monkeypatch)
+    with lean_training(model) as kinds:
+        assert kinds == {"mlp": 2, "norm": 5}
+        assert norm.forward is not kept[0] and mlp.forward is not kept[1]
+        with torch.no_grad():
+            model(input_ids=inputs())
+        assert seen == ["LlamaMLP", "LlamaRMSNorm"] and not calls
+        model(input_ids=inputs())
+        assert seen == ["LlamaMLP", "LlamaRMSNorm"] and calls == {"RMSNorm": 5, "GatedMLP": 2}
+    assert own_attributes(model) == before
+    assert (norm.__dict__["forward"], mlp.__dict__["forward"]) == kept
+    assert "forward" not in model.model.layers[1].mlp.__dict__
+
+
+def test_a_forward_replaced_inside_the_block_gets_the_lean_one_back_and_the_exit_restores_the_entry_state(monkeypatch):
+    """What kernels' kernelize does to the RMSNorms on a train()/eval() switch (transformers 5.25
+    calls it there): pop `forward` from the module's __dict__ (no kernel for the device), or put
+    a kernel's forward there. The next training forward is lean again, its gradients the same;
+    the exit puts back what the block found, without failing over an entry that is gone."""
+    model = with_lora(tiny("Llama"), 0.0)
+    model.model.model.norm.forward = type(model.model.model.norm).forward.__get__(model.model.model.norm)
+    before = own_attributes(model)
+    loss, grads = loss_and_grads(model, lean=False)
+    calls = count_lean_calls(monkeypatch)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with lean_training(model):
+        for module in model.modules():
+            if type(module).__name__ == "LlamaRMSNorm":
+                module.__dict__.pop("forward", None)
+            elif type(module).__name__ == "LlamaMLP":
+                module.forward = type(module).forward.__get__(module)  # a kernel's forward, bound as kernelize binds it
+        torch.manual_seed(7)
+        lean_loss = model(input_ids=inputs(), labels=inputs()).loss
+        lean_loss.backward()
+    assert calls == {"RMSNorm": 5, "GatedMLP": 2, "LoraLinear": 8}
+    assert own_attributes(model) == before
+    torch.testing.assert_close(lean_loss.detach(), loss, rtol=1e-6, atol=1e-6)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_loaded_model_keeps_the_lean_forward_through_train_eval_switches(tiny_model_dir, monkeypatch):
+    """As the trainer runs it: a model from from_pretrained (kernelized by transformers >= 5.25
+    when the kernels package is installed), train(), then validations (eval(), train()) inside
+    the block. Every training forward is lean, and the exit leaves each module as it was."""
+    from transformers import AutoModelForCausalLM
+
+    model = with_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 0.05)
+    model.train()
+    before = own_attributes(model)
+    calls = count_lean_calls(monkeypatch)
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with lean_training(model) as kinds:
+        for _ in range(2):
+            model(input_ids=ids, labels=ids).loss.backward()
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=ids)
+            model.train()
+    assert calls == {name: 2 * kinds[kind] for name, kind in
+                     (("RMSNorm", "norm"), ("GatedMLP", "mlp"), ("LoraLinear", "lora"))}
+    assert own_attributes(model) == before
+    model.eval()
+    model.train()  # and it switches as before
 
 
 def test_cpu_autocast_in_bfloat16_stays_close():

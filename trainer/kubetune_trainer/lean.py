@@ -20,6 +20,15 @@ classes, plain nn.Linear projections, one active vanilla LoRA adapter) and resto
 exit; anything else keeps its own forward. Outside autograd (evaluation, generation) the
 original forwards run. Given the same dropout masks, losses and gradients equal the original
 forwards' (tests/trainer/test_lean.py).
+
+A lean forward is an entry `forward` in the module's own __dict__, which shadows the class's.
+Libraries set and clear that entry too: with the `kernels` package (a dependency of
+transformers from 5.25, which then kernelizes every model it loads) each train()/eval() switch
+re-kernelizes the model, and on a device without a kernel that pops `forward` from the
+__dict__ of every layer with a hub kernel name (the RMSNorms), or puts a kernel's there. So the
+block records what each module's __dict__ held on entry (a `forward`, or none) and puts exactly
+that back on exit, whatever happened in between; and before each forward of `model` in the
+block, a module whose lean forward was replaced gets it again, over the forward it has now.
 """
 from __future__ import annotations
 
@@ -275,28 +284,70 @@ def _lean_forward(module):
     return None
 
 
+_ABSENT = object()  # no `forward` in a module's own __dict__
+
+
+class _Patch:
+    """A module's lean forward, and the `forward` its __dict__ held when the block began."""
+
+    def __init__(self, module, make):
+        self.module, self.make = module, make
+        self.found = module.__dict__.get("forward", _ABSENT)
+        self.lean = None
+
+    def install(self) -> bool:
+        """Puts the lean forward in the module's __dict__, over the forward the module has now
+        (which serves outside autograd); False where an instance entry cannot shadow the
+        class's `forward` (a data descriptor), which then stays."""
+        module = self.module
+        self.lean = self.make(module.forward)
+        module.__dict__["forward"] = self.lean
+        if module.forward is self.lean:
+            return True
+        self.restore()
+        return False
+
+    def installed(self) -> bool:
+        return self.module.__dict__.get("forward") is self.lean
+
+    def restore(self) -> None:
+        if self.found is _ABSENT:
+            self.module.__dict__.pop("forward", None)
+        else:
+            self.module.__dict__["forward"] = self.found
+
+
 @contextmanager
 def lean_training(model):
     """Within the block, matching modules of `model` train with the lean forwards above."""
-    patched, kinds, outputs = [], Counter(), NormOutputs()
+    patches, kinds, outputs = [], Counter(), NormOutputs()
     for module in model.modules():
         lean = _lean_forward(module)
         if lean is None:
             continue
         kind, factory = lean
-        had_own = "forward" in module.__dict__
-        original = module.forward
-        module.forward = factory(module, original, outputs) if kind == "norm" else factory(module, original)
-        patched.append((module, had_own, original))
-        kinds[kind] += 1
+        make = ((lambda original, m=module, f=factory: f(m, original, outputs)) if kind == "norm"
+                else (lambda original, m=module, f=factory: f(m, original)))
+        patch = _Patch(module, make)
+        if patch.install():
+            patches.append(patch)
+            kinds[kind] += 1
     if kinds:
         log.info("memory-lean training forward: %s", ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+
+    def reinstall(_model, _args):
+        lost = [p for p in patches if not p.installed()]
+        for patch in lost:
+            patch.install()
+        if lost:
+            log.debug("lean forward put back on %d modules whose forward was replaced", len(lost))
+
+    hook = model.register_forward_pre_hook(reinstall) if patches else None
     try:
         with torch.autograd.graph.saved_tensors_hooks(outputs.pack, outputs.unpack):
             yield kinds
     finally:
-        for module, had_own, original in patched:
-            if had_own:
-                module.forward = original
-            else:
-                del module.forward
+        if hook is not None:
+            hook.remove()
+        for patch in patches:
+            patch.restore()

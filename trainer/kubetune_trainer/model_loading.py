@@ -44,8 +44,10 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     except ValueError as e:  # an architecture or tokenizer transformers cannot read from GGUF
         raise ModelSourceError(f"{gguf}: cannot load this GGUF file: {e}") from e
     # The weights are plain float tensors now. Drop the GGUF quantizer: save_pretrained refuses
-    # a model whose quantizer is not serializable, and the saved config must not point at GGUF.
-    delattr(model.config, "quantization_config")
+    # a model whose quantizer is not serializable, and the saved config must not point at GGUF
+    # (transformers before 5.17 sets neither).
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
     model.hf_quantizer = None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

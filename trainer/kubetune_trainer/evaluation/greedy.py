@@ -10,9 +10,17 @@ computed with less work.
 Greedy decoding picks each row's argmax independently of the other rows, so the tokens are
 those of one-at-a-time `generate` up to float rounding in padded batches (the same caveat as a
 plain batched `generate`); tests/eval/test_greedy.py checks them against both.
+
+The key/value cache is a transformers `DynamicCache`: `.layers`, each a `DynamicLayer` whose
+`keys` and `values` are (rows, heads, width, head dim) and whose length is read off `keys`
+(so rows and columns can be cut and joined in place); the same in transformers 5.0 to 5.25.
+transformers 5.24 renamed the cache's keyword and output field from `past_key_values` to
+`cache` (the old names still work there, with a deprecation warning, until 5.40): the decoder
+reads the field the output has and passes the cache back under the keyword the forward takes.
 """
 from __future__ import annotations
 
+import inspect
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable
@@ -46,6 +54,27 @@ def supports_fast_greedy(model) -> bool:
     return not extra and getattr(defaults, "num_beams", 1) in (None, 1)
 
 
+# The cache's name, newest first: keyword of the forward and field of its output.
+CACHE_NAMES = ("cache", "past_key_values")
+
+
+def cache_keyword(model) -> str:
+    """The keyword under which `model`'s forward takes the cache (a PEFT model passes it on to
+    its base model's): `cache` from transformers 5.24 on, `past_key_values` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    accepted = inspect.signature(base.forward).parameters  # through decorators (functools.wraps)
+    return next((name for name in CACHE_NAMES if name in accepted), "past_key_values")
+
+
+def output_cache(out):
+    """The cache a forward with use_cache=True returned, under whichever name its output has."""
+    for name in CACHE_NAMES:
+        cache = out.get(name)  # ModelOutput is a dict of its non-None fields
+        if cache is not None:
+            return cache
+    raise ValueError(f"{type(out).__name__} carries no cache (fields: {', '.join(out.keys())})")
+
+
 @dataclass
 class Batch:
     """The rows in flight: prompt index, attention mask (left-padded), cache and last token."""
@@ -61,14 +90,14 @@ def _prefill(model, prompts: list[list[int]], rows: list[int], pad_id: int) -> B
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    return Batch(rows, mask, out.cache, out.logits[:, -1].float().argmax(-1, keepdim=True))
+    return Batch(rows, mask, output_cache(out), out.logits[:, -1].float().argmax(-1, keepdim=True))
 
 
-def _step(model, batch: Batch) -> None:
+def _step(model, batch: Batch, keyword: str) -> None:
     batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
     positions = batch.mask.sum(-1, keepdim=True) - 1
-    out = model(input_ids=batch.last, attention_mask=batch.mask, position_ids=positions, cache=batch.cache,
-                use_cache=True, logits_to_keep=1)
+    out = model(input_ids=batch.last, attention_mask=batch.mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1, **{keyword: batch.cache})
     batch.last = out.logits[:, -1].float().argmax(-1, keepdim=True)
 
 
@@ -117,6 +146,7 @@ def decode(model, prompts: list[list[int]], batch_size: int, done: Callable[[lis
     outputs: list[list[int]] = [[] for _ in prompts]
     batch: Batch | None = None
     refill = max(1, int(batch_size * REFILL_SHARE))
+    keyword = cache_keyword(model)
     while waiting or batch:
         free = batch_size - (len(batch.rows) if batch else 0)
         if waiting and (free >= refill or batch is None):
@@ -126,7 +156,7 @@ def decode(model, prompts: list[list[int]], batch_size: int, done: Callable[[lis
             if new.rows:
                 batch = new if batch is None else (_join(batch, new) or batch)
         else:
-            _step(model, batch)
+            _step(model, batch, keyword)
             _record(batch, outputs, done)
         if batch is not None and not batch.rows:
             batch = None
