@@ -5,6 +5,9 @@
                                   exact pins (==) stay, as they name a file on this machine (torch)
   python hack/deps.py build       pyproject's build-system requirements, locked with the rest so
                                   the project installs without build isolation
+  python hack/deps.py lowest FILE every direct dependency whose version in FILE (a lowest-end lock)
+                                  is not its stated lower bound, and exit 1 if any: a bound the
+                                  resolver cannot reach is not the version the tests ran on
   python hack/deps.py digest      a digest of every input of the lock (the requirement lists of
                                   pyproject.toml and of hack/helm/requirements.in), which each lock
                                   file's first line records: tests/test_lock.py compares them
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
@@ -66,9 +70,24 @@ def unbounded(requirement: Requirement) -> Requirement:
     return requirement
 
 
+def unreached_lower_bounds(lock: Path) -> list[str]:
+    pins = read_lock(lock)
+    out = []
+    for requirement in direct_dependencies():
+        lower = [s.version for s in requirement.specifier if s.operator in (">=", "==")]
+        locked = pins[normalize(requirement.name)][0]
+        if lower and Version(Version(locked).public) != Version(lower[0]):
+            out.append(f"{requirement.name}: pyproject says >={lower[0]}, the lowest resolution has {locked}")
+    return out
+
+
 def main(argv: list[str]) -> int:
     if argv == ["unbounded"]:
         print("\n".join(str(unbounded(r)) for r in direct_dependencies()))
+    elif len(argv) == 2 and argv[0] == "lowest":
+        unreached = unreached_lower_bounds(Path(argv[1]))
+        print("\n".join(unreached or ["every lower bound is the version resolved"]))
+        return 1 if unreached else 0
     elif argv == ["digest"]:
         print(inputs_digest())
     elif argv == ["build"]:

@@ -18,6 +18,8 @@ TESTS=(tests/trainer tests/eval tests/e2e/test_finetunejob.py tests/e2e/test_eva
 
 rm -rf "$DIR" && mkdir -p "$DIR"
 UV=.venv-tools/bin/uv PYTHON=.venv-tools/bin/python bash hack/lock.sh --ends "$DIR" "$END"
+# The lower bounds must be the versions that run: raise a bound the resolver cannot reach.
+[ "$END" = latest ] || .venv-tools/bin/python hack/deps.py lowest "$DIR/dev.txt"
 venv() {  # venv NAME LOCK_FILE...: a venv installed from the end's lock files, then the project
   local path="$DIR/$1" files=(); shift
   for f in "$@"; do files+=(-r "$DIR/$f"); done
@@ -30,10 +32,10 @@ venv venv-operator operator.txt
 
 export KUBECONFIG="$REPO/.cluster/kubeconfig" KUBETUNE_PYTHON="$DIR/venv/bin/python"
 export KUBETUNE_OPERATOR_BIN="$DIR/venv-operator/bin/kubetune-operator"
-restart_cluster() { bash hack/operator.sh stop || true; bash hack/cluster/down.sh >/dev/null || true; }
-restart_cluster
+stop_cluster() { bash hack/operator.sh stop || true; bash hack/cluster/down.sh >/dev/null || true; }
+stop_cluster
+trap 'status=$?; stop_cluster; exit $status' EXIT
 bash hack/cluster/up.sh
-trap 'status=$?; restart_cluster; exit $status' EXIT
 
 versions="$("$DIR/venv/bin/python" -c 'import importlib.metadata as m
 print(", ".join(f"{n} {m.version(n)}" for n in ("torch", "transformers", "peft", "accelerate", "datasets", "evaluate", "tokenizers", "numpy", "pandas", "pyarrow", "kubernetes", "pydantic")))')"

@@ -126,8 +126,12 @@ class OperatorProcess:
             [str(OPERATOR_BIN), "--metrics-port", str(self.metrics_port),
              "--metrics-address", "127.0.0.1", "--health-port", "0", *self.webhook_args()],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._serving, 60, "the operator to serve /metrics")
-        wait_for(self.webhook_ready, 60, "the operator to set its admission webhooks")
+        try:
+            wait_for(self._serving, 60, "the operator to serve /metrics")
+            wait_for(self.webhook_ready, 60, "the operator to set its admission webhooks")
+        except BaseException:
+            self.stop()  # an operator that never became ready must not outlive the session
+            raise
 
     def webhook_args(self) -> list[str]:
         """The validating webhook, as hack/operator.sh runs it: the API server (on this host)
