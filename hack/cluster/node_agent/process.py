@@ -79,7 +79,8 @@ def launch(files: ContainerFiles, spec: dict, argv: list[str], env: dict,
     mountns.py binds its mounts and execs argv; its output goes to the log (the previous
     run's log is kept, like `kubectl logs -p`)."""
     files.termination.write_bytes(b"")
-    mounts = [*unhide(mounts, [REPO, files.pod_dir]),
+    # The agent's venv stands for the image too; it lies in REPO unless KUBETUNE_PYTHON says otherwise.
+    mounts = [*unhide(mounts, [REPO, Path(sys.prefix), files.pod_dir]),
               (files.termination, spec.get("terminationMessagePath") or "/dev/termination-log",
                False)]
     plan = json.dumps({"mounts": [[str(src), target, ro] for src, target, ro in mounts],
