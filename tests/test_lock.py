@@ -82,7 +82,7 @@ def assert_venv_is_the_lock(python: str | Path, *lock_files: str) -> None:
     for name in lock_files:
         locked |= {k: v for k, (v, _) in deps.read_lock(deps.LOCK / name).items()}
     have = installed(python)
-    have.pop("kubetune")  # the project itself, installed from this tree
+    have.pop("kubetune", None)  # the project itself, installed from this tree (not in the tool venvs)
     for bootstrap in ("pip", "setuptools"):  # what `python -m venv` puts in, unless the lock pins it
         if bootstrap not in locked:
             have.pop(bootstrap, None)
