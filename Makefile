@@ -34,28 +34,31 @@ help:
 # without dependency resolution or build isolation, then the project itself from this tree.
 # torch is the CPU wheel (requirements/dev.txt), never a CUDA download.
 LOCKED_INSTALL := -m pip install -q --require-hashes --no-deps
+# Where the lock lies: make test-deps-* builds its throwaway venvs with these same rules from
+# the end of the range it resolved (.deps-END/).
+LOCK_DIR ?= requirements
 PROJECT_INSTALL := -m pip install -q --no-deps --no-build-isolation -e .
 
-$(VENV)/.installed: requirements/dev.txt requirements/demo.txt pyproject.toml
+$(VENV)/.installed: $(LOCK_DIR)/dev.txt $(LOCK_DIR)/demo.txt pyproject.toml
 	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
-	$(PY) $(LOCKED_INSTALL) -r requirements/dev.txt -r requirements/demo.txt
+	$(PY) $(LOCKED_INSTALL) -r $(LOCK_DIR)/dev.txt -r $(LOCK_DIR)/demo.txt
 	$(PY) $(PROJECT_INSTALL)
 	touch $@
 
-$(OPERATOR_VENV)/.installed: requirements/operator.txt pyproject.toml
+$(OPERATOR_VENV)/.installed: $(LOCK_DIR)/operator.txt pyproject.toml
 	rm -rf $(OPERATOR_VENV) && $(PYTHON) -m venv $(OPERATOR_VENV)
-	$(OPERATOR_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/operator.txt
+	$(OPERATOR_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/operator.txt
 	$(OPERATOR_VENV)/bin/python $(PROJECT_INSTALL)
 	touch $@
 
-$(HELM_VENV)/.installed: requirements/helm.txt
+$(HELM_VENV)/.installed: $(LOCK_DIR)/helm.txt
 	rm -rf $(HELM_VENV) && $(HELM_PYTHON) -m venv $(HELM_VENV)
-	$(HELM_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/helm.txt
+	$(HELM_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/helm.txt
 	touch $@
 
-$(TOOLS_VENV)/.installed: requirements/tools.txt
+$(TOOLS_VENV)/.installed: $(LOCK_DIR)/tools.txt
 	rm -rf $(TOOLS_VENV) && $(PYTHON) -m venv $(TOOLS_VENV)
-	$(TOOLS_VENV)/bin/python $(LOCKED_INSTALL) -r requirements/tools.txt
+	$(TOOLS_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/tools.txt
 	touch $@
 
 # Re-resolve the lock from pyproject.toml (keeping what still fits); lock-upgrade takes the newest.

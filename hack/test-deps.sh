@@ -13,22 +13,15 @@ cd "$REPO"
 END="${1:?usage: $0 latest|lowest [pytest args]}"; shift
 case "$END" in latest|lowest) ;; *) echo "usage: $0 latest|lowest [pytest args]" >&2; exit 2 ;; esac
 DIR="$REPO/.deps-$END"
-PYTHON="${PYTHON:-python3}"
 TESTS=(tests/trainer tests/eval tests/e2e/test_finetunejob.py tests/e2e/test_evaljob.py)
 
 rm -rf "$DIR" && mkdir -p "$DIR"
 UV=.venv-tools/bin/uv PYTHON=.venv-tools/bin/python bash hack/lock.sh --ends "$DIR" "$END"
 # The lower bounds must be the versions that run: raise a bound the resolver cannot reach.
 [ "$END" = latest ] || .venv-tools/bin/python hack/deps.py lowest "$DIR/dev.txt"
-venv() {  # venv NAME LOCK_FILE...: a venv installed from the end's lock files, then the project
-  local path="$DIR/$1" files=(); shift
-  for f in "$@"; do files+=(-r "$DIR/$f"); done
-  "$PYTHON" -m venv "$path"
-  "$path/bin/python" -m pip install -q --require-hashes --no-deps "${files[@]}"
-  "$path/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
-}
-venv venv dev.txt demo.txt
-venv venv-operator operator.txt
+# The venvs by make install's own rules, from the end's lock files.
+make --no-print-directory LOCK_DIR="$DIR" VENV="$DIR/venv" OPERATOR_VENV="$DIR/venv-operator" \
+  "$DIR/venv/.installed" "$DIR/venv-operator/.installed"
 
 export KUBECONFIG="$REPO/.cluster/kubeconfig" KUBETUNE_PYTHON="$DIR/venv/bin/python"
 export KUBETUNE_OPERATOR_BIN="$DIR/venv-operator/bin/kubetune-operator"

@@ -107,8 +107,9 @@ def test_the_makefile_installs_every_venv_from_the_lock_with_hashes():
     assert re.findall(r"^PROJECT_INSTALL := (.*)$", makefile, flags=re.M) == ["-m pip install -q --no-deps --no-build-isolation -e ."]
     recipes = [line for line in makefile.splitlines() if line.startswith("\t")]
     assert not [line for line in recipes if "pip install" in line], "install through LOCKED_INSTALL / PROJECT_INSTALL"
-    used = set(re.findall(r"\$\(LOCKED_INSTALL\)((?: -r requirements/[\w-]+\.txt)+)", makefile))
-    files = {name for group in used for name in re.findall(r"requirements/([\w-]+\.txt)", group)}
+    assert re.findall(r"^LOCK_DIR \?= (.*)$", makefile, flags=re.M) == ["requirements"]
+    used = set(re.findall(r"\$\(LOCKED_INSTALL\)((?: -r \$\(LOCK_DIR\)/[\w-]+\.txt)+)", makefile))
+    files = {name for group in used for name in re.findall(r"\$\(LOCK_DIR\)/([\w-]+\.txt)", group)}
     assert files == {p.name for p in LOCK_FILES} - {"trainer.txt", "torch-cpu.txt"}  # those two are the images'
 
 
