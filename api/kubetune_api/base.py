@@ -29,8 +29,22 @@ MAX_ROWS = 100_000_000  # rows of a dataset
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_TOKENS = 131072  # a sequence length in tokens
 MAX_MODELS = 16  # models scored side by side in one EvalJob
+# Status bounds: what the operator writes, and what it accepts from a pod's report, never
+# exceeds these (the CRD's status schema enforces them too).
+MAX_MESSAGE = 32768  # a condition's or a failure's message (metav1.Condition's bound)
+MAX_SCORES = 512  # scores of one model: a suite of 32 tasks with their headline metrics
+MAX_SAMPLES = 64  # predictions shown in an EvalJob's status
+MAX_RECORDS = 200  # pods in a job's ledger: backoffLimit is at most 20, suspends are rare
+MAX_CONDITIONS = 16
 # A list of short strings (module names, patterns, columns, metrics, stop strings).
 NameList = list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_COLUMN)]]
+# A short name in a status: a reason, a metric, a model's or a task's name, a digest.
+ShortText = Annotated[str, StringConstraints(max_length=MAX_COLUMN)]
+PathText = Annotated[str, StringConstraints(max_length=MAX_PATH)]
+MessageText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE)]
+ObjectName = Annotated[str, StringConstraints(max_length=DNS_SUBDOMAIN_MAX)]
+# Metric name -> value.
+Scores = dict[ShortText, float]
 
 
 class Phase(str, Enum):

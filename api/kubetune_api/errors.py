@@ -35,6 +35,7 @@ class Reason(str, Enum):
     Completed = "Completed"
     TrainerFailed = "TrainerFailed"
     EvaluatorFailed = "EvaluatorFailed"
+    PromoterFailed = "PromoterFailed"
     OOMKilled = "OOMKilled"
     DeadlineExceeded = "DeadlineExceeded"
     JobFailed = "JobFailed"
@@ -45,6 +46,7 @@ class Reason(str, Enum):
     PodLost = "PodLost"
     # The API server or an admission controller refused a child object.
     JobRejected = "JobRejected"
+    SpecChanged = "SpecChanged"
     PodRejected = "PodRejected"
     QuotaExceeded = "QuotaExceeded"
     Forbidden = "Forbidden"
@@ -85,6 +87,7 @@ REASON_DOCS = {
     Reason.Completed: "the pod finished its work",
     Reason.TrainerFailed: "the trainer exited with an error it did not classify",
     Reason.EvaluatorFailed: "the evaluator exited with an error it did not classify",
+    Reason.PromoterFailed: "the promotion pod exited with an error it did not classify",
     Reason.OOMKilled: "the pod ran out of memory",
     Reason.DeadlineExceeded: "activeDeadlineSeconds passed",
     Reason.JobFailed: "the Job failed with no pod failure to explain it (infrastructure: retried)",
@@ -92,6 +95,7 @@ REASON_DOCS = {
     Reason.KilledBySignal: "the container was killed by a signal (exit code above 128) without running out of memory; retried",
     Reason.PodFailed: "the pod failed before its container ran; retried",
     Reason.PodLost: "a pod of a multi-node attempt disappeared while running and the other ranks failed without it; retried",
+    Reason.SpecChanged: "the spec changed after the job was admitted (while no admission webhook answered); the next attempt would run a spec nobody checked, so none starts: delete and re-create the job",
     Reason.JobRejected: "the API server refused the Job (the message is the API's); a spec the schema let through",
     Reason.PodRejected: "the Job cannot create its pod (e.g. a PriorityClass that does not exist); the message is the API's",
     Reason.QuotaExceeded: "(Pending) a ResourceQuota refuses the pod for now; it starts when quota frees up",

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from kubetune_api.base import ApiModel, Phase, load_model_file
+from kubetune_api.base import ApiModel, ObjectName, PathText, Phase, ShortText, load_model_file
 from kubetune_api.paths import check_relative_stays_inside
 from kubetune_api.training import ModelSource
 
@@ -60,7 +60,7 @@ class RuleCheck(str, Enum):
 
 
 class RuleResult(ApiModel):
-    metric: str = Field(description="The metric the rule is about.")
+    metric: ShortText = Field(description="The metric the rule is about.")
     check: RuleCheck = Field(description="minScore, minDelta or maxForgetting.")
     threshold: float = Field(description="The bound the rule sets.")
     value: Optional[float] = Field(None, description="The measured value; absent when the evaluation did not report it.")
@@ -69,18 +69,18 @@ class RuleResult(ApiModel):
 
 class PromotionStatus(ApiModel):
     phase: Optional[Phase] = Field(None, description="Pending (waiting for the evaluation), Running (copying), Succeeded or Failed (the gate or the copy).")
-    destination: Optional[str] = Field(None, description="Where the model is (or would have been) promoted.")
-    job_name: Optional[str] = Field(None, description="The batch/v1 Job copying the model.")
-    rules: list[RuleResult] = Field(default_factory=list, description="Each rule with its measured value.")
+    destination: Optional[PathText] = Field(None, description="Where the model is (or would have been) promoted.")
+    job_name: Optional[ObjectName] = Field(None, description="The batch/v1 Job copying the model.")
+    rules: list[RuleResult] = Field(default_factory=list, max_length=128, description="Each rule with its measured value.")
 
 
 class Usage(ApiModel):
     gpu_seconds: float = Field(0.0, ge=0, description="GPUs x running seconds, summed over every pod (attempts and nodes).")
     pod_seconds: float = Field(0.0, ge=0, description="Running seconds summed over every pod.")
     attempts: int = Field(0, ge=0, description="Pods that started.")
-    training_tokens: Optional[int] = Field(None, ge=0, description="Non-padding tokens trained on, from the trainer's report.")
+    training_tokens: Optional[int] = Field(None, ge=0, description="Non-padding tokens trained on over every attempt (each attempt's pod counts what it trained after its checkpoint), from the trainers' reports.")
     estimated_cost: Optional[float] = Field(None, ge=0, description="gpuSeconds / 3600 x the operator's GPU-hour price (unset without one).")
-    currency: Optional[str] = Field(None, description="Currency of estimatedCost.")
+    currency: Optional[ShortText] = Field(None, description="Currency of estimatedCost.")
 
 
 class PromoteConfig(ApiModel):

@@ -13,10 +13,11 @@ from typing import Annotated, Optional
 
 from pydantic import Field, StringConstraints, model_validator
 
-from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_MODELS, MAX_PATH, NAME_PATTERN,
+from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_CONDITIONS, MAX_MODELS, MAX_PATH,
+                               MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import EvalTask
-from kubetune_api.evaluation import (BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+from kubetune_api.evaluation import (MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
@@ -68,7 +69,7 @@ class VolumeMount(ApiModel):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63, description="Volume name inside the pod.")
     claim_name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX,
                             description="PersistentVolumeClaim in the job's namespace to mount (datasets, models, outputs).")
-    mount_path: str = Field(pattern=r"^/", max_length=MAX_PATH, description="Absolute path in the trainer container.")
+    mount_path: str = Field(pattern=r"^/[^:]*$", max_length=MAX_PATH, description="Absolute path in the trainer container, without ':' (the pod's list of writable directories is ':'-separated).")
     read_only: bool = Field(False, description="Mount read-only.")
 
 
@@ -240,10 +241,10 @@ class ConditionStatus(str, Enum):
 
 
 class Condition(ApiModel):
-    type: str = Field(description="Condition type, e.g. Succeeded.")
+    type: ShortText = Field(description="Condition type, e.g. Succeeded.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(description="One CamelCase word saying why.")
-    message: str = Field("", description="Human-readable detail.")
+    reason: ShortText = Field(description="One CamelCase word saying why.")
+    message: MessageText = Field("", description="Human-readable detail.")
     last_transition_time: datetime = Field(description="When status last changed.")
     observed_generation: Optional[int] = Field(None, description="metadata.generation this condition was computed from.")
 
@@ -255,19 +256,20 @@ class FailureClass(str, Enum):
 
 class Failure(ApiModel):
     failure_class: FailureClass = Field(alias="class", description="infrastructure (retried) or user (fails the job).")
-    reason: str = Field(description="One CamelCase word, e.g. Evicted, KilledBySignal, OOMKilled, InvalidDataset.")
-    message: str = Field("", description="What happened, from the pod.")
+    reason: ShortText = Field(description="One CamelCase word, e.g. Evicted, KilledBySignal, OOMKilled, InvalidDataset.")
+    message: MessageText = Field("", description="What happened, from the pod.")
     attempt: int = Field(1, ge=1, description="The attempt that failed.")
     exit_code: Optional[int] = Field(None, description="The container's exit code, when it ran.")
 
 
 class PodRecord(ApiModel):
-    name: str = Field(description="Pod name.")
+    name: ObjectName = Field(description="Pod name.")
     attempt: int = Field(1, ge=1, description="The attempt the pod belonged to.")
     gpus: int = Field(0, ge=0, description="GPUs the pod held.")
     started_at: Optional[datetime] = Field(None, description="When its container started.")
     finished_at: Optional[datetime] = Field(None, description="When it ended, or when the operator last saw it running.")
     running: bool = Field(False, description="Whether it was running when last seen.")
+    tokens: Optional[int] = Field(None, ge=0, description="Tokens its trainer reported training on in this pod (rank 0 of an attempt): trainTokens less the count it resumed with.")
     lost: bool = Field(False, description="It disappeared while running (deleted, or its node lost) without reporting an end.")
 
 
@@ -276,30 +278,31 @@ class JobStatus(ApiModel):
 
     phase: Optional[Phase] = Field(None, description="Pending, Queued, Running, Suspended, Succeeded or Failed.")
     conditions: list[Condition] = Field(
-        default_factory=list,
+        default_factory=list, max_length=MAX_CONDITIONS,
         description="Latest observations; Succeeded is Unknown while the job runs, then True or False.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     observed_generation: Optional[int] = Field(None, description="metadata.generation the operator last acted on.")
     start_time: Optional[datetime] = Field(None, description="When the pod started running.")
     completion_time: Optional[datetime] = Field(None, description="When the job reached Succeeded or Failed.")
-    job_name: Optional[str] = Field(None, description="The batch/v1 Job running the pod.")
-    message: Optional[str] = Field(None, description="Short summary of the current state.")
+    job_name: Optional[ObjectName] = Field(None, description="The batch/v1 Job running the pod.")
+    spec_digest: Optional[ShortText] = Field(None, description="sha256 of the spec (but spec.suspend) the job was admitted and launched with: a later attempt starts only while the spec still matches.")
+    message: Optional[MessageText] = Field(None, description="Short summary of the current state.")
     usage: Optional[Usage] = Field(None, description="Resources the job's pods used, for chargeback (written by the operator).")
     attempt: Optional[int] = Field(None, ge=1, description="The current attempt: 1, then one more per retry or resume after suspend (each attempt is one batch/v1 Job).")
     retries: int = Field(0, ge=0, description="Attempts started again after an infrastructure failure.")
     last_failure: Optional[Failure] = Field(None, description="The latest pod failure: its class (infrastructure or user), reason and message.")
-    pods: list[PodRecord] = Field(default_factory=list, description="Every pod the job ran, across attempts: the ledger usage is summed from.")
+    pods: list[PodRecord] = Field(default_factory=list, max_length=MAX_RECORDS, description="Every pod the job ran, across attempts: the ledger usage is summed from.")
 
 
 class EvaluationSummary(ApiModel):
-    eval_job: Optional[str] = Field(None, description="The EvalJob comparing base and tuned model.")
+    eval_job: Optional[ObjectName] = Field(None, description="The EvalJob comparing base and tuned model.")
     phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
-    scores: dict[str, float] = Field(default_factory=dict, description="The tuned model's scores.")
-    delta: dict[str, float] = Field(default_factory=dict, description="Tuned minus base, per metric.")
-    retention_eval_job: Optional[str] = Field(None, description="The EvalJob scoring base and tuned on the retention data.")
+    scores: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="The tuned model's scores.")
+    delta: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Tuned minus base, per metric.")
+    retention_eval_job: Optional[ObjectName] = Field(None, description="The EvalJob scoring base and tuned on the retention data.")
     retention_phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
-    forgetting: dict[str, float] = Field(default_factory=dict, description="Tuned minus base on the retention data (e.g. perplexity up = forgetting).")
+    forgetting: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Tuned minus base on the retention data (e.g. perplexity up = forgetting).")
 
 
 class FineTuneJobStatus(JobStatus):
@@ -321,10 +324,10 @@ class FineTuneJob(ApiModel):
 class EvalJobStatus(JobStatus):
     progress: Optional[EvalProgress] = Field(None, description="Evaluation progress, reported by the evaluator pod.")
     results: list[ModelResult] = Field(
-        default_factory=list,
+        default_factory=list, max_length=MAX_MODELS,
         description="Scores per model, with deltas against the first. For a suite (spec.tasks), the aggregate table: each model's '<task>/<metric>' scores and 'mean', the unweighted mean over the non-perplexity tasks of each task's primary score (the first score of its first metric; BLEU divided by 100).")
-    suite: list[SuiteTaskResult] = Field(default_factory=list, description="A suite's scores per task and model (spec.tasks).")
-    samples: list[Sample] = Field(default_factory=list, description="A few predictions per model.")
+    suite: list[SuiteTaskResult] = Field(default_factory=list, max_length=MAX_SUITE_TASKS, description="A suite's scores per task and model (spec.tasks).")
+    samples: list[Sample] = Field(default_factory=list, max_length=MAX_SAMPLES, description="A few predictions per model.")
     artifacts: Optional[EvalArtifacts] = Field(None, description="Where the evaluator wrote scores and predictions.")
     lineage: Optional[Lineage] = Field(None, description="What the evaluation was made of, by content: data files, models and adapters, config, versions (reported by the pod) and the image (by the operator).")
 

@@ -24,9 +24,6 @@ CONFIG_FILE = "config.yaml"
 TERMINATION_LOG = "/dev/termination-log"
 
 # Environment the operator gives every pod it launches.
-ENV_JOB_NAME = "KUBETUNE_JOB_NAME"
-ENV_JOB_PLURAL = "KUBETUNE_JOB_PLURAL"
-ENV_JOB_NAMESPACE = "KUBETUNE_JOB_NAMESPACE"
 ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
 # Colon-separated directories the pod may write under besides its working directory
 # (the job's writable volumes); outputs resolving elsewhere are refused.
@@ -51,3 +48,9 @@ RESERVED_MOUNT_PATHS = (CONFIG_DIR,)
 
 # Job names become pod label values (<= 63 chars) with a suffix the Job controller adds.
 MAX_NAME_LENGTH = 52
+
+# Pods have no API access: they print their report as one line of the container's log,
+# REPORT_PREFIX followed by compact JSON of everything reported so far, at most
+# MAX_REPORT_BYTES; the operator reads the latest such line and validates it.
+REPORT_PREFIX = "kubetune-report "
+MAX_REPORT_BYTES = 64 * 1024

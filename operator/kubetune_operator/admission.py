@@ -70,6 +70,31 @@ def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, 
         review(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
+STATUS_HANDLER_ID = "validate-status"
+FORBIDDEN = 403
+
+
+def check_status_writer(username: str, operator: str, old_status: Any, new_status: Any) -> None:
+    """Only the operator writes a job's status: everything it decides from (attempts, retries,
+    the pod ledger and usage, the evaluation it mirrors, promotion) lives there. Pods hold no
+    credentials; any other subject, a tenant with `*` on kubetune.io included, is refused."""
+    if username and username == operator:
+        return
+    if (old_status or {}) == (new_status or {}):
+        return  # nothing changes (e.g. a patch of the same values)
+    who = f"the operator ({operator})" if operator else "the operator (whose username this webhook was not told)"
+    raise kopf.AdmissionError(f"Forbidden: the status of kubetune jobs is written by {who} alone; "
+                              f"{username or 'this user'} may not change it", code=FORBIDDEN)
+
+
+@kopf.on.validate(*FTJ, id=STATUS_HANDLER_ID, operations=["UPDATE"], subresource="status")
+@kopf.on.validate(*EVJ, id=STATUS_HANDLER_ID, operations=["UPDATE"], subresource="status")
+def validate_status(body: kopf.Body, old: Optional[kopf.Body], userinfo: dict[str, Any], memo: kopf.Memo,
+                    **_: Any) -> None:
+    check_status_writer(str((userinfo or {}).get("username") or ""), memo.config.operator_username,
+                        dict((old or {}).get("status") or {}), dict(body.get("status") or {}))
+
+
 def server(config: OperatorSettings) -> webhook.ManagedWebhookServer:
     target = webhook.Target.parse(config.webhook_port, config.webhook_host, config.webhook_service)
     return webhook.ManagedWebhookServer(

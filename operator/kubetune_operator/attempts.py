@@ -22,12 +22,12 @@ from typing import Any, Optional
 
 from kubetune_api import Phase
 from kubetune_api.errors import Reason
-from kubetune_operator import observe
+from kubetune_operator import conditions, observe
 
 ATTEMPT_LABEL = "kubetune.io/attempt"
 INFRASTRUCTURE, USER = "infrastructure", "user"
 # Pod-level reasons of a Failed pod that the node or the cluster caused.
-_INFRA_POD_REASONS = {"Evicted", "NodeLost", "Preempting", "Shutdown", "Terminated", "NodeShutdown",
+INFRA_POD_REASONS = {"Evicted", "NodeLost", "Preempting", "Shutdown", "Terminated", "NodeShutdown",
                       "UnexpectedAdmissionError", "NodeAffinity", "OutOfcpu", "OutOfmemory", "OutOfpods"}
 
 
@@ -52,7 +52,7 @@ def _signal_name(code: int) -> str:
 def _disruption(pod: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The DisruptionTarget condition (Kubernetes >= 1.26) of a pod the cluster took away."""
     for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == conditions.TRUE:
             return cond
     return None
 
@@ -67,7 +67,7 @@ def classify(pod: dict[str, Any], described: Optional[tuple[str, str, dict[str, 
     if disruption is not None:
         return {"class": INFRASTRUCTURE, "reason": Reason.Preempted.value, "exitCode": code,
                 "message": f"{disruption.get('reason', 'DisruptionTarget')}: {disruption.get('message', '')}".strip(": ")}
-    if status.get("phase") == "Failed" and status.get("reason") in _INFRA_POD_REASONS:
+    if status.get("phase") == "Failed" and status.get("reason") in INFRA_POD_REASONS:
         return {"class": INFRASTRUCTURE, "reason": status["reason"], "exitCode": code,
                 "message": status.get("message") or f"the pod failed: {status['reason']}"}
     if described is None:
@@ -85,7 +85,7 @@ def classify(pod: dict[str, Any], described: Optional[tuple[str, str, dict[str, 
 def job_failure(job: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """The failure of an attempt whose Job failed with no failed pod to explain it."""
     for cond in ((job or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
+        if cond.get("type") == "Failed" and cond.get("status") == conditions.TRUE:
             if cond.get("reason") == "DeadlineExceeded":
                 return {"class": USER, "reason": Reason.DeadlineExceeded.value,
                         "message": cond.get("message") or "the Job ran past activeDeadlineSeconds"}

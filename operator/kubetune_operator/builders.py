@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel
 
 import kubetune_api as api
-from kubetune_api import wire
+from kubetune_api import layout, wire
 from kubetune_api.catalog import produces_full_model
 from kubetune_api.promotion import PromoteConfig
 from kubetune_operator import multinode
@@ -34,7 +34,7 @@ class Workload:
 
 FINETUNE = Workload(api.FINETUNEJOB_KIND, api.FINETUNEJOB_PLURAL, "train", "kubetune.io/finetunejob", "trainer", "kubetune-train")
 EVAL = Workload(api.EVALJOB_KIND, api.EVALJOB_PLURAL, "eval", "kubetune.io/evaljob", "evaluator", "kubetune-eval")
-# A FineTuneJob's promotion pod: its own ServiceAccount (no API permissions), its own label.
+# A FineTuneJob's promotion pod: its own label.
 PROMOTE = Workload(api.FINETUNEJOB_KIND, api.FINETUNEJOB_PLURAL, "promote", "kubetune.io/promotion", "promoter", "kubetune-promote")
 
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -45,12 +45,24 @@ CONFIG_DIR, CONFIG_FILE, TERMINATION_LOG = wire.CONFIG_DIR, wire.CONFIG_FILE, wi
 
 
 def child_name(parent: str, workload: Workload) -> str:
-    """Name shared by the Job, ConfigMap, ServiceAccount, Role and RoleBinding of a job."""
+    """Name shared by the ConfigMap and the (first attempt's) Job of a job."""
     return f"{parent}-{workload.suffix}"
 
 
 def labels(parent: str, workload: Workload) -> dict[str, str]:
     return {workload.label: parent, LABEL_COMPONENT: workload.container, LABEL_MANAGED_BY: "kubetune"}
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether `uid` is among obj's owners: what ties a child to its job (names and labels
+    can be chosen by anyone who may create objects in the namespace)."""
+    return any(ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def owner_uid(obj: dict[str, Any], kind: str) -> Optional[str]:
+    """The uid of obj's controller of `kind`, if it has one."""
+    return next((ref.get("uid") for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+                 if ref.get("kind") == kind and ref.get("controller")), None)
 
 
 def owner_reference(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
@@ -84,36 +96,6 @@ def config_map(meta: dict[str, Any], workload: Workload, config: BaseModel) -> d
     }
 
 
-def service_account(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(meta, workload)}
-
-
-def role(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
-    """Lets the pod read and patch the status of its own job object, nothing else."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _metadata(meta, workload),
-        "rules": [{
-            "apiGroups": [api.GROUP],
-            "resources": [f"{workload.plural}/status"],
-            "resourceNames": [meta["name"]],
-            "verbs": ["get", "patch"],
-        }],
-    }
-
-
-def role_binding(meta: dict[str, Any], workload: Workload) -> dict[str, Any]:
-    name = child_name(meta["name"], workload)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": _metadata(meta, workload),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}],
-    }
-
-
 def _resources(spec: api.Placement) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     if spec.resources.gpu:
@@ -128,9 +110,6 @@ def _resources(spec: api.Placement) -> dict[str, Any]:
 
 def _env(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> list[dict[str, Any]]:
     return [
-        {"name": wire.ENV_JOB_NAME, "value": meta["name"]},
-        {"name": wire.ENV_JOB_PLURAL, "value": workload.plural},
-        {"name": wire.ENV_JOB_NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": wire.ENV_TERMINATION_LOG, "value": TERMINATION_LOG},
         {"name": wire.ENV_WRITABLE_ROOTS, "value": ":".join(spec.writable_roots())},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -206,7 +185,9 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": pod_security(spec),
-        "serviceAccountName": name,
+        # No API access: the pod reports through its log and termination message, which
+        # the operator reads; a tenant's image holds no credentials to forge a status with.
+        "automountServiceAccountToken": False,
         "containers": [container],
         "volumes": volumes,
     }
@@ -234,8 +215,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
 def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel,
              default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
     """All objects a job needs, in creation order (the Job last, once it can run)."""
-    return [config_map(meta, workload, config), service_account(meta, workload), role(meta, workload),
-            role_binding(meta, workload), job(meta, workload, placement, default_image)]
+    return [config_map(meta, workload, config), job(meta, workload, placement, default_image)]
 
 
 def evaluation_job_names(parent: str) -> tuple[str, str]:
@@ -254,10 +234,10 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
     models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
               {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
     scores_name, retention_name = evaluation_job_names(meta["name"])
-    bodies = [(scores_name, evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}), "eval")]
+    bodies = [(scores_name, evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}), layout.EVAL_DIR)]
     if evaluation.retention:
         bodies.append((retention_name, {"dataset": evaluation.retention.model_dump(by_alias=True, mode="json", exclude_none=True),
-                                        "task": "perplexity", "metrics": ["perplexity"]}, "retention"))
+                                        "task": "perplexity", "metrics": ["perplexity"]}, layout.RETENTION_DIR))
     return [{
         "apiVersion": api.API_VERSION,
         "kind": "EvalJob",
@@ -272,33 +252,32 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
 
 
 def evaluation_output(spec: api.FineTuneJobSpec, subdir: str) -> str:
-    """Where an evaluation EvalJob (subdir eval or retention) writes: under the job's output."""
-    return f"{spec.output.path.rstrip('/')}/{subdir}"
+    """Where an evaluation EvalJob (layout.EVAL_DIR or RETENTION_DIR) writes: under the job's output."""
+    return layout.join(spec.output.path, subdir)
 
 
 def promote_config(meta: dict[str, Any], spec: api.FineTuneJobSpec, status: dict[str, Any],
                    rules: list[dict[str, Any]]) -> PromoteConfig:
     """What the promotion pod copies: the adapter or model (with its tokenizer), the model card,
-    the training summary, the evaluation's scores, and a record of the gate and lineage."""
-    artifacts = status.get("artifacts") or {}
-    output = (artifacts.get("outputPath") or spec.output.path).rstrip("/")
-    adapter = not produces_full_model(spec.method, spec.lora.merge_on_save)
-    files = {"README.md": f"{output}/README.md",
-             "training_summary.json": artifacts.get("summaryPath") or f"{output}/training_summary.json",
-             "scores.json": f"{evaluation_output(spec, 'eval')}/scores.json"}
+    the training summary, the evaluation's scores, and a record of the gate and lineage. Every
+    path comes from the spec's output.path and the layout, none from what a pod reported."""
+    output = spec.output.path
+    files = {layout.MODEL_CARD: layout.join(output, layout.MODEL_CARD), layout.SUMMARY: layout.join(output, layout.SUMMARY),
+             layout.SCORES: layout.join(evaluation_output(spec, layout.EVAL_DIR), layout.SCORES)}
     if spec.evaluation is not None and spec.evaluation.retention is not None:
-        files["retention_scores.json"] = f"{evaluation_output(spec, 'retention')}/scores.json"
+        files["retention_scores.json"] = layout.join(evaluation_output(spec, layout.RETENTION_DIR), layout.SCORES)
     record = {"fineTuneJob": {k: meta[k] for k in ("namespace", "name", "uid")}, "rules": rules,
               "evaluation": status.get("evaluation") or {}, "lineage": status.get("lineage") or {}}
     return PromoteConfig(
-        model_path=artifacts.get("modelPath") or f"{output}/{'adapter' if adapter else 'model'}", adapter=adapter,
+        model_path=layout.trained_model(output, spec.method, spec.lora.merge_on_save),
+        adapter=not produces_full_model(spec.method, spec.lora.merge_on_save),
         base_model=spec.model if spec.promotion.merge_adapter else None, merge_adapter=spec.promotion.merge_adapter,
         files=files, destination=spec.promotion.destination, record=record)
 
 
 def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: PromoteConfig,
                        default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
-    """The promotion pod's ConfigMap, ServiceAccount and Job: the trainer's image, volumes and
+    """The promotion pod's ConfigMap and Job: the trainer's image, volumes and
     placement, no GPU (copying and merging run on CPU) and no retry."""
     placement = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 0, "nodes": 1}), "backoff_limit": 0})
-    return [config_map(meta, PROMOTE, config), service_account(meta, PROMOTE), job(meta, PROMOTE, placement, default_image)]
+    return [config_map(meta, PROMOTE, config), job(meta, PROMOTE, placement, default_image)]

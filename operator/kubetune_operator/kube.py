@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -28,14 +29,12 @@ def load_config() -> None:
 
 def _create_and_read(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
     core = kubernetes.client.CoreV1Api()
-    rbac = kubernetes.client.RbacAuthorizationV1Api()
+    networking = kubernetes.client.NetworkingV1Api()
     batch = kubernetes.client.BatchV1Api()
     custom = kubernetes.client.CustomObjectsApi()
     return {
         "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
-        "ServiceAccount": (core.create_namespaced_service_account, core.read_namespaced_service_account),
-        "Role": (rbac.create_namespaced_role, rbac.read_namespaced_role),
-        "RoleBinding": (rbac.create_namespaced_role_binding, rbac.read_namespaced_role_binding),
+        "NetworkPolicy": (networking.create_namespaced_network_policy, networking.read_namespaced_network_policy),
         "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
         "EvalJob": (partial(custom.create_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL),
                     partial(custom.get_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL)),
@@ -73,12 +72,26 @@ def read_job(namespace: str, name: str) -> Optional[dict[str, Any]]:
         raise
 
 
+def list_jobs(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """A job's batch/v1 Jobs (every attempt and rank), from the watch cache as list_pods."""
+    return _raw(kubernetes.client.BatchV1Api().list_namespaced_job, namespace=namespace,
+                label_selector=label_selector, resource_version="0").get("items", [])
+
+
 def list_pods(namespace: str, label_selector: str) -> list[dict[str, Any]]:
     """A job's pods from the API server's watch cache (resourceVersion 0): a quorum read would
     scan the whole namespace in etcd on every event. A cached list may trail by a moment; the
     event that moved it on triggers another sync."""
     return _raw(kubernetes.client.CoreV1Api().list_namespaced_pod, namespace=namespace,
                 label_selector=label_selector, resource_version="0").get("items", [])
+
+
+def read_pod_log(namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int) -> str:
+    """The last `tail_lines` lines of a container's log, at most `limit_bytes` of them."""
+    response = kubernetes.client.CoreV1Api().read_namespaced_pod_log(
+        pod, namespace, container=container, tail_lines=tail_lines, limit_bytes=limit_bytes,
+        _preload_content=False, _request_timeout=10)
+    return response.data.decode("utf-8", errors="replace")
 
 
 def read_object(plural: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
@@ -92,10 +105,22 @@ def read_object(plural: str, namespace: str, name: str) -> Optional[dict[str, An
         raise
 
 
+# The status webhook is the operator's own: while it starts (or restarts) the API server cannot
+# reach it for a moment and refuses the operator's own status writes. Those are tried again.
+WEBHOOK_RETRIES, WEBHOOK_RETRY_SECONDS = 20, 0.5
+
+
 def patch_status(plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
     """A JSON merge patch of the status subresource (a dict body is sent as merge-patch)."""
-    kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, namespace, plural, name, {"status": status})
+    for attempt in range(WEBHOOK_RETRIES + 1):
+        try:
+            kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, plural, name, {"status": status})
+            return
+        except ApiException as exc:
+            if exc.status != 500 or "failed calling webhook" not in (exc.body or "") or attempt == WEBHOOK_RETRIES:
+                raise
+            time.sleep(WEBHOOK_RETRY_SECONDS)
 
 
 def stop_job(namespace: str, name: str) -> None:

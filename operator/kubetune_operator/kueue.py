@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from kubetune_operator import conditions
+
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on the Workload Kueue creates for a Job
 SUSPEND_SINCE = (1, 21)  # batch/v1 Job spec.suspend
@@ -29,16 +31,8 @@ def queue_name(job: dict[str, Any]) -> Optional[str]:
     return ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL) or None
 
 
-def _condition(obj: Optional[dict[str, Any]], kind: str) -> Optional[dict[str, Any]]:
-    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
-
-
-def _is_true(obj: Optional[dict[str, Any]], kind: str) -> bool:
-    return (_condition(obj, kind) or {}).get("status") == "True"
-
-
 def finished(job: dict[str, Any]) -> bool:
-    return _is_true(job, "Complete") or _is_true(job, "Failed")
+    return conditions.is_true(job, "Complete") or conditions.is_true(job, "Failed")
 
 
 def queued(job: dict[str, Any]) -> bool:
@@ -65,18 +59,18 @@ def _checks(workload: dict[str, Any]) -> str:
 
 
 def _from_workload(queue: str, workload: dict[str, Any]) -> str:
-    reserved, evicted = _condition(workload, "QuotaReserved"), _condition(workload, "Evicted")
+    reserved, evicted = conditions.find(workload, "QuotaReserved"), conditions.find(workload, "Evicted")
     cluster_queue = ((workload.get("status") or {}).get("admission") or {}).get("clusterQueue")
     parts = []
-    if evicted and evicted.get("status") == "True":
+    if evicted.get("status") == conditions.TRUE:
         parts.append(f"evicted by Kueue ({evicted.get('reason')}: {evicted.get('message')})")
-    if reserved is None:
+    if not reserved:
         parts.append(f"queued in LocalQueue {queue}; Kueue has not tried to admit it yet")
-    elif reserved.get("status") != "True" and reserved.get("reason") == "Inadmissible":
+    elif reserved.get("status") != conditions.TRUE and reserved.get("reason") == "Inadmissible":
         parts.append(f"Kueue cannot admit it from LocalQueue {queue}: {reserved.get('message')}")
-    elif reserved.get("status") != "True":
+    elif reserved.get("status") != conditions.TRUE:
         parts.append(f"waiting in LocalQueue {queue}: {reserved.get('message')}")
-    elif not _is_true(workload, "Admitted"):
+    elif not conditions.is_true(workload, "Admitted"):
         checks = _checks(workload)
         parts.append(f"quota reserved in ClusterQueue {cluster_queue}; waiting for admission checks"
                      + (f": {checks}" if checks else ""))

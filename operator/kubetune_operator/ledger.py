@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
+from kubetune_api.base import MAX_RECORDS
 from kubetune_operator import observe
 from kubetune_operator.attempts import ATTEMPT_LABEL
 
 GPU_RESOURCE = "nvidia.com/gpu"
-MAX_RECORDS = 200  # bounds the status: backoffLimit is at most 20, suspends are rare
 
 
 def _timestamp(value: str) -> datetime:
@@ -43,7 +43,7 @@ def update(records: list[dict[str, Any]], pods: list[dict[str, Any]], now: str) 
     for pod in pods:
         entry = record(pod, now)
         if entry is not None:
-            merged[entry["name"]] = entry
+            merged[entry["name"]] = {**merged.get(entry["name"], {}), **entry}  # keeps its tokens
     for name, entry in merged.items():
         if entry.get("running") and not any(p["metadata"]["name"] == name for p in pods):
             entry.update(running=False, lost=True)  # gone while running: it ran until last seen
@@ -51,19 +51,30 @@ def update(records: list[dict[str, Any]], pods: list[dict[str, Any]], now: str) 
     return ordered[-MAX_RECORDS:]
 
 
+def count_tokens(records: list[dict[str, Any]], pod_name: str, progress: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ledger with the tokens the pod `pod_name` trained on (its report's trainTokens less
+    what it resumed with), so usage adds up every attempt's tokens, even one that was lost.
+    What a pod reports is its own claim: it only ever raises the pod's count, and counts only
+    for usage, never for a decision."""
+    trained = progress.get("trainTokens")
+    if not isinstance(trained, int):
+        return records
+    tokens = max(trained - (progress.get("resumedTokens") or 0), 0)
+    return [{**r, "tokens": max(r.get("tokens") or 0, tokens)} if r["name"] == pod_name else r for r in records]
+
+
 def _seconds(entry: dict[str, Any]) -> float:
     return max((_timestamp(entry["finishedAt"]) - _timestamp(entry["startedAt"])).total_seconds(), 0.0)
 
 
-def usage(records: list[dict[str, Any]], training_tokens: Optional[int] = None,
-          gpu_hour_price: Optional[float] = None, currency: str = "USD") -> dict[str, Any]:
-    """status.usage from the ledger: GPU-seconds, pod-seconds, pods that started, the trainer's
-    token count and, with a price per GPU-hour, the estimated cost."""
+def usage(records: list[dict[str, Any]], gpu_hour_price: Optional[float] = None, currency: str = "USD") -> dict[str, Any]:
+    """status.usage from the ledger: GPU-seconds, pod-seconds, pods that started, the tokens
+    trained on over every attempt and, with a price per GPU-hour, the estimated cost."""
     gpu_seconds = round(sum(_seconds(r) * r["gpus"] for r in records), 1)
     out: dict[str, Any] = {"gpuSeconds": gpu_seconds, "podSeconds": round(sum(_seconds(r) for r in records), 1),
                            "attempts": len(records)}
-    if training_tokens is not None:
-        out["trainingTokens"] = training_tokens
+    if any("tokens" in r for r in records):
+        out["trainingTokens"] = sum(r.get("tokens") or 0 for r in records)
     if gpu_hour_price is not None:
         out.update(estimatedCost=round(gpu_seconds / 3600 * gpu_hour_price, 4), currency=currency)
     return out

@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from kubetune_api import Phase
+from kubetune_api import Phase, Reason
+from kubetune_operator.attempts import INFRA_POD_REASONS
+from kubetune_operator.observe import STUCK_WAITING
 
 REGISTRY = CollectorRegistry()
 KINDS = ("FineTuneJob", "EvalJob")
@@ -85,10 +87,20 @@ EVAL_SCORE = Gauge("kubetune_evaljob_score", "Corpus score per model and metric 
 _LOSS_FIELDS = {"train": "trainLoss", "validation": "validationLoss", "test": "testLoss"}
 _ACCURACY_FIELDS = {"validation": "validationAccuracy", "test": "testAccuracy"}
 
+# Per-job series of scores (EvalJob) and of deltas and forgetting (FineTuneJob) are capped: the
+# status allows hundreds of score keys per model, Prometheus should not hold them all. Beyond
+# the cap a job's series are dropped (the handlers say so in an event); status keeps them all.
+MAX_SERIES_PER_JOB = 64
+# Failure reasons as label values: the API's reasons and the kubelet's pod reasons; any other
+# string (a pod may write its own) counts as Other.
+OTHER_REASON = "Other"
+_KNOWN_REASONS = frozenset(r.value for r in Reason) | INFRA_POD_REASONS | STUCK_WAITING | {"BackoffLimitExceeded"}
+
 _lock = threading.Lock()
 _phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
 _scores: dict[tuple[str, str], set[tuple[str, str]]] = {}  # EvalJob -> its (model, metric) series
 _evaluation: dict[tuple[str, str], set[tuple[Gauge, str]]] = {}  # FineTuneJob -> its (gauge, metric) series
+_dropped: dict[tuple[str, str, str], int] = {}  # (kind, namespace, name) -> series left out
 _currency: Optional[str] = None  # of ESTIMATED_COST; None: no GPU-hour price set
 
 
@@ -145,8 +157,27 @@ def _set_or_clear(gauge: Gauge, labels: tuple[str, ...], value: Any) -> None:
         gauge.labels(*labels).set(float(value))
 
 
-def observe_finetunejob(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Refreshes every per-job series from a FineTuneJob's status."""
+def _capped(series: dict[Any, Any]) -> dict[Any, Any]:
+    return dict(list(series.items())[:MAX_SERIES_PER_JOB])
+
+
+def _note_dropped(kind: str, key: tuple[str, str], total: int) -> int:
+    """How many series the cap left out of a job's, when that number just changed (else 0)."""
+    dropped = max(total - MAX_SERIES_PER_JOB, 0)
+    with _lock:
+        if _dropped.get((kind, *key), 0) == dropped:
+            return 0
+        _dropped[(kind, *key)] = dropped
+    return dropped
+
+
+def reason_label(reason: str) -> str:
+    return reason if reason in _KNOWN_REASONS else OTHER_REASON
+
+
+def observe_finetunejob(namespace: str, name: str, status: dict[str, Any]) -> int:
+    """Refreshes every per-job series from a FineTuneJob's status; returns how many series the
+    cap newly left out (0 when that did not change)."""
     key = (namespace, name)
     _set_phase("FineTuneJob", namespace, name, status.get("phase") or Phase.Pending.value)
     progress = status.get("progress") or {}
@@ -162,27 +193,34 @@ def observe_finetunejob(namespace: str, name: str, status: dict[str, Any]) -> No
     evaluation = status.get("evaluation") or {}
     series = {(gauge, metric): value for gauge, field in ((EVAL_DELTA, "delta"), (FORGETTING, "forgetting"))
               for metric, value in (evaluation.get(field) or {}).items()}
+    dropped = _note_dropped("FineTuneJob", key, len(series))
+    series = _capped(series)
     with _lock:
         for gauge, metric in _evaluation.get(key, set()) - set(series):
             _remove(gauge, (*key, metric))
         for (gauge, metric), value in series.items():
             _set_or_clear(gauge, (*key, metric), value)
         _evaluation[key] = set(series)
+    return dropped
 
 
-def observe_evaljob(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Refreshes every per-job series from an EvalJob's status."""
+def observe_evaljob(namespace: str, name: str, status: dict[str, Any]) -> int:
+    """Refreshes every per-job series from an EvalJob's status; returns, as observe_finetunejob,
+    how many series the cap newly left out."""
     key = (namespace, name)
     _set_phase("EvalJob", namespace, name, status.get("phase") or Phase.Pending.value)
     percent = (status.get("progress") or {}).get("percent")
     _set_or_clear(EVAL_PROGRESS, key, None if percent is None else percent / 100.0)
     series = {(r["model"], metric): value for r in status.get("results") or [] for metric, value in (r.get("scores") or {}).items()}
+    dropped = _note_dropped("EvalJob", key, len(series))
+    series = _capped(series)
     with _lock:
         for model, metric in _scores.get(key, set()) - set(series):
             _remove(EVAL_SCORE, (*key, model, metric))
         for (model, metric), value in series.items():
             _set_or_clear(EVAL_SCORE, (*key, model, metric), value)
         _scores[key] = set(series)
+    return dropped
 
 
 def forget(kind: str, namespace: str, name: str) -> None:
@@ -190,6 +228,7 @@ def forget(kind: str, namespace: str, name: str) -> None:
     key = (namespace, name)
     _set_phase(kind, namespace, name, None)
     with _lock:
+        _dropped.pop((kind, *key), None)
         if kind == "FineTuneJob":
             series = [(PROGRESS, key), (ETA, key), (THROUGHPUT, key)] + [(LOSS, (*key, s)) for s in _LOSS_FIELDS] + \
                      [(ACCURACY, (*key, s)) for s in _ACCURACY_FIELDS] + \
@@ -223,7 +262,7 @@ def observe_final(kind: str, namespace: str, phase: str, reason: str, seconds: O
         if usage.get("estimatedCost") is not None:
             ESTIMATED_COST.labels(namespace, kind, usage["currency"]).inc(usage["estimatedCost"])
     if phase == Phase.Failed.value:
-        FAILURES.labels(kind, namespace, reason).inc()
+        FAILURES.labels(kind, namespace, reason_label(reason)).inc()
 
 
 def observe_promotion(namespace: str, outcome: str) -> None:

@@ -121,9 +121,7 @@ def is_worker(obj: dict[str, Any]) -> bool:
 
 
 def _job_over(job: dict[str, Any]) -> bool:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
-    return finished or (job.get("spec") or {}).get("parallelism") == 0 or bool((job.get("spec") or {}).get("suspend"))
+    return observe.job_finished(job) or (job.get("spec") or {}).get("parallelism") == 0 or bool((job.get("spec") or {}).get("suspend"))
 
 
 def _pod_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:

@@ -12,12 +12,12 @@ from typing import Any, Optional
 
 from kubetune_api import Phase
 from kubetune_api.errors import Reason
-from kubetune_operator import kueue
+from kubetune_operator import conditions, kueue, pod_reports
 # Waiting reasons that mean the pod cannot start until someone fixes something.
-_STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+STUCK_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "CrashLoopBackOff"}
 # Reasons worth a Warning event although the job is not over.
-WARNING_REASONS = _STUCK_WAITING | {Reason.Unschedulable.value, Reason.Retrying.value}
+WARNING_REASONS = STUCK_WAITING | {Reason.Unschedulable.value, Reason.Retrying.value}
 
 
 @dataclass
@@ -34,14 +34,7 @@ class Observation:
 
     @property
     def condition_status(self) -> str:
-        return {Phase.Succeeded: "True", Phase.Failed: "False"}.get(self.phase, "Unknown")
-
-
-def _condition(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == ctype:
-            return cond
-    return None
+        return {Phase.Succeeded: conditions.TRUE, Phase.Failed: conditions.FALSE}.get(self.phase, conditions.UNKNOWN)
 
 
 def main_status(pod: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +74,7 @@ def describe_failure(pod: dict[str, Any]) -> Optional[tuple[str, str, dict[str, 
     container = main_status(pod).get("name", "container")
     message = f"the {container} exited with code {code}" + (f": {detail}" if detail else "")
     # The pod names the kind of error (InvalidDataset, UnknownMetric, ...); else TrainerFailed/EvaluatorFailed.
-    return report.get("reason") or f"{container.capitalize()}Failed", message, report
+    return pod_reports.failure_reason(report.get("reason"), f"{container.capitalize()}Failed"), message, report
 
 
 def trainer_image(pods: list[dict[str, Any]]) -> Optional[str]:
@@ -101,7 +94,7 @@ def image_patch(status: dict[str, Any], image: Optional[str]) -> dict[str, Any]:
 
 def job_finished(job: dict[str, Any]) -> bool:
     """Whether the Job controller has given its verdict (Complete or Failed)."""
-    return any((_condition(job, ctype) or {}).get("status") == "True" for ctype in ("Complete", "Failed"))
+    return any(conditions.is_true(job, ctype) for ctype in ("Complete", "Failed"))
 
 
 def _finished_at(pod: dict[str, Any]) -> Optional[str]:
@@ -115,11 +108,11 @@ def _latest_pod(pods: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 
 def _pending_reason(pod: dict[str, Any]) -> tuple[str, str]:
-    scheduled = _condition(pod, "PodScheduled")
-    if scheduled and scheduled.get("status") == "False":
+    scheduled = conditions.find(pod, "PodScheduled")
+    if scheduled.get("status") == conditions.FALSE:
         return scheduled.get("reason") or Reason.Unschedulable.value, scheduled.get("message") or "the pod cannot be scheduled"
     waiting = (main_status(pod).get("state") or {}).get("waiting") or {}
-    if waiting.get("reason") in _STUCK_WAITING:
+    if waiting.get("reason") in STUCK_WAITING:
         return waiting["reason"], waiting.get("message") or waiting["reason"]
     return Reason.PodPending.value, "the trainer pod is starting"
 
@@ -166,8 +159,8 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     start = job_status.get("startTime")
     latest = _latest_pod(pods)
 
-    complete = _condition(job, "Complete")
-    if complete and complete.get("status") == "True":
+    complete = conditions.find(job, "Complete")
+    if complete.get("status") == conditions.TRUE:
         report = {}
         if latest is not None:
             terminated = (main_status(latest).get("state") or {}).get("terminated") or {}
@@ -175,8 +168,8 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
         return Observation(Phase.Succeeded, Reason.Completed.value, success_message(report), start,
                            job_status.get("completionTime") or complete.get("lastTransitionTime"), report)
 
-    failed = _condition(job, "Failed")
-    if failed and failed.get("status") == "True":
+    failed = conditions.find(job, "Failed")
+    if failed.get("status") == conditions.TRUE:
         ended = failed.get("lastTransitionTime")
         ordered = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
         failures = [(p, f) for p in ordered if (f := describe_failure(p))]
@@ -207,23 +200,6 @@ def observe(job: Optional[dict[str, Any]], pods: list[dict[str, Any]]) -> Observ
     return Observation(Phase.Running, Reason.Running.value, "running", start)
 
 
-def upsert_condition(conditions: list[dict[str, Any]], ctype: str, status: str, reason: str, message: str,
-                     generation: Optional[int], now: str) -> list[dict[str, Any]]:
-    """Returns conditions with `ctype` set; lastTransitionTime moves only when status changes."""
-    out = [dict(c) for c in conditions if c.get("type") != ctype]
-    previous = next((c for c in conditions if c.get("type") == ctype), None)
-    changed = previous is None or previous.get("status") != status
-    out.append({
-        "type": ctype,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),
-        "observedGeneration": generation,
-    })
-    return out
-
-
 def _tuned_result(evaljob: dict[str, Any]) -> dict[str, Any]:
     results = (evaljob.get("status") or {}).get("results") or []
     return next((r for r in results if r.get("model") == "tuned"), results[-1] if results else {})
@@ -251,18 +227,18 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
     summary = {k: v for k, v in summary.items() if v is not None}
     missing = [name for name, job in jobs.items() if job is None]
     if missing:
-        return summary, ("Unknown", Reason.EvaluationPending.value, f"waiting for EvalJob {', '.join(missing)}")
+        return summary, (conditions.UNKNOWN, Reason.EvaluationPending.value, f"waiting for EvalJob {', '.join(missing)}")
     phases = {name: (job.get("status") or {}).get("phase") for name, job in jobs.items()}
     failed = [name for name, phase in phases.items() if phase == Phase.Failed.value]
     if failed:
         name = failed[0]
-        return summary, ("False", Reason.EvaluationFailed.value, f"EvalJob {name} failed: {(jobs[name].get('status') or {}).get('message', '')}")
+        return summary, (conditions.FALSE, Reason.EvaluationFailed.value, f"EvalJob {name} failed: {(jobs[name].get('status') or {}).get('message', '')}")
     if all(phase == Phase.Succeeded.value for phase in phases.values()):
         message = f"tuned vs base: {_deltas(summary.get('delta') or {})}"
         if retention_name:
             message += f"; on retention data: {_deltas(summary.get('forgetting') or {})}"
-        return summary, ("True", Reason.Evaluated.value, message)
-    return summary, ("Unknown", Reason.Evaluating.value, "evaluating base vs tuned")
+        return summary, (conditions.TRUE, Reason.Evaluated.value, message)
+    return summary, (conditions.UNKNOWN, Reason.Evaluating.value, "evaluating base vs tuned")
 
 
 # FailedCreate messages that can clear by themselves; any other refusal is final.

@@ -8,12 +8,15 @@ same named reasons through the termination message.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any, Callable, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 import kubetune_api as api
+from kubetune_api import layout
 from kubetune_api.catalog import hub_metric_names, produces_full_model
 from kubetune_api.errors import MetricError, Reason
 from kubetune_api.evaluation import EvalConfig, EvalModel
@@ -83,11 +86,13 @@ def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:
     phase = status.get("phase")
     if phase == api.Phase.Failed.value:
         raise Invalid(Reason.FineTuneJobFailed, f"{where}: FineTuneJob {ref.fine_tune_job!r} failed: {status.get('message', '')}")
-    model_path = (status.get("artifacts") or {}).get("modelPath")
-    if phase != api.Phase.Succeeded.value or not model_path:
+    if phase != api.Phase.Succeeded.value:
         raise NotReady(Reason.WaitingForFineTuneJob, f"waiting for FineTuneJob {ref.fine_tune_job!r} to succeed (now {phase or 'Pending'})")
     spec = ftj["spec"]  # as the API server stored it, defaults filled in
-    if produces_full_model(spec.get("method", api.Method.lora), (spec.get("lora") or {}).get("mergeOnSave", False)):
+    method, merged = spec.get("method", api.Method.lora), (spec.get("lora") or {}).get("mergeOnSave", False)
+    # Where the layout puts the trained model under the spec's output, not a path its pod reported.
+    model_path = layout.trained_model(spec["output"]["path"], method, merged)
+    if produces_full_model(method, merged):
         return EvalModel(name=ref.name, path=model_path, dtype=ref.dtype)
     return EvalModel(name=ref.name, path=spec["model"]["path"], adapter=model_path, dtype=ref.dtype)
 
@@ -130,3 +135,10 @@ def immutable_changes(old_spec: dict[str, Any], new_spec: dict[str, Any]) -> lis
     def fixed(spec: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
     return changed_fields(fixed(old_spec), fixed(new_spec))
+
+
+def spec_digest(spec: dict[str, Any]) -> str:
+    """sha256 of the spec's immutable fields as canonical JSON: recorded when a job launches, so
+    each later attempt runs only the spec that was admitted."""
+    fixed = {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
+    return "sha256:" + hashlib.sha256(json.dumps(fixed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from kubetune_api import Phase
 from kubetune_api.errors import Reason
 from kubetune_api.promotion import PromotionSpec, RuleCheck
+from kubetune_operator import conditions
 
 # (status, reason, message) of the Promoted condition.
 Verdict = tuple[str, str, str]
@@ -60,31 +61,31 @@ def rule_line(result: dict[str, Any]) -> str:
 def gate_verdict(results: list[dict[str, Any]], evaluated: str) -> Optional[Verdict]:
     """The Promoted condition once the evaluation is over (Evaluated True or False), or None
     while it runs. None also when the gate passes: the promotion pod decides then."""
-    if evaluated not in ("True", "False"):
+    if evaluated not in conditions.DECIDED:
         return None
     lines = "; ".join(rule_line(r) for r in results) or "no rules"
-    if evaluated == "False":
-        return "False", Reason.GateFailed.value, f"the evaluation failed, so the gate cannot pass: {lines}"
+    if evaluated == conditions.FALSE:
+        return conditions.FALSE, Reason.GateFailed.value, f"the evaluation failed, so the gate cannot pass: {lines}"
     if all(r["passed"] for r in results):
         return None
-    return "False", Reason.GateFailed.value, f"promotion gate failed: {lines}"
+    return conditions.FALSE, Reason.GateFailed.value, f"promotion gate failed: {lines}"
 
 
 def copy_verdict(phase: Phase, message: str, destination: str, rules: list[dict[str, Any]]) -> Verdict:
     """The Promoted condition from the promotion Job as observe.observe sees it."""
     if phase == Phase.Succeeded:
         lines = "; ".join(rule_line(r) for r in rules) or "no rules"
-        return "True", Reason.Promoted.value, f"promoted to {destination}: {lines}"
+        return conditions.TRUE, Reason.Promoted.value, f"promoted to {destination}: {lines}"
     if phase == Phase.Failed:
-        return "False", Reason.PromotionFailed.value, f"promotion to {destination} failed: {message}"
-    return "Unknown", Reason.Promoting.value, f"copying to {destination}: {message}"
+        return conditions.FALSE, Reason.PromotionFailed.value, f"promotion to {destination} failed: {message}"
+    return conditions.UNKNOWN, Reason.Promoting.value, f"copying to {destination}: {message}"
 
 
 def phase_of(verdict: Verdict) -> str:
     """status.promotion.phase for a Promoted condition."""
-    if verdict[0] == "Unknown":
+    if verdict[0] == conditions.UNKNOWN:
         return Phase.Pending.value if verdict[1] == Reason.PromotionPending.value else Phase.Running.value
-    return Phase.Succeeded.value if verdict[0] == "True" else Phase.Failed.value
+    return Phase.Succeeded.value if verdict[0] == conditions.TRUE else Phase.Failed.value
 
 
 OUTCOMES = {Reason.Promoted.value: "promoted", Reason.GateFailed.value: "gate_failed",

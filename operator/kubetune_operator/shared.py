@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
-from datetime import datetime, timezone
-from typing import Any, Optional
+import zlib
+from datetime import datetime
+from typing import Any
 
-from kubetune_operator import observe
+from kubetune_operator import conditions
 from kubetune_operator.settings import OperatorSettings
 
-# Job and pod events for one job arrive on different workers: serialize the
-# read-decide-patch cycle per object so an event or a histogram sample is never doubled.
-locks: defaultdict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
+# Job and pod events for one job arrive on different workers: the read-decide-patch cycle of
+# one object is serialized so an event or a histogram sample is never doubled. A fixed set of
+# locks, picked by hash: the table cannot grow with the names and labels tenants choose.
+LOCK_STRIPES = 256
+_stripes = [threading.RLock() for _ in range(LOCK_STRIPES)]
+
+
+def lock(kind: str, namespace: str, name: str) -> threading.RLock:
+    return _stripes[zlib.crc32(f"{kind}/{namespace}/{name}".encode()) % LOCK_STRIPES]
 
 
 class _Config:
@@ -23,24 +29,11 @@ class _Config:
 
 
 config = _Config()
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+now = conditions.now
 
 
 def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def condition_of(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == ctype), {})
-
-
-def conditions(obj: dict[str, Any], ctype: str, status: str, reason: str, message: str) -> list[dict[str, Any]]:
-    """obj's conditions with `ctype` set (its transition time moves only when status changes)."""
-    return observe.upsert_condition(list((obj.get("status") or {}).get("conditions") or []), ctype, status, reason,
-                                    message, obj["metadata"].get("generation"), now())
 
 
 def changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
@@ -50,7 +43,3 @@ def changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
                  for c in status.get("conditions") or []}
         return {k: status.get(k) for k in patch if k != "conditions"}, conds
     return essence(current) != essence({**current, **patch})
-
-
-def reason_of(obj: Optional[dict[str, Any]], ctype: str) -> Optional[str]:
-    return condition_of(obj or {}, ctype).get("reason")

@@ -288,3 +288,25 @@ def test_examples_pass_the_operator_checks(path):
         assert spec.training_config().method == spec.method
     else:
         assert EvalJobSpec.model_validate(manifest["spec"]).models
+
+
+def _everything(schema: dict, path: str):
+    """walk, into map values too."""
+    for where, node in walk(schema, path):
+        yield where, node
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from _everything(node["additionalProperties"], f"{where}{{}}")
+
+
+@pytest.mark.parametrize("crd", [crdgen.finetunejob_crd(), crdgen.evaljob_crd()], ids=["FineTuneJob", "EvalJob"])
+def test_every_status_string_list_and_map_has_an_upper_bound(crd):
+    """Only the operator writes status, from what pods report among other things: a bounded
+    status keeps a forged or runaway report from growing the object, the operator's memory and
+    the metrics. Numbers are counts and scores: their size is bounded by their type."""
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    unbounded = [path for path, node in _everything(status, "status")
+                 if (node.get("type") == "string" and "maxLength" not in node and "enum" not in node
+                     and node.get("format") != "date-time")
+                 or (node.get("type") == "array" and "maxItems" not in node)
+                 or (node.get("type") == "object" and "additionalProperties" in node and "maxProperties" not in node)]
+    assert unbounded == []

@@ -10,15 +10,8 @@ import yaml
 
 from kubetune_trainer.evaluation import cli, runner
 from kubetune_trainer.status_reporter import StatusReporter
+from report_lines import ReportLines
 from tinymodels import TEMPLATE
-
-
-class FakeApi:
-    def __init__(self):
-        self.patches = []
-
-    def patch_namespaced_custom_object_status(self, **kwargs):
-        self.patches.append(kwargs)
 
 
 def write_config(tmp_path: Path, models: list[dict], data: Path, **overrides) -> Path:
@@ -37,13 +30,12 @@ def write_config(tmp_path: Path, models: list[dict], data: Path, **overrides) ->
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch) -> FakeApi:
-    """An in-cluster reporter for an EvalJob, with a fake Kubernetes API."""
-    fake = FakeApi()
-    monkeypatch.setenv("KUBETUNE_JOB_PLURAL", "evaljobs")
+def api(tmp_path, monkeypatch) -> ReportLines:
+    """A reporter as in an evaluator pod: report lines in its log, the summary in its termination message."""
+    log = ReportLines()
     monkeypatch.setattr(StatusReporter, "from_env", classmethod(
-        lambda cls: cls("demo", "ns", str(tmp_path / "termination-log"), fake, min_interval=0)))
-    return fake
+        lambda cls: cls(str(tmp_path / "termination-log"), log, min_interval=0)))
+    return log
 
 
 def test_cli_compares_base_and_adapter(tiny_model_dir, tiny_adapter, eval_file, tmp_path, api, capsys):
@@ -68,8 +60,7 @@ def test_cli_compares_base_and_adapter(tiny_model_dir, tiny_adapter, eval_file, 
     assert predictions[0][0]["references"] == [" cat"]
     assert [p["prediction"] for p in predictions[0]] != [p["prediction"] for p in predictions[1]]  # the adapter matters
 
-    assert {p["plural"] for p in api.patches} == {"evaljobs"}
-    statuses = [p["body"]["status"] for p in api.patches]
+    statuses = api.reports()  # each line holds everything reported so far
     assert statuses[-1]["progress"] == {"model": "tuned", "done": 24, "total": 24, "percent": 100.0}
     assert [r["model"] for r in statuses[-1]["results"]] == ["base", "tuned"]
     assert "rouge1Precision" not in statuses[-1]["results"][0]["scores"]  # detail stays in scores.json
@@ -164,10 +155,10 @@ def test_termination_message_fits_with_many_models(tmp_path):
     from kubetune_api.reports import EvalPodReport, ModelResult
     from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES
 
-    scores = {f"metric{i}": 0.123456789 for i in range(12)}
-    report = EvalPodReport(results=[ModelResult(model=f"model-{i}", scores=scores, delta=scores) for i in range(40)])
+    scores = {f"metric{i}": 0.123456789 for i in range(30)}
+    report = EvalPodReport(results=[ModelResult(model=f"model-{i}", scores=scores, delta=scores) for i in range(16)])
     reporter = StatusReporter(termination_log=str(tmp_path / "log"))
     reporter.finish(_termination_report(report, "x" * 5000), "x" * 5000)
     text = (tmp_path / "log").read_text()
     assert len(text.encode()) <= MAX_TERMINATION_BYTES
-    assert 1 <= len(json.loads(text)["results"]) < 40
+    assert 1 <= len(json.loads(text)["results"]) < 16

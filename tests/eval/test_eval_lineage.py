@@ -1,5 +1,5 @@
 """An evaluation's lineage: data file, every model and adapter by digest, config hash, in scores.json
-and in the first status patch."""
+and in every report line."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +9,13 @@ from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import cli
 from kubetune_trainer.lineage import digest, evaluation_lineage
 from kubetune_trainer.status_reporter import StatusReporter
-from test_eval_cli import FakeApi, write_config
+from report_lines import ReportLines
+from test_eval_cli import write_config
 
 
 def test_scores_and_status_carry_the_lineage(tiny_model_dir, tiny_adapter, eval_file, tmp_path, monkeypatch):
-    api = FakeApi()
-    monkeypatch.setattr(StatusReporter, "from_env", classmethod(lambda cls: cls("demo", "ns", None, api, min_interval=60)))
+    log = ReportLines()
+    monkeypatch.setattr(StatusReporter, "from_env", classmethod(lambda cls: cls(None, log, min_interval=60)))
     models = [{"name": "base", "path": str(tiny_model_dir)},
               {"name": "tuned", "path": str(tiny_model_dir), "adapter": str(tiny_adapter)}]
     assert cli.main(["--config", str(write_config(tmp_path, models, eval_file, metrics=["exact_match"]))]) == 0
@@ -26,9 +27,9 @@ def test_scores_and_status_carry_the_lineage(tiny_model_dir, tiny_adapter, eval_
     assert [(m["name"], m["role"], m["digest"]) for m in lineage["models"]] == [
         ("base", "base", base), ("tuned", "base", base), ("tuned", "adapter", adapter)]
     assert lineage["configHash"].startswith("sha256:") and lineage["versions"]["torch"]
-    # The first status patch carries it, past the reporter's rate limit.
-    assert api.patches[0]["body"]["status"] == {"lineage": lineage}
-    assert all("lineage" not in p["body"]["status"] for p in api.patches[1:])
+    # The first report line carries it, past the reporter's rate limit, and every later line keeps it.
+    reports = log.reports()
+    assert reports[0] == {"lineage": lineage} and all(r["lineage"] == lineage for r in reports)
 
 
 def test_a_suite_names_each_task_file_and_its_few_shot_file(tiny_model_dir, eval_file, tmp_path):

@@ -49,7 +49,7 @@ def test_two_task_few_shot_suite_reports_each_task_and_the_aggregate(suite_confi
         ("qa", "generation", 6), ("mc", "multiple-choice", 12)]
     assert [m["model"] for m in scores["tasks"][1]["models"]] == ["base", "other"]
 
-    status = api.patches[-1]["body"]["status"]
+    status = api.reports()[-1]
     suite = {t["name"]: t for t in status["suite"]}
     assert set(suite) == {"qa", "mc"} and suite["mc"]["task"] == "multiple-choice" and suite["qa"]["examples"] == 6
     base_qa, other_qa = suite["qa"]["results"]

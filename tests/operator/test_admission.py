@@ -143,3 +143,29 @@ def test_changed_fields_walks_objects_and_compares_the_rest_whole():
     new = {"a": {"b": 2, "c": [1, 3]}, "e": "y"}
     assert preflight.changed_fields(old, new) == ["spec.a.b", "spec.a.c", "spec.d", "spec.e"]
     assert preflight.immutable_changes({"suspend": False, "x": 1}, {"suspend": True, "x": 1}) == []
+
+
+def _status_update(username, old_status, new_status, operator="system:serviceaccount:kubetune:kubetune-operator"):
+    memo = kopf.Memo(config=type("Settings", (), {"operator_username": operator})())
+    admission.validate_status(body={"status": new_status}, old={"status": old_status}, userinfo={"username": username},
+                              memo=memo, subresource="status")
+
+
+@pytest.mark.parametrize("forged", [
+    {"phase": "Succeeded", "results": [{"model": "tuned", "scores": {"rougeL": 1.0}}]},  # a forged evaluation
+    {"retries": 0, "pods": [], "usage": {"gpuSeconds": 0}},  # the operator's accounting
+    {"progress": {"step": 99}},  # even what only shows
+])
+def test_only_the_operator_writes_status(forged):
+    current = {"phase": "Running", "retries": 1}
+    for subject in ("system:serviceaccount:tenant-a:tenant-user", "system:serviceaccount:tenant-a:default", "admin"):
+        with pytest.raises(kopf.AdmissionError) as caught:
+            _status_update(subject, current, {**current, **forged})
+        assert caught.value.code == 403 and "written by the operator" in str(caught.value) and subject in str(caught.value)
+    _status_update("system:serviceaccount:kubetune:kubetune-operator", current, {**current, **forged})  # admitted
+
+
+def test_a_status_write_that_changes_nothing_passes_and_no_operator_name_refuses_everyone():
+    _status_update("someone", {"phase": "Running"}, {"phase": "Running"})
+    with pytest.raises(kopf.AdmissionError):
+        _status_update("", {}, {"phase": "Failed"}, operator="")

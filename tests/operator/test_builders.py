@@ -11,7 +11,7 @@ def _spec(spec_dict, **extra):
 
 def test_children_are_owned_and_named_deterministically(meta, spec_dict):
     objs = builders.children(meta, builders.FINETUNE, spec := _spec(spec_dict), spec.training_config())
-    assert [o["kind"] for o in objs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]
+    assert [o["kind"] for o in objs] == ["ConfigMap", "Job"]  # no ServiceAccount, Role or RoleBinding: no API access
     for obj in objs:
         assert obj["metadata"]["name"] == "demo-train"
         assert obj["metadata"]["namespace"] == "team-a"
@@ -28,15 +28,6 @@ def test_config_map_holds_exactly_the_training_config(meta, spec_dict):
     assert TrainingConfig.model_validate(data) == spec.training_config()
 
 
-def test_role_lets_the_pod_patch_only_its_own_status(meta):
-    (rule,) = builders.role(meta, builders.FINETUNE)["rules"]
-    assert rule == {"apiGroups": ["kubetune.io"], "resources": ["finetunejobs/status"],
-                    "resourceNames": ["demo"], "verbs": ["get", "patch"]}
-    binding = builders.role_binding(meta, builders.FINETUNE)
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo-train", "namespace": "team-a"}]
-    assert binding["roleRef"]["name"] == "demo-train"
-
-
 def test_job_runs_the_trainer_with_placement(meta, spec_dict):
     spec = _spec(spec_dict, image="example/trainer:1", resources={"gpu": 2, "memory": "16Gi"},
                  nodeSelector={"gpu": "a100"}, tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -47,7 +38,9 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
     # Retries are the operator's (one Job per attempt): the Job itself never retries.
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 3600
     pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "demo-train"
+    # No API credentials in the pod: it reports through its log and termination message.
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod
     assert pod["nodeSelector"] == {"gpu": "a100"}
     assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
     (container,) = pod["containers"]
@@ -59,10 +52,7 @@ def test_job_runs_the_trainer_with_placement(meta, spec_dict):
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/kubetune", "/data", "/tmp", "/home/kubetune/.cache", "/workspace"}
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}} in pod["volumes"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["KUBETUNE_JOB_NAME"]["value"] == "demo"
-    assert env["KUBETUNE_JOB_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["KUBETUNE_TERMINATION_LOG"]["value"] == container["terminationMessagePath"]
-    assert env["KUBETUNE_JOB_PLURAL"]["value"] == "finetunejobs"
 
 
 def test_several_gpus_run_one_process_each(meta, spec_dict):
@@ -71,15 +61,13 @@ def test_several_gpus_run_one_process_each(meta, spec_dict):
                                     "--config", "/etc/kubetune/config.yaml"]
 
 
-def test_evaljob_pod_runs_the_evaluator_and_reports_to_evaljobs(meta, spec_dict):
+def test_evaljob_pod_runs_the_evaluator_without_api_access(meta, spec_dict):
     spec = _spec(spec_dict, resources={"gpu": 4})
     job = builders.job(meta, builders.EVAL, spec)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert job["metadata"]["name"] == "demo-eval" and container["name"] == "evaluator"
     assert container["command"] == ["kubetune-eval", "--config", "/etc/kubetune/config.yaml"]
-    assert {"name": "KUBETUNE_JOB_PLURAL", "value": "evaljobs"} in container["env"]
-    (rule,) = builders.role(meta, builders.EVAL)["rules"]
-    assert rule["resources"] == ["evaljobs/status"] and rule["resourceNames"] == ["demo"]
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 def test_evaluation_block_becomes_owned_evaljobs(meta, spec_dict, tmp_path):

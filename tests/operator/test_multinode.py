@@ -109,10 +109,10 @@ def test_workers_get_the_rank_zero_ip_their_rank_and_the_same_pod(meta, spec_dic
         env = _env(_container(worker))
         assert env["KUBETUNE_MACHINE_RANK"] == str(rank) and env["KUBETUNE_MAIN_ADDRESS"] == "10.1.2.3"
         assert env["KUBETUNE_MAIN_PORT"] == _env(_container(main))["KUBETUNE_MAIN_PORT"]
-        # Same command, image, resources, volumes and service account as rank 0.
+        # Same command, image, resources, volumes as rank 0, and no API access either.
         for key in ("command", "image", "resources", "volumeMounts"):
             assert _container(worker)[key] == _container(main)[key]
-        assert worker["spec"]["template"]["spec"]["serviceAccountName"] == main["spec"]["template"]["spec"]["serviceAccountName"]
+        assert worker["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
         assert worker["spec"]["backoffLimit"] == 0 and "selector" not in worker["spec"]
         for labels in (worker["metadata"]["labels"], worker["spec"]["template"]["metadata"]["labels"]):
             assert labels[multinode.ROLE_LABEL] == "worker" and labels[multinode.RANK_LABEL] == str(rank)

@@ -97,15 +97,6 @@ def test_a_failed_pod_ends_its_attempt_before_the_job_controller_says_so():
     assert seen.failed_pod is failed
 
 
-def test_condition_transition_time_moves_only_on_status_change():
-    conds = observe.upsert_condition([], "Succeeded", "Unknown", "JobCreated", "", 1, "t1")
-    conds = observe.upsert_condition(conds, "Succeeded", "Unknown", "Training", "training", 1, "t2")
-    assert conds[0]["lastTransitionTime"] == "t1" and conds[0]["reason"] == "Training"
-    conds = observe.upsert_condition(conds, "Succeeded", "True", "Completed", "done", 1, "t3")
-    assert conds == [{"type": "Succeeded", "status": "True", "reason": "Completed", "message": "done",
-                      "lastTransitionTime": "t3", "observedGeneration": 1}]
-
-
 def _evaljob(phase, tuned_scores=None, delta=None, message=""):
     results = [{"model": "base", "scores": {}}, {"model": "tuned", "scores": tuned_scores or {}, "delta": delta or {}}]
     return {"status": {"phase": phase, "message": message, "results": results if tuned_scores else []}}
@@ -161,21 +152,24 @@ def test_the_trainer_image_is_the_image_id_else_the_image():
 
 
 def test_the_image_id_lands_in_status_lineage_image_next_to_what_the_pod_reported():
-    from kubetune_operator import handlers
+    from kubetune_operator import reconcile
     from kubetune_operator.builders import FINETUNE
 
     pod_lineage = {"datasets": [{"role": "train", "uri": "rows.jsonl", "sha256": "ab" * 32, "rows": 3}],
                    "configHash": "sha256:" + "cd" * 32}
     obj = {"metadata": {"name": "demo", "generation": 1}, "status": {"lineage": pod_lineage}}
     seen = observe.observe(_job(), [_pod("Running", state={"running": {}})])
-    patch = handlers._status_patch(FINETUNE, obj, seen, "ghcr.io/kubetune/trainer@sha256:abc")
-    assert patch["lineage"] == {"image": "ghcr.io/kubetune/trainer@sha256:abc"}  # only the operator's sub-key
+    patch = reconcile._status_patch(FINETUNE, obj, seen, {"lineage": pod_lineage}, "ghcr.io/kubetune/trainer@sha256:abc")
     status = _merge(obj["status"], patch)
     assert status["lineage"] == {**pod_lineage, "image": "ghcr.io/kubetune/trainer@sha256:abc"}
-    # The pod's later lineage patch keeps the image; an unchanged image is not patched again.
-    status = _merge(status, {"lineage": {**pod_lineage, "versions": {"torch": "2.13.0"}}})
-    assert status["lineage"]["image"] == "ghcr.io/kubetune/trainer@sha256:abc"
-    assert "lineage" not in handlers._status_patch(FINETUNE, {**obj, "status": status}, seen, "ghcr.io/kubetune/trainer@sha256:abc")
+    # A later report adds to the lineage and keeps the image; an unchanged lineage is not patched again.
+    later = {**pod_lineage, "versions": {"torch": "2.13.0"}}
+    status = _merge(status, reconcile._status_patch(FINETUNE, {**obj, "status": status}, seen, {"lineage": later},
+                                                    "ghcr.io/kubetune/trainer@sha256:abc"))
+    assert status["lineage"] == {**later, "image": "ghcr.io/kubetune/trainer@sha256:abc"}
+    again = reconcile._status_patch(FINETUNE, {**obj, "status": status}, seen, {"lineage": later}, "ghcr.io/kubetune/trainer@sha256:abc")
+    assert "lineage" not in again
+
 
 
 def test_a_job_kueue_holds_is_queued_and_runs_once_admitted():

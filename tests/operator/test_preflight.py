@@ -80,9 +80,11 @@ def _eval_spec(spec_dict, tmp_path, **models):
             "metrics": ["exact_match"], "output": {"path": "runs/eval-out"}}
 
 
-def _ftj(phase, method="lora", model_path="/out/adapter", message=""):
-    return {"spec": {"method": method, "model": {"path": "/models/base"}},
-            "status": {"phase": phase, "message": message, "artifacts": {"modelPath": model_path}}}
+def _ftj(phase, method="lora", message="", reported="/elsewhere/someone-elses-model"):
+    # What its pod reported (artifacts.modelPath) is not where the operator looks: the layout under
+    # spec.output.path is.
+    return {"spec": {"method": method, "model": {"path": "/models/base"}, "output": {"path": "/out"}},
+            "status": {"phase": phase, "message": message, "artifacts": {"modelPath": reported}}}
 
 
 def test_evaljob_resolves_a_finetunejob_into_base_plus_adapter(spec_dict, tmp_path):
@@ -90,7 +92,7 @@ def test_evaljob_resolves_a_finetunejob_into_base_plus_adapter(spec_dict, tmp_pa
     spec = _eval_spec(spec_dict, tmp_path, base={"path": base}, tuned={"fineTuneJob": "ft"})
     _, config = preflight.validate_eval("ev", spec, lookup={"ft": _ftj("Succeeded")}.get)
     assert [(m.name, m.path, m.adapter) for m in config.models] == [("base", base, None), ("tuned", "/models/base", "/out/adapter")]
-    _, config = preflight.validate_eval("ev", spec, lookup={"ft": _ftj("Succeeded", method="full", model_path="/out/model")}.get)
+    _, config = preflight.validate_eval("ev", spec, lookup={"ft": _ftj("Succeeded", method="full")}.get)
     assert (config.models[1].path, config.models[1].adapter) == ("/out/model", None)
 
 

@@ -191,3 +191,22 @@ def test_build_info():
     import platform
     info = [(dict(k[1]), v) for k, v in _samples().items() if k[0] == "kubetune_build_info"]
     assert info == [({"version": version("kubetune"), "python": platform.python_version(), "kopf": version("kopf")}, 1.0)]
+
+
+def test_score_series_per_job_are_capped_and_the_drop_is_said_once():
+    big = {"phase": "Succeeded", "results": [{"model": "tuned", "scores": {f"m{i}": 1.0 for i in range(500)}}]}
+    assert metrics.observe_evaljob("ns", "big", big) == 500 - metrics.MAX_SERIES_PER_JOB
+    assert metrics.observe_evaljob("ns", "big", big) == 0  # the same drop is not news
+    assert len([k for k in _samples() if k[0] == "kubetune_evaljob_score" and ("name", "big") in k[1]]) == metrics.MAX_SERIES_PER_JOB
+    evaluation = {"phase": "Succeeded", "evaluation": {"delta": {f"m{i}": 0.1 for i in range(100)}}}
+    assert metrics.observe_finetunejob("ns", "ft", evaluation) == 100 - metrics.MAX_SERIES_PER_JOB
+    metrics.forget("EvalJob", "ns", "big")
+    metrics.forget("FineTuneJob", "ns", "ft")
+    assert not [k for k in _samples() if ("name", "big") in k[1] or ("name", "ft") in k[1]]
+
+
+def test_a_failure_reason_that_is_not_the_apis_is_counted_as_other():
+    metrics.observe_final("EvalJob", "tenant", "Failed", "x" * 300, None)
+    metrics.observe_final("EvalJob", "tenant", "Failed", "Evicted", None)
+    reasons = {dict(k[1])["reason"] for k in _samples() if k[0] == "kubetune_job_failures_total" and ("namespace", "tenant") in k[1]}
+    assert reasons == {"Other", "Evicted"}

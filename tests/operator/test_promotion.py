@@ -96,8 +96,9 @@ def test_the_copy_decides_promoted_true_or_failed():
     assert promotion.phase_of(("Unknown", "PromotionPending", "")) == "Pending"
 
 
-STATUS = {"artifacts": {"outputPath": "/work/runs/out", "modelPath": "/work/runs/out/adapter",
-                        "summaryPath": "/work/runs/out/training_summary.json"},
+# What the pod reported: never where the promotion copies from (the layout under output.path is).
+STATUS = {"artifacts": {"outputPath": "/elsewhere", "modelPath": "/elsewhere/adapter",
+                        "summaryPath": "/elsewhere/training_summary.json"},
           "evaluation": EVALUATED, "lineage": {"image": "trainer@sha256:1"}}
 
 
@@ -107,18 +108,17 @@ def test_promotion_job_runs_the_promoter_with_the_trainers_placement(meta, spec_
                                                     volumes=volumes, resources={"gpu": 2, "memory": "8Gi"}, backoffLimit=3))
     config = builders.promote_config(meta, spec, STATUS, [{"metric": "rougeL", "passed": True}])
     objs = builders.promotion_children(meta, spec, config, "example/trainer:1")
-    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
-        ("ConfigMap", "demo-promote"), ("ServiceAccount", "demo-promote"), ("Job", "demo-promote")]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [("ConfigMap", "demo-promote"), ("Job", "demo-promote")]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == meta["uid"] for o in objs)
     labels = {"kubetune.io/promotion": "demo", "app.kubernetes.io/component": "promoter", "app.kubernetes.io/managed-by": "kubetune"}
     assert all({k: v for k, v in o["metadata"]["labels"].items() if k != "kubetune.io/attempt"} == labels for o in objs)
-    pod = objs[2]["spec"]["template"]["spec"]
+    pod = objs[1]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["kubetune-promote", "--config", "/etc/kubetune/config.yaml"]
-    assert container["image"] == "example/trainer:1" and pod["serviceAccountName"] == "demo-promote"
+    assert container["image"] == "example/trainer:1" and pod["automountServiceAccountToken"] is False
     assert container["resources"]["limits"] == {"memory": "8Gi"}  # no GPU for a copy
     assert {"name": "KUBETUNE_WRITABLE_ROOTS", "value": "/models"} in container["env"]
-    assert objs[2]["spec"]["backoffLimit"] == 0
+    assert objs[1]["spec"]["backoffLimit"] == 0
     data = PromoteConfig.model_validate(yaml.safe_load(objs[0]["data"]["config.yaml"]))
     assert data == config
 
@@ -126,9 +126,9 @@ def test_promotion_job_runs_the_promoter_with_the_trainers_placement(meta, spec_
 def test_promote_config_names_the_artifacts_scores_and_record(meta, spec_dict):
     spec = api.FineTuneJobSpec.model_validate(_spec(spec_dict, {"destination": "runs/v1"}))
     config = builders.promote_config(meta, spec, STATUS, [{"metric": "rougeL", "passed": True}])
-    assert (config.model_path, config.adapter, config.merge_adapter, config.base_model) == ("/work/runs/out/adapter", True, False, None)
-    assert config.files == {"README.md": "/work/runs/out/README.md",
-                            "training_summary.json": "/work/runs/out/training_summary.json",
+    assert (config.model_path, config.adapter, config.merge_adapter, config.base_model) == ("runs/out/adapter", True, False, None)
+    assert config.files == {"README.md": "runs/out/README.md",
+                            "training_summary.json": "runs/out/training_summary.json",
                             "scores.json": "runs/out/eval/scores.json",
                             "retention_scores.json": "runs/out/retention/scores.json"}
     assert config.record["fineTuneJob"] == meta and config.record["lineage"] == STATUS["lineage"]

@@ -71,16 +71,22 @@ def test_waiting_for_the_evaluation_is_pending(api):
 def test_a_passing_gate_runs_the_promotion_job_until_promoted(api):
     before = _count("team-a", "promoted")
     followups.ensure_promotion("team-a", "demo")
-    assert [o["kind"] for o in api.created] == ["ConfigMap", "ServiceAccount", "Job"]
+    assert [o["kind"] for o in api.created] == ["ConfigMap", "Job"]
     assert (_promoted(api)["status"], _promoted(api)["reason"]) == ("Unknown", "Promoting")
     assert api.ftj["status"]["promotion"]["jobName"] == "demo-promote"
     followups.ensure_promotion("team-a", "demo")  # the Job runs: not created again
-    assert len(api.created) == 3
+    assert len(api.created) == 2
 
     summary = json.dumps({"artifacts": {"modelPath": "runs/promoted/adapter"}, "message": "promoted to runs/promoted"})
-    api.job = {"metadata": {"name": "demo-promote"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
-    api.pods = [{"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Succeeded", "containerStatuses": [
-        {"name": "promoter", "state": {"terminated": {"exitCode": 0, "message": summary}}}]}}]
+    # A look-alike Job of that name (not owned by the FineTuneJob) that "completed" decides nothing.
+    api.job = {"metadata": {"name": "demo-promote", "uid": "fake"}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    api.pods = [{"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z", "ownerReferences": [{"uid": "fake"}]},
+                 "status": {"phase": "Succeeded", "containerStatuses": [
+                     {"name": "promoter", "state": {"terminated": {"exitCode": 0, "message": summary}}}]}}]
+    followups.sync_promotion("team-a", "demo")
+    assert (_promoted(api)["status"], _promoted(api)["reason"]) == ("Unknown", "Promoting")
+    api.job["metadata"].update(uid="job-uid", ownerReferences=[{"uid": api.ftj["metadata"]["uid"], "kind": "FineTuneJob"}])
+    api.pods[0]["metadata"]["ownerReferences"] = [{"uid": "job-uid"}]
     followups.sync_promotion("team-a", "demo")
     promoted = _promoted(api)
     assert (promoted["status"], promoted["reason"]) == ("True", "Promoted")

@@ -1,5 +1,6 @@
 """status.usage from the pod ledger: every attempt, running pods to now, GPUs from the limits,
 and pods that are gone (a suspend deleted them) still counted."""
+from kubetune_api.base import MAX_RECORDS
 from kubetune_operator import ledger
 from kubetune_operator.main import parse_args
 
@@ -23,8 +24,20 @@ def test_retries_and_a_running_pod_all_count():
     pods = [_pod(2, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z", code=137)),  # preempted
             _pod(2, _terminated("2026-01-01T00:12:00Z", "2026-01-01T00:20:00Z", code=1)),
             _pod(2, {"running": {"startedAt": "2026-01-01T00:30:00Z"}})]  # runs until NOW
-    assert ledger.usage(ledger.update([], pods, NOW), training_tokens=12345) == {
-        "gpuSeconds": 2 * (600 + 480 + 1800), "podSeconds": 600 + 480 + 1800, "attempts": 3, "trainingTokens": 12345}
+    assert ledger.usage(ledger.update([], pods, NOW)) == {
+        "gpuSeconds": 2 * (600 + 480 + 1800), "podSeconds": 600 + 480 + 1800, "attempts": 3}
+
+
+def test_tokens_of_every_attempt_count_and_a_pod_cannot_lower_its_count():
+    first = _pod(1, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z", code=137), name="a1", attempt=1)
+    second = _pod(1, {"running": {"startedAt": "2026-01-01T00:12:00Z"}}, name="a2", attempt=2)
+    records = ledger.count_tokens(ledger.update([], [first], NOW), "a1", {"trainTokens": 200})
+    # Attempt 2 resumed from a checkpoint that held 120 tokens: it trained 17 so far.
+    records = ledger.count_tokens(ledger.update(records, [first, second], NOW), "a2", {"trainTokens": 137, "resumedTokens": 120})
+    assert ledger.usage(records)["trainingTokens"] == 200 + 17
+    records = ledger.count_tokens(ledger.update(records, [second], NOW), "a2", {"trainTokens": 0})  # a forged report
+    assert ledger.usage(records)["trainingTokens"] == 217  # the first pod is gone, its tokens stay
+    assert ledger.count_tokens(records, "a2", {"trainTokens": "many"}) == records
 
 
 def test_pods_that_never_started_are_not_attempts():
@@ -63,5 +76,5 @@ def test_a_pod_deleted_while_running_keeps_its_time_until_last_seen():
 
 def test_the_ledger_is_bounded():
     pods = [_pod(0, _terminated("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z"), name=f"p{i}")
-            for i in range(ledger.MAX_RECORDS + 5)]
-    assert len(ledger.update([], pods, NOW)) == ledger.MAX_RECORDS
+            for i in range(MAX_RECORDS + 5)]
+    assert len(ledger.update([], pods, NOW)) == MAX_RECORDS

@@ -137,11 +137,14 @@ def test_operator_hands_the_trainer_the_whole_mixture(task_files):
     assert [t.name for t in preflight.validate("demo", spec).training_config().dataset.tasks] == ["big", "two"]
 
 
-def test_per_task_and_retention_metrics_reach_the_status_patch():
+def test_per_task_and_retention_metrics_reach_the_report():
     from kubetune_api.reports import Metrics, PodReport, TaskMetrics
+    from kubetune_trainer.status_reporter import StatusReporter
 
     metrics = Metrics(validation_loss=1.0, tasks={"qa": TaskMetrics(validation_loss=1.234567, test_accuracy=0.5)},
                       retention_loss_before=2.0, retention_loss_after=2.5, retention_loss_change=0.5)
-    patch = PodReport(metrics=metrics).as_status_patch()["status"]["metrics"]
+    reporter = StatusReporter()
+    reporter.report(PodReport(metrics=metrics))
+    patch = reporter.state["metrics"]
     assert patch["tasks"] == {"qa": {"validationLoss": 1.2346, "testAccuracy": 0.5}}
     assert (patch["retentionLossBefore"], patch["retentionLossAfter"], patch["retentionLossChange"]) == (2.0, 2.5, 0.5)

@@ -1,93 +1,65 @@
-"""Status patches sent to a fake API server, and the termination message."""
+"""Report lines in the pod's log (no API access) and the termination message."""
 from __future__ import annotations
 
+import io
 import json
-import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-from kubernetes import client
-
-from kubetune_api.reports import Artifacts, Metrics, PodReport, Progress
+from kubetune_api.reports import Artifacts, EvalPodReport, Lineage, Metrics, PodReport, Progress, Sample
+from kubetune_api.wire import MAX_REPORT_BYTES, REPORT_PREFIX
 from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
-
-PATH = "/apis/kubetune.io/v1alpha1/namespaces/ns1/finetunejobs/job1/status"
-
-
-@pytest.fixture
-def api_server():
-    """A stand-in for the API server that records PATCH requests; status 500 on demand."""
-    requests, state = [], {"status": 200}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_PATCH(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            requests.append({"path": self.path, "content_type": self.headers["Content-Type"], "body": body})
-            self.send_response(state["status"])
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps({"kind": "FineTuneJob", **body}).encode())
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", requests, state
-    server.shutdown()
-    server.server_close()
-
-
-def api_for(url: str) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(client.ApiClient(client.Configuration(host=url)))
+from report_lines import ReportLines
 
 
 def report(step: int) -> PodReport:
     return PodReport(progress=Progress(step=step, total_steps=10), metrics=Metrics(train_loss=1.5))
 
 
-def test_status_is_merge_patched_and_throttled(api_server):
-    url, requests, _ = api_server
-    reporter = StatusReporter("job1", "ns1", api=api_for(url), min_interval=3600)
-    reporter.report(report(1))
-    reporter.report(report(2))  # too soon: dropped
-    reporter.report(report(10), final=True)  # the final patch always goes out
-    assert [r["path"] for r in requests] == [PATH, PATH]
-    assert {r["content_type"] for r in requests} == {"application/merge-patch+json"}
-    assert requests[0]["body"] == {"status": {"progress": {"step": 1, "totalSteps": 10, "epoch": 0.0, "percent": 0.0},
-                                              "metrics": {"trainLoss": 1.5}}}
-    assert requests[1]["body"]["status"]["progress"]["step"] == 10
+def test_lines_are_throttled_and_each_holds_everything_reported_so_far():
+    log = ReportLines()
+    reporter = StatusReporter(stream=log, min_interval=3600)
+    reporter.report(PodReport(lineage=Lineage(config_hash="sha256:ab")), final=True)
+    reporter.report(report(2))  # too soon: kept, not printed
+    reporter.report(report(10), final=True)  # the final line always goes out
+    lines = log.reports()
+    assert lines == [{"lineage": {"datasets": [], "configHash": "sha256:ab"}},
+                     {"lineage": {"datasets": [], "configHash": "sha256:ab"},
+                      "progress": {"step": 10, "totalSteps": 10, "epoch": 0.0, "percent": 0.0}, "metrics": {"trainLoss": 1.5}}]
 
 
-def test_patch_failures_are_warnings(api_server, caplog):
-    url, requests, state = api_server
-    state["status"] = 500
-    reporter = StatusReporter("job1", "ns1", api=api_for(url))
-    with caplog.at_level(logging.WARNING):
-        reporter.report(report(1), final=True)
-    assert len(requests) == 1 and "status patch for ns1/job1 failed" in caplog.text
-    unreachable = StatusReporter("job1", "ns1", api=api_for("http://127.0.0.1:9"))
-    unreachable.report(report(1), final=True)  # connection refused: still no exception
+def test_a_line_stands_alone_after_a_progress_bar_and_rounds_numbers():
+    log = ReportLines()
+    log.write("\r 40%|████      | 4/10")  # a progress bar without a newline
+    StatusReporter(stream=log).report(PodReport(metrics=Metrics(train_loss=1.30359160900115)), final=True)
+    assert log.reports() == [{"metrics": {"trainLoss": 1.3036}}]
 
 
-def test_from_env_uses_the_cluster_config(api_server, monkeypatch):
-    url, requests, _ = api_server
-    import kubernetes.config
-
-    monkeypatch.setattr(kubernetes.config, "load_config", lambda: client.Configuration.set_default(client.Configuration(host=url)))
-    monkeypatch.setenv("KUBETUNE_JOB_NAME", "job1")
-    monkeypatch.setenv("KUBETUNE_JOB_NAMESPACE", "ns1")
-    StatusReporter.from_env().report(report(1))
-    assert [r["path"] for r in requests] == [PATH]
+def test_an_oversized_report_drops_its_samples_first():
+    log = ReportLines()
+    samples = [Sample(model="m", prompt="p" * 1000, prediction="x" * 1000, reference="r" * 1000) for _ in range(40)]
+    StatusReporter(stream=log).report(EvalPodReport(samples=samples), final=True)
+    assert log.reports() == [{}]
+    assert all(len(line) <= MAX_REPORT_BYTES + len(REPORT_PREFIX) for line in log.getvalue().splitlines())
 
 
-def test_outside_a_cluster_nothing_is_sent(tmp_path):
+def test_outside_a_pod_nothing_is_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KUBETUNE_TERMINATION_LOG", raising=False)
     reporter = StatusReporter.from_env()
-    assert reporter.api is None
     reporter.report(report(1), final=True)
     reporter.finish(report(1), "done")  # no termination log configured either
-    assert list(tmp_path.iterdir()) == []
+    assert reporter.stream is None and capsys.readouterr().err == "" and list(tmp_path.iterdir()) == []
+
+
+def test_in_a_pod_lines_go_to_stderr(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KUBETUNE_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    StatusReporter.from_env().report(report(1), final=True)
+    err = capsys.readouterr()
+    assert err.out == "" and json.loads(err.err.strip().removeprefix(REPORT_PREFIX))["progress"]["step"] == 1
+
+
+def test_a_closed_stream_never_stops_training():
+    stream = io.StringIO()
+    stream.close()
+    StatusReporter(stream=stream).report(report(1), final=True)  # a warning, no exception
 
 
 def test_finish_and_fail_write_the_termination_message(tmp_path):
@@ -111,12 +83,3 @@ def test_fit_json_trims_only_the_text_field_and_stays_valid():
     parsed = json.loads(text)
     assert parsed["progress"] == {"step": 1} and parsed["message"].endswith("...")
     assert fit_json({"message": "short"}, "message") == '{"message":"short"}'
-
-
-def test_status_patch_rounds_numbers_for_kubectl():
-    from kubetune_api.reports import Metrics, PodReport, Progress
-
-    patch = PodReport(progress=Progress(step=3, total_steps=7, percent=300 / 7),
-                      metrics=Metrics(train_loss=1.30359160900115)).as_status_patch()
-    assert patch == {"status": {"progress": {"step": 3, "totalSteps": 7, "epoch": 0.0, "percent": 42.8571},
-                                "metrics": {"trainLoss": 1.3036}}}

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kubetune_api import layout
 from kubetune_api.errors import ConfigError
 from kubetune_api.promotion import PromoteConfig, is_object_store, load_promote_config
 from kubetune_api.reports import Artifacts, PodReport
@@ -52,10 +53,10 @@ def stage(config: PromoteConfig, staging: Path) -> Path:
     if not source.is_dir():
         raise ConfigError(f"model path {config.model_path!r} is not a directory")
     if config.merge_adapter:
-        model_dir = staging / "model"
+        model_dir = staging / layout.MODEL_DIR
         _merged(config, model_dir)
     else:
-        model_dir = staging / ("adapter" if config.adapter else "model")
+        model_dir = staging / (layout.ADAPTER_DIR if config.adapter else layout.MODEL_DIR)
         shutil.copytree(source, model_dir)
     for name, path in config.files.items():
         if Path(path).exists():

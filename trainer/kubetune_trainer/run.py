@@ -15,6 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from kubetune_api import layout
 from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.allocator import allocator_in_use
@@ -34,7 +35,7 @@ from kubetune_trainer.versions import library_versions
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE, PREDICTIONS_FILE, MODEL_CARD_FILE = "training_summary.json", "predictions.jsonl", "README.md"
+SUMMARY_FILE, PREDICTIONS_FILE, MODEL_CARD_FILE = layout.SUMMARY, layout.PREDICTIONS, layout.MODEL_CARD
 
 
 def _prepare(model, config: TrainingConfig, method, checkpoint: Path) -> tuple[object, ParameterCount]:

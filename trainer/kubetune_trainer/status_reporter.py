@@ -1,24 +1,25 @@
-"""Reports a trainer pod's progress into its FineTuneJob's status and termination message.
+"""Reports a pod's progress and results to the operator, without any API access.
 
-Inside a cluster (KUBETUNE_JOB_NAME and KUBETUNE_JOB_NAMESPACE set) it merge-patches the
-job's status subresource, at most once per `min_interval` seconds except for the final patch.
-A failed patch is only a warning: the termination message, which the operator reads when the
-pod ends, carries the final result either way.
+Pods hold no Kubernetes credentials: the operator alone writes a job's status. The pod prints
+its report as one line of its log (`wire.REPORT_PREFIX` + compact JSON), at most once per
+`min_interval` seconds except for the final line, and each line carries everything reported
+so far (a later progress line keeps the lineage sent at the start), so the operator needs only
+the latest. The final summary also goes to the termination message, which outlives the log.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from typing import Any, TextIO
 
-from kubetune_api.reports import EvalPodReport, PodReport
+from kubetune_api.reports import EvalPodReport, PodReport, merged, rounded
+from kubetune_api.wire import ENV_TERMINATION_LOG, MAX_REPORT_BYTES, REPORT_PREFIX
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION, PLURAL = "kubetune.io", "v1alpha1", "finetunejobs"
 MAX_TERMINATION_BYTES = 4096  # Kubernetes keeps at most this much of a termination message
 
 
@@ -42,54 +43,46 @@ def fit_json(payload: dict, text_key: str, limit: int = MAX_TERMINATION_BYTES) -
     return dump(shortest)
 
 
+def _without_samples(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "samples"}
+
+
 class StatusReporter:
-    def __init__(self, job_name: str | None = None, namespace: str | None = None, termination_log: str | None = None,
-                 api=None, min_interval: float = 2.0):
-        """`api` is a kubernetes CustomObjectsApi; without one, status patches are skipped."""
-        self.job_name, self.namespace, self.api = job_name, namespace, api
-        self.termination_log = termination_log
+    def __init__(self, termination_log: str | None = None, stream: TextIO | None = None, min_interval: float = 5.0):
+        """Without a `stream`, report lines are skipped (kubetune-train on a laptop prints its result)."""
+        self.termination_log, self.stream = termination_log, stream
         self.min_interval = min_interval
-        self._last_patch = -float("inf")
+        self.state: dict[str, Any] = {}
+        self._last_line = -float("inf")
 
     @classmethod
     def from_env(cls) -> "StatusReporter":
-        name, namespace = os.environ.get("KUBETUNE_JOB_NAME"), os.environ.get("KUBETUNE_JOB_NAMESPACE")
-        api = None
-        if name and namespace:
-            try:
-                from kubernetes import client, config
-
-                # A kubeconfig if there is one, else the pod's service account. It prints which
-                # to stdout; keep stdout for the CLI's result.
-                with contextlib.redirect_stdout(sys.stderr):
-                    config.load_config()
-                api = client.CustomObjectsApi()
-            except Exception as e:  # noqa: BLE001 - reporting must never stop training
-                log.warning("cannot reach the Kubernetes API, status will not be updated: %s", e)
-        return cls(name, namespace, os.environ.get("KUBETUNE_TERMINATION_LOG"), api)
+        """In a pod the operator launched (it sets the termination log's path): lines to stderr,
+        which stays out of the CLI's result on stdout."""
+        termination_log = os.environ.get(ENV_TERMINATION_LOG)
+        return cls(termination_log, sys.stderr if termination_log else None)
 
     def report(self, report: PodReport | EvalPodReport, final: bool = False) -> None:
-        """Patches the job status with `report`, unless one was sent too recently."""
-        if self.api is None:
-            return
+        """Adds `report` to what was reported; prints the whole unless a line went out too recently."""
+        self.state = merged(self.state, rounded(report.model_dump(by_alias=True, exclude_none=True, mode="json")))
         now = time.monotonic()
-        if not final and now - self._last_patch < self.min_interval:
+        if self.stream is None or (not final and now - self._last_line < self.min_interval):
             return
-        self._last_patch = now
+        self._last_line = now
+        line = json.dumps(self.state, separators=(",", ":"))
+        if len(line) > MAX_REPORT_BYTES:  # samples are the bulk and the least needed
+            line = json.dumps(_without_samples(self.state), separators=(",", ":"))
+        if len(line) > MAX_REPORT_BYTES:
+            log.warning("the report (%d bytes) exceeds %d bytes; not sent", len(line), MAX_REPORT_BYTES)
+            return
         try:
-            self.api.patch_namespaced_custom_object_status(
-                # The operator sets KUBETUNE_JOB_PLURAL=evaljobs in evaluator pods.
-                group=GROUP, version=VERSION, namespace=self.namespace, name=self.job_name,
-                plural=os.environ.get("KUBETUNE_JOB_PLURAL", PLURAL),
-                body=report.as_status_patch(),
-                # A JSON merge patch: only the fields sent change (the client's default, pinned here).
-                _content_type="application/merge-patch+json",
-            )
-        except Exception as e:  # noqa: BLE001 - reporting must never stop training
-            log.warning("status patch for %s/%s failed: %s", self.namespace, self.job_name, e)
+            self.stream.write(f"\n{REPORT_PREFIX}{line}\n")  # own line, even after a progress bar's \r
+            self.stream.flush()
+        except (OSError, ValueError) as e:  # reporting must never stop training
+            log.warning("cannot write the report line: %s", e)
 
     def finish(self, report: PodReport, message: str) -> None:
-        """Sends the final status and writes the summary as the termination message."""
+        """Sends the final report and writes the summary as the termination message."""
         self.report(report, final=True)
         self._write_termination({**report.model_dump(by_alias=True, exclude_none=True, mode="json"), "message": message}, "message")
 

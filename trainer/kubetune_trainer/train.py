@@ -118,6 +118,7 @@ class TrainingLoop:
         self._prepare(model)
         self.result = TrainResult(Progress(total_steps=self.total), Metrics())
         self.step = self.start_step = 0
+        self.resumed_tokens: int | None = None  # trainTokens restored from a checkpoint
         self.seconds_before = 0.0  # training time of the runs this one resumes
         self.paused_seconds = 0.0  # evaluation and checkpoints: not training time
         self.window_loss, self.window_batches = 0.0, 0  # since the last logged step
@@ -152,6 +153,7 @@ class TrainingLoop:
         result = self.result
         self.step = self.start_step = result.resumed_from = self.checkpoint_step = state["step"]
         result.history, result.train_tokens = state["history"], state["trainTokens"]
+        self.resumed_tokens = result.train_tokens
         self.seconds_before = state["trainSeconds"]
         result.metrics = Metrics.model_validate(state["metrics"])
         log.info("resuming from %s at step %d/%d", latest, self.step, self.total)
@@ -251,7 +253,8 @@ class TrainingLoop:
             step=step, total_steps=total, epoch=round(step / self.per_epoch, 4), percent=round(100 * step / total, 2),
             eta_seconds=round(elapsed / max(step - self.start_step, 1) * (total - step), 1),
             tokens_per_second=round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
-            train_tokens=result.train_tokens, train_seconds=round(result.train_seconds, 1), resumed_from_step=result.resumed_from, checkpoint_step=self.checkpoint_step,
+            train_tokens=result.train_tokens, train_seconds=round(result.train_seconds, 1), resumed_from_step=result.resumed_from,
+            resumed_tokens=self.resumed_tokens, checkpoint_step=self.checkpoint_step,
         )
 
     def _evaluate(self, name: str, split: list[Tokenized]) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from kubetune_api import layout
+from kubetune_api.base import MAX_SAMPLES
 from kubetune_api.errors import ConfigError
 from kubetune_api.evaluation import EvalConfig, EvalModel
 from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult
@@ -31,7 +33,7 @@ from kubetune_trainer.versions import library_versions
 
 log = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.json"
+SCORES_FILE = layout.SCORES
 REPORT_FILE = "report.md"
 
 
@@ -132,7 +134,7 @@ class Evaluation:
 
     def report(self, **fields) -> EvalPodReport:
         """Results (a suite's: the aggregate table, and per task), samples, and `fields`."""
-        samples = [s for run in self.runs for s in run.samples]
+        samples = [s for run in self.runs for s in run.samples][:MAX_SAMPLES]  # the status shows a few
         if not self.suite:
             return EvalPodReport(results=self.runs[0].results, samples=samples, **fields)
         return EvalPodReport(results=aggregate(self.runs), suite=[run.status() for run in self.runs], samples=samples,

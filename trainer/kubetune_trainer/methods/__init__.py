@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune_api import layout
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.methods import full, ia3, lora, prefix_tuning, prompt_tuning, qlora, selective
 
@@ -45,7 +46,7 @@ class Method:
 
         if isinstance(model, PeftModel) and config.method.value in ("lora", "qlora") and config.lora.merge_on_save:
             model = model.merge_and_unload()
-        directory = Path(output_path) / ("adapter" if isinstance(model, PeftModel) else "model")
+        directory = Path(output_path) / (layout.ADAPTER_DIR if isinstance(model, PeftModel) else layout.MODEL_DIR)
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
         return directory
