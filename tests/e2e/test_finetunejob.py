@@ -63,7 +63,7 @@ def test_lora_job_succeeds_end_to_end(operator, namespace, tiny_model_dir, rows_
 
     # Deleting the FineTuneJob garbage-collects everything it owns.
     kubectl("delete", "ftj", "shout", "-n", namespace)
-    for kind in ("job", "configmap", "serviceaccount", "role", "rolebinding"):
+    for kind in ("job", "configmap"):
         wait_for(lambda: get_json(kind, "shout-train", "-n", namespace) is None, 60, f"{kind} to be collected")
 
 
@@ -187,31 +187,15 @@ def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_
              120, "the job to run")
     operator.kill()
     try:
-        # While the operator is away the trainer keeps going and reports on its own.
-        wait_for(lambda: ((get_json("ftj", "restart", "-n", namespace)["status"].get("progress") or {}).get("step") or 0) >= 1,
-                 120, "the trainer to report progress")
+        # While the operator is away the trainer keeps going; its report waits in its log.
+        wait_for(lambda: "kubetune-report" in kubectl("logs", "-n", namespace, "-l", "kubetune.io/finetunejob=restart",
+                                                      check=False).stdout, 120, "the trainer to report progress")
     finally:
         operator.start()
     ftj = wait_final("ftj", namespace, "restart")
     assert ftj["status"]["phase"] == "Succeeded" and succeeded_condition(ftj)["reason"] == "Completed"
     assert len(jobs_in(namespace)) == 1
     assert len(get_json("pods", "-n", namespace)["items"]) == 1
-
-
-def test_trainer_service_account_can_patch_only_its_own_job(operator, namespace, tiny_model_dir, rows_file, workdir):
-    for name in ("mine", "other"):
-        apply(finetunejob(name, namespace, tiny_model_dir, rows_file, workdir / name, resources={"gpu": 64}))
-    wait_for(lambda: get_json("role", "mine-train", "-n", namespace), 60, "the per-job Role")
-    wait_for(lambda: get_json("rolebinding", "mine-train", "-n", namespace), 60, "the per-job RoleBinding")
-    account = f"system:serviceaccount:{namespace}:mine-train"
-
-    def can(verb, resource, *extra):
-        result = kubectl("auth", "can-i", verb, resource, "-n", namespace, "--as", account, *extra, check=False)
-        return result.stdout.strip()
-    assert can("patch", "finetunejobs.kubetune.io/mine", "--subresource=status") == "yes"
-    assert can("patch", "finetunejobs.kubetune.io/other", "--subresource=status") == "no"
-    assert can("patch", "finetunejobs.kubetune.io/mine") == "no"  # the spec stays the user's
-    assert can("create", "pods") == "no"
 
 
 @pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")))
