@@ -48,7 +48,7 @@ def _without_samples(state: dict[str, Any]) -> dict[str, Any]:
 
 
 class StatusReporter:
-    def __init__(self, termination_log: str | None = None, stream: TextIO | None = None, min_interval: float = 5.0):
+    def __init__(self, termination_log: str | None = None, stream: TextIO | None = None, min_interval: float = 2.0):
         """Without a `stream`, report lines are skipped (kubetune-train on a laptop prints its result)."""
         self.termination_log, self.stream = termination_log, stream
         self.min_interval = min_interval
