@@ -174,6 +174,8 @@ def test_valid_queue_and_priority_class_names(field, value):
     ({"volumes": [{"name": "a", "claimName": "a", "mountPath": "/d"}, {"name": "b", "claimName": "b", "mountPath": "/d/"}]},
      "mountPaths must be unique"),
     ({"volumes": [{"name": "a", "claimName": "a", "mountPath": "/etc/kubetune"}]}, "clashing: /etc/kubetune"),
+    # ':' would split the pod's list of writable directories: "/data:/" would make "/" writable.
+    ({"volumes": [{"name": "a", "claimName": "a", "mountPath": "/data:/"}]}, "mountPath"),
     ({"securityContext": {"runAsUser": 0}}, "runAsUser"),
     ({"securityContext": {"fsGroup": 2**31}}, "fsGroup"),
 ])
