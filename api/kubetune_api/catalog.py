@@ -48,18 +48,21 @@ TASKS = {
     EvalTask.perplexity: TaskInfo(("perplexity",), ("text_field",), False),
 }
 BUILTIN_METRICS = tuple(name for info in TASKS.values() for name in info.metrics)
+# The built-in names as an enum, so a schema can list them (FineTuneJob spec.evaluation.metrics).
+BuiltinMetric = Enum("BuiltinMetric", {name: name for name in BUILTIN_METRICS}, type=str)
 
 
-def hub_metric_names(task: EvalTask, metrics: list[str], field: str = "metrics") -> list[str]:
+def hub_metric_names(task: EvalTask, metrics: list[str], field: str = "metrics", allow_hub: bool = True) -> list[str]:
     """The names that must load through `evaluate`; MetricError (naming `field`) for a name the
-    task cannot use."""
+    task cannot use. Without `allow_hub`, only the task's built-in names pass."""
     info = TASKS[task]
+    hub_allowed = info.hub_metrics and allow_hub
     hub = []
     for name in metrics:
         if name in info.metrics:
             continue
-        if not info.hub_metrics or name in BUILTIN_METRICS:
+        if not hub_allowed or name in BUILTIN_METRICS:
             raise MetricError(f"{field}: {name!r} cannot score task {task.value}; use {', '.join(info.metrics)}"
-                              + (" (or an evaluate metric name)" if info.hub_metrics else ""))
+                              + (" (or an evaluate metric name)" if hub_allowed else ""))
         hub.append(name)
     return hub

@@ -16,8 +16,8 @@ from pydantic import Field, StringConstraints, model_validator
 from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_CONDITIONS, MAX_MODELS, MAX_PATH,
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
-from kubetune_api.catalog import EvalTask
-from kubetune_api.evaluation import (MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+from kubetune_api.catalog import BuiltinMetric, EvalTask
+from kubetune_api.evaluation import (DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
@@ -141,8 +141,13 @@ class FineTuneEvaluation(ApiModel):
 
     dataset: EvalDataset = Field(description="Rows to evaluate base and tuned model on.")
     task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
-    metrics: NameList = Field(default_factory=lambda: ["rouge", "bleu", "exact_match"], min_length=1, max_length=32,
-                               description="Metric names, as in EvalJob spec.metrics.")
+    # Built-in names only: this EvalJob runs after training, so a name it could only try on the
+    # Hub (a typo included) must be refused at apply, not after the training it waits for.
+    metrics: list[BuiltinMetric] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS), validate_default=True, min_length=1, max_length=32,
+        description="Metric names, as in EvalJob spec.metrics but built-in ones only, each for the task (checked at apply, "
+                    "not after training). For a metric of the evaluate package, apply an EvalJob whose model is this "
+                    "FineTuneJob (fineTuneJob) instead.")
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings for generation.")
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
     bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")

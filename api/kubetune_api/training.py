@@ -265,12 +265,19 @@ class Ia3Spec(ApiModel):
         return self
 
 
+MAX_LAST_LAYERS = 256
+
+
 class SelectiveSpec(ApiModel):
     patterns: NameList = Field(
         default_factory=list, max_length=MAX_LIST,
         description="Regular expressions (re.search) over parameter names, e.g. 'bias$' or 'norm'; matching parameters train.",
     )
-    last_layers: Optional[int] = Field(None, ge=1, le=1024, description="Also train every parameter of the last N transformer blocks.")
+    # The API cannot know the model's depth (the trainer refuses more than it has); 256 is twice
+    # the deepest public LLMs (about 126 blocks), so only nonsense is refused here.
+    last_layers: Optional[int] = Field(
+        None, ge=1, le=MAX_LAST_LAYERS,
+        description=f"Also train every parameter of the last N transformer blocks; at most the model's own count (the trainer refuses more), and at most {MAX_LAST_LAYERS}, twice the deepest public LLMs (about 126 blocks).")
 
     @model_validator(mode="after")
     def _selects_something(self) -> "SelectiveSpec":
@@ -280,8 +287,8 @@ class SelectiveSpec(ApiModel):
 
 
 class TrainingSpec(ApiModel):
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split (ignored when maxSteps is set).")
-    max_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps.")
+    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split. Not with maxSteps (leave it at its default, 1).")
+    max_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps, instead of epochs (set one of the two).")
     batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per forward pass.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Forward passes per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak AdamW learning rate (linear decay after warmup).")
@@ -299,6 +306,14 @@ class TrainingSpec(ApiModel):
     checkpoint_every_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
     checkpoints_to_keep: int = Field(2, ge=1, le=100, description="Keep the latest N checkpoints; a restarted run resumes from the latest.")
     prediction_rows: int = Field(5, ge=0, le=1000, description="Test rows to generate predictions for (greedy) into predictions.jsonl.")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "TrainingSpec":
+        # maxSteps alone sets the length: another epochs beside it would be ignored. Compared with
+        # the default, not by presence: the API server fills CRD defaults in.
+        if self.max_steps is not None and self.epochs != type(self).model_fields["epochs"].default:
+            raise ValueError(f"set one of training.epochs and training.maxSteps (epochs {self.epochs:g} with maxSteps {self.max_steps})")
+        return self
 
 
 class OutputSpec(ApiModel):

@@ -61,10 +61,10 @@ def _parse(model: type[ModelT], name: str, spec: dict) -> ModelT:
         raise Invalid(Reason.InvalidSpec, _field_errors(error)) from None
 
 
-def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]]) -> None:
+def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]], allow_hub: bool = True) -> None:
     try:
         for field, task, metrics in task_metrics:
-            hub_metric_names(task, metrics, field)
+            hub_metric_names(task, metrics, field, allow_hub)
     except MetricError as error:
         raise Invalid(error.reason, f"spec.{error}") from None
 
@@ -72,8 +72,10 @@ def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]]) -> N
 def validate(name: str, spec: dict) -> api.FineTuneJobSpec:
     """Returns the parsed FineTuneJob spec, or raises Invalid(reason, message naming the field)."""
     parsed = _parse(api.FineTuneJobSpec, name, spec)
-    if parsed.evaluation is not None:  # the EvalJob it creates after training must not fail on its metrics
-        _check_metrics([("evaluation.metrics", parsed.evaluation.task, parsed.evaluation.metrics)])
+    evaluation = parsed.evaluation
+    if evaluation is not None:  # the EvalJob it creates after training must not fail on its metrics
+        # Built-in names only (the schema's enum too): a Hub metric would be tried after training.
+        _check_metrics([("evaluation.metrics", evaluation.task, [m.value for m in evaluation.metrics])], allow_hub=False)
     return parsed
 
 

@@ -6,7 +6,8 @@ cluster cannot honour. `expect` says what may happen besides a refusal at apply:
   "no-pod":  Failed by the operator without any pod (its spec checks, or the API server
              refusing the Job or the pod);
   "check":   one pod at most, whose check phase (CPU only, before any model loads) fails the
-             job with one of `reasons` (template bombs and data errors need the data to find).
+             job with one of `reasons` (template bombs and data errors need the data to find),
+             or its method setup right after the model loads (what needs the model's depth).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ NO_POD = "no-pod"
 CHECK = "check"
 DATA = frozenset({"InvalidDataset"})
 MODEL = frozenset({"InvalidModel"})
+CONFIG = frozenset({"InvalidConfig"})
 # A NUL byte in a path: any named check reason is a verdict (which one depends on where it breaks).
 ANY_CHECK = frozenset({"InvalidDataset", "InvalidModel", "InvalidConfig", "InvalidSpec"})
 
@@ -176,6 +178,8 @@ def out_of_bounds(s: Specs) -> Iterator[Case]:
             for value in values:
                 shown = f"{len(value)} entries" if isinstance(value, (list, dict)) and len(value) > 3 else repr(value)
                 yield make("out-of-bounds", f"{kind} {path} = {shown}", {path: value})
+    # The schema's bound on any model's depth; the model's own depth is the trainer's (_check_phase_cases).
+    yield s.f("out-of-bounds", "selective.lastLayers 1024 (at most 256)", {"method": "selective", "lora": DELETE, "selective": {"lastLayers": 1024}})
     many = [{"name": f"m{i}", "path": s.model} for i in range(17)]
     yield s.e("out-of-bounds", "17 models (at most 16)", {"models": many})
     yield s.f("out-of-bounds", "tolerationSeconds -1", {"tolerations": [{"key": "gpu", "effect": "NoExecute", "tolerationSeconds": -1}]})
@@ -239,6 +243,10 @@ def contradictory(s: Specs) -> Iterator[Case]:
         if task != "generation":
             dataset.pop("referenceFields")
         yield f("contradictory", f"evaluation metric {metric} for task {task}", {"evaluation": {**evaluation, "task": task, "metrics": [metric], "dataset": dataset}})
+    yield f("contradictory", "evaluation metric no_such_metric (not built in: its EvalJob would fail after training)",
+            {"evaluation": {**evaluation, "metrics": ["exact_match", "no_such_metric"]}})
+    for epochs in (1e-300, 2):  # maxSteps 4 in the base spec: epochs would be ignored
+        yield f("contradictory", f"training.epochs {epochs:g} with maxSteps", {"training.epochs": epochs})
     yield f("contradictory", "evaluation task perplexity with referenceFields", {"evaluation": {**evaluation, "task": "perplexity", "metrics": ["perplexity"]}})
     yield f("contradictory", "evaluation retention without textField", {"evaluation": {**evaluation, "retention": {"path": s.rows, "promptTemplate": "{{ word }}"}}})
     yield f("contradictory", "duplicate volume names", {"volumes": [{"name": "d", "claimName": "a", "mountPath": "/a"}, {"name": "d", "claimName": "b", "mountPath": "/b"}]})
@@ -320,6 +328,8 @@ def _check_phase_cases(s: Specs) -> Iterator[Case]:
     yield f("data-error", "dataset.path ../../etc/passwd", {"dataset.path": "../../etc/passwd"}, expect=CHECK, reasons=DATA)
     yield f("data-error", "dataset.path /etc/shadow", {"dataset.path": "/etc/shadow"}, expect=CHECK, reasons=DATA)
     yield f("data-error", "a unicode completionField no row has", {"dataset.completionField": "ü名前🙂"}, expect=CHECK, reasons=DATA)
+    yield f("model-depth", "selective.lastLayers 200 on the 2-layer tiny model",
+            {"method": "selective", "lora": DELETE, "selective": {"lastLayers": 200}}, expect=CHECK, reasons=CONFIG)
     yield f("data-error", "model.path ../../etc", {"model.path": "../../etc"}, expect=CHECK, reasons=MODEL)
     yield f("data-error", "a unicode model.path", {"model.path": "/モデル/ü"}, expect=CHECK, reasons=MODEL)
     yield f("nul-byte", "a NUL byte in model.path", {"model.path": s.model + "\x00/x"}, expect=CHECK, reasons=ANY_CHECK)

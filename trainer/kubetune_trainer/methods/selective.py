@@ -21,7 +21,10 @@ def prepare(model, config, checkpoint=None):
         raise ConfigError(f"selective.patterns: {e}") from e
     first = None
     if spec.last_layers is not None:
-        first = max(0, model.config.num_hidden_layers - spec.last_layers)
+        layers = model.config.num_hidden_layers
+        if spec.last_layers > layers:  # more than the model has would quietly train every block
+            raise ConfigError(f"selective.lastLayers {spec.last_layers}: the model has only {layers} layers; set at most {layers}")
+        first = layers - spec.last_layers
     model.requires_grad_(False)
     chosen = 0
     for name, param in model.named_parameters():
