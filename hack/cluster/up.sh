@@ -17,25 +17,31 @@ mkdir -p "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/pods" "$STATE/pvcs"
 chmod 700 "$STATE"
 
 # --- credentials, made once ------------------------------------------------------------
+# issue NAME CN EXT: $PKI/NAME.key and NAME.crt (CN, signed by the CA, with the extensions
+# in EXT besides the common ones), unless NAME.crt exists.
+issue() {
+  local name="$1" cn="$2" ext="$3"
+  [ -f "$PKI/$name.crt" ] && return 0
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" "$ext" >"$PKI/$name.ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" \
+      -out "$PKI/$name.csr" -subj "/CN=$cn" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+}
+
 make_pki() {
   [ -f "$PKI/ca.crt" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
       -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -subj "/CN=kubetune-local-ca" \
       -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-  if [ ! -f "$PKI/apiserver.crt" ]; then
-    cat >"$PKI/apiserver.ext" <<EXT
-basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid,issuer
-subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
-EXT
-    openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" \
-        -out "$PKI/apiserver.csr" -subj "/CN=kube-apiserver" 2>/dev/null
-    openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-        -CAcreateserial -days 3650 -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt" 2>/dev/null
-  fi
+  issue apiserver kube-apiserver "extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  # The kubelet API of the node agent (container logs), and the API server's client
+  # certificate for it: the agent only checks that a client's certificate is of the CA.
+  issue node-agent "$NODE_NAME" "extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:$NODE_NAME"
+  issue apiserver-kubelet-client kube-apiserver-kubelet-client "extendedKeyUsage=clientAuth"
   if [ ! -f "$PKI/sa.key" ]; then
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -148,6 +154,9 @@ start kube-apiserver "$BIN/kube-apiserver" \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --authorization-mode RBAC --service-cluster-ip-range "$SERVICE_CIDR" \
   --endpoint-reconciler-type none --allow-privileged=true \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$PKI/ca.crt" --kubelet-preferred-address-types InternalIP \
   --feature-gates TTLAfterFinished=true --cert-dir "$PKI/apiserver-generated"
 wait_for kube-apiserver 90 kube-apiserver probe "$API_URL/readyz" "$PKI/ca.crt"
 
@@ -172,7 +181,9 @@ start kube-scheduler "$BIN/kube-scheduler" \
 # The node agent is the package hack/cluster/node_agent, run by path (its __main__.py puts
 # hack/cluster on sys.path; PYTHONPATH would leak into the pods' processes).
 start node-agent "$PYTHON" "$HERE/node_agent" --kubeconfig "$KUBECONFIG_ADMIN" \
-  --state "$STATE" --node "$NODE_NAME"
+  --state "$STATE" --node "$NODE_NAME" --port "$NODE_AGENT_PORT" \
+  --tls-cert-file "$PKI/node-agent.crt" --tls-private-key-file "$PKI/node-agent.key" \
+  --client-ca-file "$PKI/ca.crt"
 
 wait_for kube-controller-manager 60 kube-controller-manager probe "https://127.0.0.1:$CM_PORT/healthz"
 wait_for kube-scheduler 60 kube-scheduler probe "https://127.0.0.1:$SCHED_PORT/healthz"
@@ -189,6 +200,6 @@ cat <<DONE
 cluster ready: API $API_URL, node $NODE_NAME
   export KUBECONFIG=$KUBECONFIG_ADMIN
   logs: $LOGS/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,node-agent}.log
-  pod logs: $STATE/pods/<namespace>/<pod>/<container>.log
+  pod logs: kubectl logs (the node agent serves them; files in $STATE/pods/<namespace>/<pod>/)
   stop: bash hack/cluster/down.sh   (add --purge to delete $STATE)
 DONE

@@ -1,7 +1,8 @@
 """Node agent of the local test cluster: plays the kubelet for one node.
 
 The wiring: the node's registration and heartbeat, a watch on the pods bound to the node
-(one PodWorker thread per pod), a watch on claims for the provisioner, and main()."""
+(one PodWorker thread per pod), a watch on claims for the provisioner, the kubelet API
+(container logs), and main()."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,10 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import FINAL, log
+from .common import FINAL, HOST_IP, log
 from .ippool import IPPool
 from .kube import Kube, watch_forever
+from .kubelet_api import KubeletAPI, tls_context
 from .node import NodeRegistration
 from .pods import KILL_GRACE_ON_EXIT_S, PodWorker
 from .process import kill_leftovers
@@ -23,13 +25,14 @@ from .provisioner import Provisioner
 class Agent:
     """Dispatches pod events to PodWorkers; owns what they share (IP pool, stop event)."""
 
-    def __init__(self, kube: Kube, node: str, state: Path):
+    def __init__(self, kube: Kube, node: str, state: Path, kubelet_api: KubeletAPI):
         self.kube, self.node, self.state = kube, node, state
+        self.kubelet_api = kubelet_api
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.ips = IPPool()
         self.stopping = threading.Event()
-        self.registration = NodeRegistration(kube, node, self.stopping)
+        self.registration = NodeRegistration(kube, node, kubelet_api.port, self.stopping)
         self.provisioner = Provisioner(kube, state)
 
     # -- pods -------------------------------------------------------------------------
@@ -68,6 +71,8 @@ class Agent:
     # -- run --------------------------------------------------------------------------
     def run(self):
         kill_leftovers(self.state / "pods")
+        threading.Thread(target=self.kubelet_api.serve_forever, name="kubelet-api",
+                         daemon=True).start()
         while True:  # the API server may still be settling when the agent starts
             try:
                 self.registration.register()
@@ -103,6 +108,7 @@ class Agent:
         for w in workers:
             if w.is_alive():
                 w.join(KILL_GRACE_ON_EXIT_S + 5)
+        self.kubelet_api.shutdown()
         log.info("node agent stopped")
 
 
@@ -111,11 +117,20 @@ def main():
     ap.add_argument("--kubeconfig", required=True)
     ap.add_argument("--state", required=True, help="the cluster state dir (.cluster)")
     ap.add_argument("--node", default="kubetune-local")
+    # The kubelet API (container logs), named as the kubelet's flags are.
+    ap.add_argument("--port", type=int, default=0, help="its port on %s (0: a free one)" % HOST_IP)
+    ap.add_argument("--tls-cert-file", required=True, help="its serving certificate (of the CA)")
+    ap.add_argument("--tls-private-key-file", required=True)
+    ap.add_argument("--client-ca-file", required=True,
+                    help="the CA whose client certificates may call it (the API server's)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(threadName)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    agent = Agent(Kube(args.kubeconfig), args.node, Path(args.state).resolve())
+    state = Path(args.state).resolve()
+    api = KubeletAPI(state / "pods", HOST_IP, args.port, tls_context(
+        args.tls_cert_file, args.tls_private_key_file, args.client_ca_file))
+    agent = Agent(Kube(args.kubeconfig), args.node, state, api)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stopping.set())
     agent.run()

@@ -28,8 +28,9 @@ def node_info(name: str) -> dict:
         "architecture": "amd64"}
 
 
-def node_status(name: str, since: str, info: dict) -> dict:
-    """The node's status: fixed resources, no pressure, Ready (heartbeat time is now)."""
+def node_status(name: str, since: str, info: dict, kubelet_port: int = 0) -> dict:
+    """The node's status: fixed resources, no pressure, Ready (heartbeat time is now), and
+    the port of its kubelet API (kubelet_api.py), where the API server asks for logs."""
     t = now()
 
     def cond(ctype, status, reason, message):
@@ -46,7 +47,7 @@ def node_status(name: str, since: str, info: dict) -> dict:
         ],
         "addresses": [{"type": "InternalIP", "address": HOST_IP},
                       {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": info,
     }
 
@@ -54,8 +55,9 @@ def node_status(name: str, since: str, info: dict) -> dict:
 class NodeRegistration:
     """Keeps the Node object present, Ready, untainted and its Lease renewed."""
 
-    def __init__(self, kube, name: str, stopping: threading.Event):
+    def __init__(self, kube, name: str, kubelet_port: int, stopping: threading.Event):
         self.kube, self.name, self.stopping = kube, name, stopping
+        self.kubelet_port = kubelet_port
         self.since = now()
 
     def register(self):
@@ -72,7 +74,8 @@ class NodeRegistration:
 
     def heartbeat(self):
         self.kube.call("PATCH", f"/api/v1/nodes/{self.name}/status",
-                       {"status": node_status(self.name, self.since, node_info(self.name))},
+                       {"status": node_status(self.name, self.since, node_info(self.name),
+                                              self.kubelet_port)},
                        content_type="application/strategic-merge-patch+json")
         self.untaint()
         self.renew_lease()
