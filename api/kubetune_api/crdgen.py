@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 import kubetune_api as api
 
-# Keys of pydantic's JSON Schema that a Kubernetes structural schema does not take.
-_DROP_KEYS = {"title", "additionalProperties", "$defs"}
+# Keys of pydantic's JSON Schema that a Kubernetes structural schema does not take
+# (propertyNames: a map key's bound; the models still hold the operator to it).
+_DROP_KEYS = {"title", "additionalProperties", "$defs", "propertyNames"}
 
 
 def _number(value: float) -> str:

@@ -71,3 +71,25 @@ def test_evaljob_schema_requires_models_and_names_metrics():
     model = spec["properties"]["models"]["items"]
     assert set(model["properties"]) == {"name", "path", "adapter", "fineTuneJob", "dtype"}
     assert spec["properties"]["task"]["enum"] == ["generation", "multiple-choice", "perplexity"]
+
+
+# JSONSchemaProps fields a Kubernetes 1.20 API server knows (kubectl validates against them).
+_SCHEMA_FIELDS = {"type", "format", "description", "default", "enum", "properties", "items", "additionalProperties", "required",
+                  "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern",
+                  "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties", "nullable", "title", "multipleOf",
+                  "allOf", "anyOf", "oneOf", "not", "example", "externalDocs"}
+
+
+def test_every_schema_key_is_one_the_api_server_knows():
+    from kubetune_api import crdgen
+
+    unknown = set()
+    for crd in (crdgen.finetunejob_crd(), crdgen.evaljob_crd()):
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        stack = [schema]
+        while stack:
+            node = stack.pop()
+            unknown |= {key for key in node if key not in _SCHEMA_FIELDS and not key.startswith("x-kubernetes-")}
+            stack += list((node.get("properties") or {}).values())
+            stack += [node[key] for key in ("items", "additionalProperties") if isinstance(node.get(key), dict)]
+    assert unknown == set()
