@@ -28,6 +28,12 @@ ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
 # Colon-separated directories the pod may write under besides its working directory
 # (the job's writable volumes); outputs resolving elsewhere are refused.
 ENV_WRITABLE_ROOTS = "KUBETUNE_WRITABLE_ROOTS"
+# Multi-node jobs: a random secret per attempt, the same in every rank's pod; each process proves
+# it holds it right after the process group forms, so nothing else can join as a rank.
+ENV_RENDEZVOUS_TOKEN = "KUBETUNE_RENDEZVOUS_TOKEN"
+# Comma-separated metric names the evaluator may load through the `evaluate` package (which runs
+# the metric's script); empty by default: only kubetune's built-in metrics.
+ENV_ALLOWED_EVALUATE_METRICS = "KUBETUNE_ALLOWED_EVALUATE_METRICS"
 
 # The pod runs as this user (kubetune's images' USER) with a read-only root filesystem; these
 # directories are emptyDir volumes (unless a spec volume mounts exactly there), and the cache

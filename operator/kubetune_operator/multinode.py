@@ -9,6 +9,12 @@
   over, so this works on any Kubernetes (the local cluster has no DNS, and 1.20 no Indexed
   Jobs) and ranks are fixed (every rank takes the same batches on a resumed attempt).
 
+Rank 0 listens on a port any pod may reach, so the rank-0 Job's env carries a random token
+(wire.ENV_RENDEZVOUS_TOKEN, new for each attempt) that the worker Jobs copy with the rest of its
+template; the trainer checks that every process holds it before anything else moves (see
+kubetune_trainer.rendezvous). `network_policy` also keeps other pods off the job's pods where
+the cluster enforces NetworkPolicies.
+
 Every pod runs the same command, `accelerate launch --num_machines N --machine_rank $(RANK)
 ...`, with one process per GPU (one on CPU, gpu: 0), so N x processes-per-pod processes join
 one process group (NCCL on GPUs, gloo on CPUs). Pods and Jobs carry ROLE_LABEL (main or
@@ -21,11 +27,12 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import secrets
 import zlib
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
-from kubetune_api import Phase
+from kubetune_api import Phase, wire
 from kubetune_api.errors import Reason
 from kubetune_operator import attempts, observe
 
@@ -58,10 +65,13 @@ def launch_command(processes_per_pod: int, nodes: int, config: list[str]) -> lis
 
 
 def main_env(uid: str) -> list[dict[str, Any]]:
-    """The rank-0 pod's env: rank 0, its own pod IP as the rendezvous address, the job's port."""
+    """The rank-0 pod's env: rank 0, its own pod IP as the rendezvous address, the job's port,
+    and the attempt's rendezvous token: random, since anything derived from the job (its uid,
+    its name) can be read by others."""
     return [{"name": ENV_MACHINE_RANK, "value": "0"},
             {"name": ENV_MAIN_ADDRESS, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": ENV_MAIN_PORT, "value": str(main_port(uid))}]
+            {"name": ENV_MAIN_PORT, "value": str(main_port(uid))},
+            {"name": wire.ENV_RENDEZVOUS_TOKEN, "value": secrets.token_hex(32)}]
 
 
 def main_labels() -> dict[str, str]:
@@ -108,6 +118,22 @@ def worker_job(main_job: dict[str, Any], rank: int, main_ip: str) -> dict[str, A
             "metadata": {"name": worker_job_name(meta["name"], rank), "namespace": meta["namespace"],
                          "labels": _labels(meta.get("labels") or {}, meta["name"], rank), "ownerReferences": owners},
             "spec": job_spec}
+
+
+def network_policy(meta: dict[str, Any]) -> dict[str, Any]:
+    """The NetworkPolicy of a multi-node FineTuneJob (`meta` its metadata): its pods (any
+    attempt, any rank) accept connections only from pods of the same job in the same namespace,
+    so nothing else reaches the rendezvous or the ranks' collectives (which use ports of their
+    own: no port list). Owned by the FineTuneJob, so deleting it collects the policy."""
+    from kubetune_operator import builders  # builders imports this module
+
+    job_pods = {"matchLabels": {builders.FINETUNE.label: meta["name"]}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": builders.child_name(meta["name"], builders.FINETUNE), "namespace": meta["namespace"],
+                         "labels": builders.labels(meta["name"], builders.FINETUNE),
+                         "ownerReferences": [builders.owner_reference(meta, builders.FINETUNE)]},
+            "spec": {"podSelector": job_pods, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": job_pods}]}]}}
 
 
 def rank_of(obj: dict[str, Any]) -> int:

@@ -2,10 +2,13 @@
 (faked: no Hub here)."""
 from __future__ import annotations
 
+import sys
+import types
+
 import pytest
 
-from kubetune_api import catalog
-from kubetune_api.errors import ConfigError
+from kubetune_api import catalog, wire
+from kubetune_api.errors import ConfigError, MetricError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import metrics
 from kubetune_trainer.evaluation.tasks import TASKS, task_for
@@ -61,3 +64,41 @@ def test_headline_leaves_detail_to_scores_json():
 def test_a_metric_of_another_task_is_refused():
     with pytest.raises(ConfigError, match="'rouge' cannot score task perplexity; use perplexity"):
         metrics.resolve_metrics(config("perplexity", ["rouge"]))
+
+
+@pytest.fixture
+def fake_evaluate(monkeypatch):
+    """The evaluate package, recording which metrics it was asked to load (and run)."""
+    loaded = []
+    module = types.ModuleType("evaluate")
+    module.load = lambda name: loaded.append(name) or FakeMetric()
+    monkeypatch.setitem(sys.modules, "evaluate", module)
+    return loaded
+
+
+def test_a_metric_not_built_in_is_refused_unless_allowed(monkeypatch, fake_evaluate):
+    monkeypatch.delenv(wire.ENV_ALLOWED_EVALUATE_METRICS, raising=False)
+    with pytest.raises(MetricError) as refused:
+        metrics.resolve_metrics(config("generation", ["rouge", "meteor"]))
+    assert refused.value.reason == "UnknownMetric"
+    assert "metric 'meteor' is not built in" in str(refused.value) and wire.ENV_ALLOWED_EVALUATE_METRICS in str(refused.value)
+    assert fake_evaluate == []  # its script never ran
+
+
+def test_an_allowed_metric_loads_through_evaluate_and_others_stay_refused(monkeypatch, fake_evaluate):
+    monkeypatch.setenv(wire.ENV_ALLOWED_EVALUATE_METRICS, "meteor, bertscore")
+    resolved = metrics.resolve_metrics(config("generation", ["rouge", "meteor"]))
+    assert resolved["rouge"] is None and isinstance(resolved["meteor"], FakeMetric) and fake_evaluate == ["meteor"]
+    with pytest.raises(MetricError, match="metric './my_metric.py' is not built in"):
+        metrics.resolve_metrics(config("generation", ["./my_metric.py"]))
+    assert fake_evaluate == ["meteor"]
+
+
+def test_an_allowed_metric_that_cannot_load_names_the_hub(monkeypatch):
+    def offline(name):
+        raise FileNotFoundError(f"Couldn't find a module script at {name}")
+
+    monkeypatch.setitem(sys.modules, "evaluate", types.SimpleNamespace(load=offline))
+    monkeypatch.setenv(wire.ENV_ALLOWED_EVALUATE_METRICS, "meteor")
+    with pytest.raises(MetricError, match="the Hugging Face Hub is unreachable from here"):
+        metrics.resolve_metrics(config("generation", ["meteor"]))

@@ -8,6 +8,7 @@ import re
 import pytest
 
 import kubetune_api as api
+from kubetune_api import wire
 from kubetune_operator import attempts, builders, multinode, observe
 
 JOB_UID = "11111111-0000-4000-8000-00000000000a"
@@ -244,3 +245,32 @@ def test_a_worker_that_cannot_start_keeps_the_attempt_pending():
     seen = multinode.observe_attempt(RUNNING_JOB, [rank0, worker])
     assert (seen.phase, seen.reason) == (api.Phase.Pending, "Unschedulable")
     assert seen.message.startswith("machine rank 1: 0/1 nodes are available")
+
+
+def test_each_attempt_gets_a_random_rendezvous_token_that_every_rank_shares(meta, spec_dict):
+    spec = _spec(spec_dict, gpu=0, nodes=3)
+    first, second = (_as_read(builders.job(meta, builders.FINETUNE, spec, attempt=n)) for n in (1, 2))
+    token = _env(_container(first))[wire.ENV_RENDEZVOUS_TOKEN]
+    assert re.fullmatch(r"[0-9a-f]{64}", token) and token != _env(_container(second))[wire.ENV_RENDEZVOUS_TOKEN]
+    assert meta["uid"].replace("-", "") not in token  # nothing derived from the job's own (readable) data
+    workers = multinode.workers_to_create(3, first, [_pod("p", JOB_UID, "Running", "10.1.2.3")])
+    assert [_env(_container(w))[wire.ENV_RENDEZVOUS_TOKEN] for w in workers] == [token, token]
+    single = builders.job(meta, builders.FINETUNE, _spec(spec_dict, gpu=2))
+    assert wire.ENV_RENDEZVOUS_TOKEN not in _env(_container(single))
+
+
+def test_network_policy_admits_only_the_jobs_own_pods(meta, spec_dict):
+    policy = multinode.network_policy(meta)
+    assert policy["kind"] == "NetworkPolicy" and policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["metadata"]["namespace"] == "team-a" and policy["metadata"]["name"] == "demo-train"
+    (owner,) = policy["metadata"]["ownerReferences"]
+    assert owner == builders.owner_reference(meta, builders.FINETUNE) and owner["kind"] == "FineTuneJob"
+    job_pods = {"matchLabels": {"kubetune.io/finetunejob": "demo"}}
+    assert policy["spec"] == {"podSelector": job_pods, "policyTypes": ["Ingress"],
+                              "ingress": [{"from": [{"podSelector": job_pods}]}]}  # no namespaceSelector: this namespace
+    # It selects every rank's pods, workers included, of every attempt.
+    main = _as_read(builders.job(meta, builders.FINETUNE, _spec(spec_dict, gpu=0, nodes=2), attempt=3))
+    (worker,) = multinode.workers_to_create(2, main, [_pod("p", JOB_UID, "Running", "10.1.2.3")])
+    for job in (main, worker):
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert job_pods["matchLabels"].items() <= labels.items()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import signal
 import subprocess
 import sys
 import time
+import types
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.cli import main
 from test_cli import write_config
 
@@ -81,3 +86,58 @@ def test_sigterm_stops_at_a_step_with_a_checkpoint_and_the_next_run_resumes_ther
     assert main(["--config", str(config)]) == 0
     summary = json.loads((run / "training_summary.json").read_text())
     assert summary["resumedFromStep"] == stopped_at and summary["progress"]["step"] == STEPS
+
+
+class _Planted:
+    """Unpickling this creates `marker`: what a file planted on a shared volume could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _one_process():
+    return types.SimpleNamespace(is_main_process=True, process_index=0, num_processes=1, device="cpu",
+                                 wait_for_everyone=lambda: None)
+
+
+def _training_state(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return model, optimizer, scheduler
+
+
+def test_a_checkpoint_round_trips_through_the_weights_only_loader(tmp_path):
+    checkpoints = Checkpoints(tmp_path, keep=2, accelerator=_one_process())
+    model, optimizer, scheduler = _training_state(0)
+    checkpoints.save(5, model, optimizer, scheduler, {"history": []})
+    after_save = torch.rand(3)
+    fresh, fresh_optimizer, fresh_scheduler = _training_state(1)
+    assert checkpoints.load(checkpoints.latest(), fresh, fresh_optimizer, fresh_scheduler) == {"step": 5, "history": []}
+    torch.testing.assert_close(fresh.weight, model.weight)
+    torch.testing.assert_close(fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert fresh_scheduler.state_dict()["last_epoch"] == 1
+    torch.testing.assert_close(torch.rand(3), after_save)  # the RNG continues from the save
+
+
+@pytest.mark.parametrize("planted", ["state.pt", "rng-0.pt"])
+@pytest.mark.parametrize("protocol", ["torch.save", "pickle"])
+def test_a_planted_pickle_in_a_checkpoint_is_refused_unrun(tmp_path, planted, protocol):
+    checkpoints = Checkpoints(tmp_path / "out", keep=2, accelerator=_one_process())
+    model, optimizer, scheduler = _training_state(0)
+    checkpoints.save(5, model, optimizer, scheduler, {})
+    target, marker = tmp_path / "out" / "checkpoints" / "step-5" / planted, tmp_path / "ran"
+    if protocol == "pickle":
+        target.write_bytes(pickle.dumps({"model": _Planted(marker)}))
+    else:
+        torch.save({"model": _Planted(marker)}, target)
+    with pytest.raises(ValueError, match=f"{re.escape(str(target))} holds more than tensors and plain values"):
+        checkpoints.load(checkpoints.latest(), *_training_state(1))
+    assert not marker.exists()

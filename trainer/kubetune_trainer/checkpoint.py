@@ -5,22 +5,26 @@ the optimizer and scheduler state, every process's RNG state and the trainer's o
 (step, history, token and time counters). Only the main process writes checkpoints (the
 other processes' RNG states are gathered to it), and on resume it decides which one and sends
 it to processes that cannot read it (pods of a multi-node job on other nodes, without a shared
-volume). The data position follows from the step, since batch order depends only on seed and
-epoch. Each checkpoint is written into a temporary
-directory and renamed into place, so a kill mid-write never leaves a half checkpoint that
-a restart would pick up.
+volume). Files are read with torch's weights-only loader (tensors and plain values: a file that
+holds anything else, say a planted pickle, is refused unread), and nothing travels between
+processes as a pickle (rankwire). The data position follows from the step, since batch order
+depends only on seed and epoch. Each checkpoint is written into a temporary directory and
+renamed into place, so a kill mid-write never leaves a half checkpoint that a restart would
+pick up.
 """
 from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import re
 import shutil
 from pathlib import Path
 
 import torch
-from accelerate.utils import broadcast_object_list, gather_object
+
+from kubetune_trainer import rankwire
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _load(path: Path):
+    """A checkpoint file, by the weights-only loader: the checkpoints directory may be on a
+    volume others write, and a full unpickle would run whatever code a planted file names."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds more than tensors and plain values, so it was not written by kubetune's "
+                         "checkpoints; refusing to load it (delete the checkpoint to start over)") from e
+
+
 class Checkpoints:
     def __init__(self, output_path: Path, keep: int, accelerator):
         self.root = Path(output_path) / "checkpoints"
@@ -57,14 +71,14 @@ class Checkpoints:
         """The latest checkpoint as the main process sees it, on every process: a worker on
         another node may have no such directory, yet all processes must resume together."""
         steps = self.steps() if self.accelerator.is_main_process else []
-        (latest,) = broadcast_object_list([f"step-{steps[-1]}" if steps else None])
+        latest = rankwire.broadcast_json(f"step-{steps[-1]}" if steps else None, self.accelerator.device)
         return self.root / latest if latest else None
 
     def save(self, step: int, model, optimizer, scheduler, trainer_state: dict) -> None:
         """Called on every process; the main process writes everything, every process's RNG
         state included (gathered), so other processes need no disk of their own (other pods)."""
         acc = self.accelerator
-        rng_states = gather_object([_rng_state()])
+        rng_states = rankwire.all_gather_state(_rng_state(), acc.device)
         if acc.is_main_process:
             tmp, final = self.root / f".tmp-step-{step}", self.root / f"step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -84,20 +98,19 @@ class Checkpoints:
 
     def _read(self, directory: Path, ranks: list[int]) -> dict:
         """A checkpoint's files: the state, the trainer state, and the RNG states of `ranks`."""
-        rng = {rank: torch.load(path, weights_only=False) for rank in ranks
+        rng = {rank: _load(path) for rank in ranks
                if (path := directory / f"rng-{rank}.pt").is_file()}  # absent: fewer processes before
-        return {"state": torch.load(directory / STATE_FILE, weights_only=False), "rng": rng,
+        return {"state": _load(directory / STATE_FILE), "rng": rng,
                 "trainer": json.loads((directory / TRAINER_FILE).read_text(encoding="utf-8"))}
 
     def _read_everywhere(self, directory: Path) -> dict:
         """Each process reads the checkpoint itself when all of them see it (one node, or a
         shared volume); else the main process reads it and sends it to the others."""
         acc = self.accelerator
-        if all(gather_object([(directory / STATE_FILE).is_file()])):
+        if all(rankwire.all_gather_json((directory / STATE_FILE).is_file(), acc.device)):
             return self._read(directory, [acc.process_index])
         payload = self._read(directory, list(range(acc.num_processes))) if acc.is_main_process else None
-        (payload,) = broadcast_object_list([payload])
-        return payload
+        return rankwire.broadcast_state(payload, acc.device)
 
     def load(self, directory: Path, model, optimizer, scheduler) -> dict:
         """Restores a checkpoint into the (unwrapped) model, optimizer, scheduler and RNG; returns the trainer state."""

@@ -18,6 +18,7 @@ from accelerate.utils import set_seed
 from kubetune_api import layout
 from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.training import TrainingConfig
+from kubetune_trainer import rendezvous
 from kubetune_trainer.allocator import allocator_in_use
 from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.checks import check_training
@@ -100,6 +101,7 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     # cpu=True without CUDA: several processes then join over gloo (Accelerate only looks for
     # a CPU process group when told so).
     accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
+    rendezvous.verify(accelerator.device)  # before anything moves between the processes
     main, lineage = accelerator.is_main_process, None
     if main:  # final=True: past the reporter's rate limit, so the status has it from the start
         lineage = training_lineage(config, library_versions("accelerate"))

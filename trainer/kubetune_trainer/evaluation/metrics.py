@@ -1,18 +1,35 @@
 """Metrics loaded through the `evaluate` package (the built-in ones are the tasks' own,
 kubetune_trainer.evaluation.tasks).
 
-Metric names are resolved before any model loads, so an unknown name (or a Hub metric that
-cannot be fetched) fails the run at once. Light to import: no torch.
+`evaluate.load` runs the metric's script (from the Hub, or a local path): code chosen by
+whoever names the metric. So only the names the operator's allowlist holds
+(wire.ENV_ALLOWED_EVALUATE_METRICS, empty by default) load that way; any other name that is not
+built in is refused. Metric names are resolved before any model loads, so such a name (or an
+allowed metric that cannot be fetched) fails the run at once. Light to import: no torch.
 """
 from __future__ import annotations
 
+import os
+
+from kubetune_api import wire
 from kubetune_api.catalog import BUILTIN_METRICS, hub_metric_names
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.errors import MetricError
 
 
+def allowed_evaluate_metrics() -> frozenset[str]:
+    """The metric names the operator allows through `evaluate` (comma-separated in the env)."""
+    return frozenset(n.strip() for n in os.environ.get(wire.ENV_ALLOWED_EVALUATE_METRICS, "").split(",") if n.strip())
+
+
 def load_hub_metric(name: str):
-    """An `evaluate` metric; needs the Hugging Face Hub unless it is cached."""
+    """An allowed `evaluate` metric; needs the Hugging Face Hub unless it is cached."""
+    if name not in allowed_evaluate_metrics():
+        raise MetricError(
+            f"metric {name!r} is not built in, and loading it through the evaluate package (which runs the metric's "
+            f"script) is not allowed here: the cluster's allowlist ({wire.ENV_ALLOWED_EVALUATE_METRICS}) does not "
+            f"name it. Built-in metrics: {', '.join(BUILTIN_METRICS)}"
+        )
     import evaluate
 
     try:
