@@ -56,6 +56,8 @@ OPTIONAL = {
     "monitoring.coreos.com/v1": [("ServiceMonitor", "servicemonitors", True), ("PodMonitor", "podmonitors", True),
                                  ("PrometheusRule", "prometheusrules", True)],
     "kubetune.io/v1alpha1": [("FineTuneJob", "finetunejobs", True), ("EvalJob", "evaljobs", True)],
+    "cert-manager.io/v1": [("Certificate", "certificates", True), ("Issuer", "issuers", True),
+                           ("ClusterIssuer", "clusterissuers", False)],
 }
 
 

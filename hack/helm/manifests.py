@@ -1,8 +1,10 @@
 """Renders charts/kubetune into manifests/, the kustomize base (`make manifests`).
 
 The chart is the one source of truth: `helm template kubetune charts/kubetune -n kubetune-system`
-with default values (through hack/helm/helm.py, i.e. helm-sdkpy), split into one file per
-CRD and per chart template, plus the kubetune-system Namespace and kustomization.yaml.
+with default values but one (through hack/helm/helm.py, i.e. helm-sdkpy), split into one file
+per CRD and per chart template, plus the kubetune-system Namespace and kustomization.yaml. The
+one: the webhook's certificate comes from cert-manager (webhook.certManager.enabled), since the
+chart's own (genCA) would be a new CA at every render and a private key in Git.
 `--check` exits 1 when manifests/ differs from what the chart renders (tests/chart checks
 it too). Runs under .venv (PyYAML); helm.py runs under .venv-helm.
 """
@@ -22,8 +24,11 @@ CHART = ROOT / "charts" / "kubetune"
 OUT = ROOT / "manifests"
 HELM_PYTHON = Path(os.environ.get("KUBETUNE_HELM_PYTHON", ROOT / ".venv-helm" / "bin" / "python"))
 RELEASE, NAMESPACE = "kubetune", "kubetune-system"
+# The webhook's certificate from cert-manager (which must be installed): deterministic, no key in Git.
+VALUES = ["--set-json", "webhook.certManager.enabled=true", "--api-versions", "cert-manager.io/v1"]
 HEADER = ("# Generated from charts/kubetune by `make manifests` (helm template {release} -n {namespace},\n"
-          "# default values). Do not edit: change the chart and run `make manifests`.\n")
+          "# default values but webhook.certManager.enabled=true: cert-manager issues the webhook's\n"
+          "# certificate). Do not edit: change the chart and run `make manifests`.\n")
 
 NAMESPACE_DOC = {"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/name": "kubetune"}}}
@@ -55,7 +60,7 @@ def rendered() -> dict[str, str]:
     """Relative path under manifests/ -> file text."""
     header = HEADER.format(release=RELEASE, namespace=NAMESPACE)
     files: dict[str, list[str]] = {}
-    for source, body in split_sources(helm("template", RELEASE, str(CHART), "-n", NAMESPACE)):
+    for source, body in split_sources(helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *VALUES)):
         obj = yaml.safe_load(body)
         if obj["kind"] == "CustomResourceDefinition":
             path = f"crds/{obj['metadata']['name']}.yaml"
@@ -67,7 +72,8 @@ def rendered() -> dict[str, str]:
     kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                      "resources": list(out)}
     out["kustomization.yaml"] = (header + "# `kubectl apply -k manifests/` installs the CRDs, the namespace, RBAC,\n"
-                                 "# the operator Deployment and its metrics Service.\n"
+                                 "# the operator Deployment, its Services, the webhook configuration and\n"
+                                 "# its cert-manager Certificate and Issuer (cert-manager must be installed).\n"
                                  + yaml.safe_dump(kustomization, sort_keys=False))
     return out
 

@@ -7,7 +7,7 @@ import logging
 
 import kopf
 
-from kubetune_operator import webhook
+from kubetune_operator import identity, webhook
 from kubetune_operator.settings import OperatorSettings
 
 
@@ -17,18 +17,44 @@ def _webhook_flags(parser: argparse.ArgumentParser, defaults: OperatorSettings) 
                        help="HTTPS port of the webhook (env KUBETUNE_WEBHOOK_PORT); 0 (default) disables it")
     group.add_argument("--webhook-address", default=defaults.webhook_address, help="bind address (env KUBETUNE_WEBHOOK_ADDRESS)")
     group.add_argument("--webhook-host", default=defaults.webhook_host,
-                       help="the API server calls https://HOST:PORT: an operator outside the cluster or on the host network "
-                            "(env KUBETUNE_WEBHOOK_HOST)")
+                       help="the API server calls https://HOST:PORT: an operator outside the cluster "
+                            "(env KUBETUNE_WEBHOOK_HOST); self-managed mode only")
     group.add_argument("--webhook-service", default=defaults.webhook_service, metavar="NAMESPACE/NAME[:PORT]",
                        help="the API server calls the webhook through this Service, port 443 unless given "
-                            "(env KUBETUNE_WEBHOOK_SERVICE)")
+                            "(env KUBETUNE_WEBHOOK_SERVICE); self-managed mode only")
+    group.add_argument("--webhook-cert-file", default=defaults.webhook_cert_file, metavar="PEM",
+                       help="serving certificate (the chart's Secret, mounted; env KUBETUNE_WEBHOOK_CERT_FILE): with "
+                            "--webhook-key-file the operator serves with it and never touches the "
+                            "ValidatingWebhookConfiguration, which the installer owns")
+    group.add_argument("--webhook-key-file", default=defaults.webhook_key_file, metavar="PEM",
+                       help="its private key (env KUBETUNE_WEBHOOK_KEY_FILE)")
     group.add_argument("--webhook-configuration", default=defaults.webhook_configuration,
-                       help="name of the ValidatingWebhookConfiguration the operator keeps (env KUBETUNE_WEBHOOK_CONFIGURATION)")
+                       help="without a certificate file (development: an operator outside the cluster), the "
+                            "ValidatingWebhookConfiguration the operator points at itself with its own CA "
+                            "(env KUBETUNE_WEBHOOK_CONFIGURATION)")
     group.add_argument("--webhook-failure-policy", choices=webhook.FAILURE_POLICIES, default=defaults.webhook_failure_policy,
                        help="what the API server does when the webhook cannot answer: Fail refuses, Ignore admits "
                             "(env KUBETUNE_WEBHOOK_FAILURE_POLICY)")
     group.add_argument("--webhook-timeout", type=int, default=defaults.webhook_timeout,
                        help="seconds the API server waits for an answer, 1-30 (env KUBETUNE_WEBHOOK_TIMEOUT)")
+
+
+def _check_webhook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.webhook_failure_policy not in webhook.FAILURE_POLICIES:
+        parser.error(f"--webhook-failure-policy must be one of {', '.join(webhook.FAILURE_POLICIES)}")
+    if not 1 <= args.webhook_timeout <= 30:
+        parser.error("--webhook-timeout must be between 1 and 30 seconds")
+    if bool(args.webhook_cert_file) != bool(args.webhook_key_file):
+        parser.error("--webhook-cert-file and --webhook-key-file go together")
+    if args.webhook_cert_file:
+        if args.webhook_host or args.webhook_service:
+            parser.error("--webhook-host and --webhook-service are for the self-managed mode: with "
+                         "--webhook-cert-file the ValidatingWebhookConfiguration is the installer's")
+        return
+    try:
+        webhook.Target.parse(args.webhook_port, args.webhook_host, args.webhook_service)
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def parse_args(argv: list[str] | None = None) -> OperatorSettings:
@@ -46,24 +72,45 @@ def parse_args(argv: list[str] | None = None) -> OperatorSettings:
                         help="price of one GPU-hour for status.usage.estimatedCost (env KUBETUNE_GPU_HOUR_PRICE); default: no cost")
     parser.add_argument("--currency", default=defaults.currency, help="currency of that price (env KUBETUNE_CURRENCY)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
+    parser.add_argument("--operator-username", default=defaults.operator_username,
+                        help="the operator's own username, the only one the status webhook lets write a job's status "
+                             "(env KUBETUNE_OPERATOR_USERNAME); default: from its credentials (a ServiceAccount "
+                             "token's subject or a client certificate's CN)")
     _webhook_flags(parser, defaults)
     args = parser.parse_args(argv)
     if args.webhook_port:
-        if args.webhook_failure_policy not in webhook.FAILURE_POLICIES:
-            parser.error(f"--webhook-failure-policy must be one of {', '.join(webhook.FAILURE_POLICIES)}")
-        if not 1 <= args.webhook_timeout <= 30:
-            parser.error("--webhook-timeout must be between 1 and 30 seconds")
-        try:
-            webhook.Target.parse(args.webhook_port, args.webhook_host, args.webhook_service)
-        except ValueError as error:
-            parser.error(str(error))
+        _check_webhook(parser, args)
     return OperatorSettings(namespaces=args.namespace, metrics_port=args.metrics_port, metrics_address=args.metrics_address,
                             health_port=args.health_port, trainer_image=args.trainer_image, workers=args.workers,
                             gpu_hour_price=args.gpu_hour_price, currency=args.currency, verbose=args.verbose,
                             webhook_port=args.webhook_port, webhook_address=args.webhook_address,
                             webhook_host=args.webhook_host, webhook_service=args.webhook_service,
                             webhook_configuration=args.webhook_configuration,
-                            webhook_failure_policy=args.webhook_failure_policy, webhook_timeout=args.webhook_timeout)
+                            webhook_failure_policy=args.webhook_failure_policy, webhook_timeout=args.webhook_timeout,
+                            webhook_cert_file=args.webhook_cert_file, webhook_key_file=args.webhook_key_file,
+                            operator_username=args.operator_username)
+
+
+def resolve_identity(settings: OperatorSettings) -> OperatorSettings:
+    """settings with the operator's username (identity.py); exits when the status webhook is on
+    and nothing says who the operator is (it would refuse the operator's own status writes)."""
+    settings = identity.with_username(settings)
+    if settings.operator_username:
+        logging.getLogger("kubetune.operator").info(f"the operator's username: {settings.operator_username}")
+    elif settings.webhook_port:
+        raise SystemExit("kubetune-operator: its credentials do not say its username (neither a ServiceAccount "
+                         "token nor a client certificate): set --operator-username or KUBETUNE_OPERATOR_USERNAME, "
+                         "which the status webhook lets alone write a job's status")
+    return settings
+
+
+def _install_webhook_server() -> None:
+    """The webhook's handlers (admission.py) and its server: the chart's certificate or the
+    self-managed mode, webhook.server's choice."""
+    from kubetune_operator import admission
+
+    status_id = getattr(admission, "STATUS_HANDLER_ID", webhook.STATUS_HANDLER_ID)
+    admission.server = lambda config: webhook.server(config, admission.HANDLER_IDS, status_id)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from kubetune_operator import handlers  # noqa: F401  registers the handlers
     if settings.webhook_port:
-        from kubetune_operator import admission  # noqa: F401  registers the validating webhook
+        _install_webhook_server()
+    settings = resolve_identity(settings)
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     asyncio.run(kopf.operator(

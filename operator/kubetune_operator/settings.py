@@ -43,3 +43,11 @@ class OperatorSettings:
         default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_CONFIGURATION", "kubetune-operator"))
     webhook_failure_policy: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_FAILURE_POLICY", "Fail"))
     webhook_timeout: int = field(default_factory=lambda: _env_int("KUBETUNE_WEBHOOK_TIMEOUT", 10))
+    # The serving certificate and key the chart mounts (its Secret): with both, the operator
+    # serves with them and leaves the ValidatingWebhookConfiguration (the chart's) alone;
+    # without, it makes its own CA and keeps the configuration (outside a cluster: development).
+    webhook_cert_file: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_CERT_FILE", ""))
+    webhook_key_file: str = field(default_factory=lambda: os.environ.get("KUBETUNE_WEBHOOK_KEY_FILE", ""))
+    # The operator's own user as the API server names it (the status webhook lets only it write
+    # status); empty: derived from the credentials it loaded at startup (identity.py).
+    operator_username: str = field(default_factory=lambda: os.environ.get("KUBETUNE_OPERATOR_USERNAME", ""))

@@ -1,12 +1,20 @@
-"""The admission webhook's endpoint: kopf's HTTPS server with a certificate from a CA the
-operator makes at startup, and the ValidatingWebhookConfiguration that points the API server
-at it (rules, failurePolicy, timeout and the CA bundle), kept while the operator runs.
+"""The admission webhook's endpoint: kopf's HTTPS server, and how the API server is told of it.
 
-The operator patches the configuration's `webhooks` when it starts serving and empties them
-when it stops, so a stopped operator leaves no webhook behind for the API server to call. The
-object itself belongs to the chart (`helm uninstall` deletes it); when absent, the operator
-creates it (with credentials that may). The CA's key lives only in memory, for one signature:
-nothing can issue another certificate the webhook would accept, and a restart makes new ones.
+Two modes:
+
+- **In a cluster (the chart)**: the chart owns the whole ValidatingWebhookConfiguration (rules,
+  failurePolicy, timeout, caBundle) and the serving certificate (a Secret it generates, or
+  cert-manager's), mounted into the pod; the operator serves with that certificate and key
+  (`--webhook-cert-file`, `--webhook-key-file`; kopf re-reads them when they change) and never
+  reads, patches or clears any webhook configuration. It needs no RBAC on them at all, and a
+  restart or an upgrade leaves the webhooks registered: while no operator answers, the API
+  server applies failurePolicy (with Fail, the chart's default, creates and updates of jobs
+  and every status write wait for the operator to be back; that is the point).
+- **Self-managed (development, tests: an operator outside the cluster, `--webhook-host`)**:
+  the operator makes a CA and a serving certificate at startup and patches the webhooks into
+  the configuration (creating it when absent). The CA's key lives only in memory, for one
+  signature. It does not clear them when it stops either: a stopped operator with
+  failurePolicy Fail refuses applies until it is back, as in the cluster.
 """
 from __future__ import annotations
 
@@ -28,8 +36,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes.client.rest import ApiException
 
 import kubetune_api as api
+from kubetune_operator.settings import OperatorSettings
 
 log = logging.getLogger("kubetune.operator")
+STATUS_HANDLER_ID = "validate-status"  # admission.py's handler of the status subresources (its URL path)
 FAILURE_POLICIES = ("Fail", "Ignore")
 CERT_DAYS = 3650  # one certificate per operator process; it ends with the process anyway
 MERGE_PATCH = "application/merge-patch+json"  # replaces the webhooks list as a whole
@@ -125,21 +135,30 @@ def certificates(hostnames: Collection[str], password: Optional[str] = None) -> 
     return cert.public_bytes(pem), key_pem, ca.public_bytes(pem)
 
 
+def _hook(name: str, rule: dict[str, Any], client_config: dict[str, Any], failure_policy: str,
+          timeout_seconds: int) -> dict[str, Any]:
+    return {"name": name, "rules": [rule], "clientConfig": client_config, "failurePolicy": failure_policy,
+            "matchPolicy": "Equivalent", "sideEffects": "None", "timeoutSeconds": timeout_seconds,
+            "admissionReviewVersions": ["v1"]}
+
+
 def webhooks(target: Target, handler_ids: dict[str, str], ca_bundle: bytes, failure_policy: str,
-             timeout_seconds: int) -> list[dict[str, Any]]:
-    """One webhook per plural: CREATE and UPDATE of the main resource only (never its status
-    subresource, which the operator and the pods write), answered by the handler of that id."""
-    return [{
-        "name": f"{plural}.{api.GROUP}",
-        "rules": [{"apiGroups": [api.GROUP], "apiVersions": [api.VERSION], "resources": [plural],
-                   "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
-        "clientConfig": target.client_config(f"/{handler_id}", ca_bundle),
-        "failurePolicy": failure_policy,
-        "matchPolicy": "Equivalent",
-        "sideEffects": "None",
-        "timeoutSeconds": timeout_seconds,
-        "admissionReviewVersions": ["v1"],
-    } for plural, handler_id in handler_ids.items()]
+             timeout_seconds: int, status_handler_id: str = "") -> list[dict[str, Any]]:
+    """One webhook per plural: CREATE and UPDATE of the main resource, answered by the handler
+    of that id; with `status_handler_id`, one more (`status.kubetune.io`) for UPDATE of every
+    plural's status subresource, which only the operator may write. The chart renders the same
+    (charts/kubetune/templates/webhook.yaml; tests/chart compares them)."""
+    def rule(resources: list[str], operations: list[str]) -> dict[str, Any]:
+        return {"apiGroups": [api.GROUP], "apiVersions": [api.VERSION], "resources": resources,
+                "operations": operations, "scope": "Namespaced"}
+
+    hooks = [_hook(f"{plural}.{api.GROUP}", rule([plural], ["CREATE", "UPDATE"]),
+                   target.client_config(f"/{handler_id}", ca_bundle), failure_policy, timeout_seconds)
+             for plural, handler_id in handler_ids.items()]
+    if status_handler_id:
+        hooks.append(_hook(f"status.{api.GROUP}", rule([f"{plural}/status" for plural in handler_ids], ["UPDATE"]),
+                           target.client_config(f"/{status_handler_id}", ca_bundle), failure_policy, timeout_seconds))
+    return hooks
 
 
 def apply_configuration(name: str, hooks: list[dict[str, Any]]) -> None:
@@ -157,24 +176,17 @@ def apply_configuration(name: str, hooks: list[dict[str, Any]]) -> None:
         "webhooks": hooks})
 
 
-def clear_configuration(name: str) -> None:
-    """Removes the webhooks (keeps the object, which may belong to the chart)."""
-    try:
-        kubernetes.client.AdmissionregistrationV1Api().patch_validating_webhook_configuration(
-            name, {"webhooks": []}, _content_type=MERGE_PATCH, _request_timeout=10)
-    except Exception as exc:  # noqa: BLE001 - at shutdown: say so and go on stopping
-        log.warning(f"could not remove the webhooks of ValidatingWebhookConfiguration {name}: {exc}")
-
-
 class ManagedWebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, with a certificate from its own CA, that keeps the
-    ValidatingWebhookConfiguration `configuration` pointing at itself while it serves."""
+    """Self-managed (development): kopf's webhook server, with a certificate from its own CA,
+    that points the ValidatingWebhookConfiguration `configuration` at itself when it starts
+    serving, and leaves it so when it stops."""
 
     def __init__(self, *, target: Target, configuration: str, handler_ids: dict[str, str], failure_policy: str,
-                 timeout_seconds: int, addr: str) -> None:
+                 timeout_seconds: int, addr: str, status_handler_id: str = STATUS_HANDLER_ID) -> None:
         names = target.hostnames()
         super().__init__(addr=addr, port=target.port, host=names[0], extra_sans=names[1:])
         self.target, self.configuration, self.handler_ids = target, configuration, handler_ids
+        self.status_handler_id = status_handler_id
         self.failure_policy, self.timeout_seconds = failure_policy, timeout_seconds
         self.ca_pem: Optional[bytes] = None
 
@@ -184,17 +196,27 @@ class ManagedWebhookServer(kopf.WebhookServer):
         return cert, key
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        applied = False
-        try:
-            async for client_config in super().__call__(fn):
-                assert self.ca_pem is not None, "the server made no certificate"
-                hooks = webhooks(self.target, self.handler_ids, self.ca_pem, self.failure_policy, self.timeout_seconds)
-                await asyncio.to_thread(apply_configuration, self.configuration, hooks)
-                applied = True
-                log.info(f"validating webhook at {hooks[0]['clientConfig'].get('url') or self.target.service_name} "
-                         f"(ValidatingWebhookConfiguration {self.configuration}, failurePolicy {self.failure_policy})")
-                yield client_config
-        finally:
-            if applied:
-                clear_configuration(self.configuration)  # blocking, once, at shutdown
-                log.info(f"removed the webhooks of ValidatingWebhookConfiguration {self.configuration}")
+        async for client_config in super().__call__(fn):
+            assert self.ca_pem is not None, "the server made no certificate"
+            hooks = webhooks(self.target, self.handler_ids, self.ca_pem, self.failure_policy, self.timeout_seconds,
+                             self.status_handler_id)
+            await asyncio.to_thread(apply_configuration, self.configuration, hooks)
+            log.info(f"validating webhook at {hooks[0]['clientConfig'].get('url') or self.target.service_name} "
+                     f"(ValidatingWebhookConfiguration {self.configuration}, failurePolicy {self.failure_policy}; "
+                     f"kept when the operator stops)")
+            yield client_config
+
+
+def server(config: OperatorSettings, handler_ids: dict[str, str],
+           status_handler_id: str = STATUS_HANDLER_ID) -> kopf.WebhookServer:
+    """The webhook server for these settings: with a certificate and key (the chart's), kopf's
+    own server on them and nothing else; without, the self-managed ManagedWebhookServer."""
+    if config.webhook_cert_file and config.webhook_key_file:
+        log.info(f"validating webhook on port {config.webhook_port} with the certificate {config.webhook_cert_file}; "
+                 f"its ValidatingWebhookConfiguration is the installer's (the operator leaves it alone)")
+        return kopf.WebhookServer(addr=config.webhook_address, port=config.webhook_port,
+                                  certfile=config.webhook_cert_file, pkeyfile=config.webhook_key_file)
+    target = Target.parse(config.webhook_port, config.webhook_host, config.webhook_service)
+    return ManagedWebhookServer(target=target, configuration=config.webhook_configuration, handler_ids=handler_ids,
+                                failure_policy=config.webhook_failure_policy, timeout_seconds=config.webhook_timeout,
+                                addr=config.webhook_address, status_handler_id=status_handler_id)

@@ -10,11 +10,13 @@ import yaml
 
 from conftest import CHART, MONITORING, ROOT, TOGGLES, by_kind, helm, notes, one, rejected, render
 
-DEFAULT_KINDS = {"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
-                 "Service": 2, "Deployment": 1, "ValidatingWebhookConfiguration": 1}
-WEBHOOK_ARGS = ["--webhook-port=9443", "--webhook-address=0.0.0.0",
-                "--webhook-service=kubetune-system/kubetune-operator-webhook:443",
-                "--webhook-configuration=kubetune-operator", "--webhook-failure-policy=Fail", "--webhook-timeout=10"]
+DEFAULT_KINDS = {"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1,
+                 "Service": 2, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Secret": 1}
+CERT_MANAGER = "cert-manager.io/v1"
+USERNAME_ARG = "--operator-username=system:serviceaccount:kubetune-system:kubetune-operator"
+# The chart owns the webhook configuration and certificate: the operator only serves.
+WEBHOOK_ARGS = ["--webhook-port=9443", "--webhook-address=0.0.0.0", "--webhook-cert-file=/etc/kubetune/webhook/tls.crt",
+                "--webhook-key-file=/etc/kubetune/webhook/tls.key"]
 
 
 def kinds(objects):
@@ -31,6 +33,11 @@ def service(objects, name="kubetune-operator-metrics"):
 
 def container(objects):
     return one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def operator_role(objects):
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == "kubetune-operator"]
+    return role
 
 
 def test_lint_passes():
@@ -143,7 +150,7 @@ def test_operator_settings_come_from_values():
     assert c["command"] == ["kubetune-operator"]
     assert c["args"] == ["--metrics-port=8080", "--metrics-address=0.0.0.0", "--health-port=8081",
                          "--trainer-image=ghcr.io/kubetune/trainer:0.1.0", "--workers=8", "--currency=USD",
-                         *WEBHOOK_ARGS]
+                         USERNAME_ARG, *WEBHOOK_ARGS]
     c = container(render({"watchNamespaces": ["team-a", "team-b"], "workers": 3, "verbose": True,
                           "trainerImage": "registry.example/trainer:1.2", "metrics": {"port": 9090},
                           "health": {"port": 9091}, "image": {"tag": "0.2.0"},
@@ -152,19 +159,19 @@ def test_operator_settings_come_from_values():
     assert c["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
                          "--metrics-address=0.0.0.0", "--health-port=9091",
                          "--trainer-image=registry.example/trainer:1.2", "--workers=3", "--gpu-hour-price=2.5",
-                         "--currency=EUR", "-v", *WEBHOOK_ARGS]
+                         "--currency=EUR", "-v", USERNAME_ARG, *WEBHOOK_ARGS]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"metrics": 9090, "health": 9091, "webhook": 9443}
 
 
 def test_cluster_wide_rbac_is_one_cluster_role():
     objects = render()
     assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
-    rules = one(objects, "ClusterRole")["rules"]
+    rules = operator_role(objects)["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     for need in [("kubetune.io", "finetunejobs", "watch"), ("kubetune.io", "evaljobs", "create"),
                  ("kubetune.io", "finetunejobs/status", "patch"), ("batch", "jobs", "create"),
-                 ("batch", "jobs", "patch"), ("", "pods", "watch"), ("", "serviceaccounts", "create"),
-                 ("rbac.authorization.k8s.io", "roles", "create"), ("", "events", "create"),
+                 ("batch", "jobs", "patch"), ("", "pods", "watch"), ("", "pods/log", "get"),
+                 ("networking.k8s.io", "networkpolicies", "create"), ("", "events", "create"),
                  ("events.k8s.io", "events", "create"), ("", "namespaces", "watch"), ("", "events", "list")]:
         assert need in granted, need
     # Least privilege: nothing beyond what it uses; no wildcards, secrets, escalate or bind. It
@@ -173,7 +180,8 @@ def test_cluster_wide_rbac_is_one_cluster_role():
     assert not {v for _, _, v in granted} & {"deletecollection", "escalate", "bind", "impersonate"}
     assert {(g, r) for g, r, v in granted if v == "delete"} == {
         ("batch", "jobs"), ("kubetune.io", "finetunejobs"), ("kubetune.io", "evaljobs")}
-    assert not any(r == "secrets" for _, r, _ in granted)
+    assert not {r for _, r, _ in granted} & {"secrets", "pods/exec", "serviceaccounts", "roles", "rolebindings",
+                                             "validatingwebhookconfigurations", "mutatingwebhookconfigurations"}
 
 
 def test_watch_namespaces_get_roles_and_no_cluster_wide_access_to_them():
@@ -183,44 +191,119 @@ def test_watch_namespaces_get_roles_and_no_cluster_wide_access_to_them():
     for binding in by_kind(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kubetune-operator",
                                         "namespace": "kubetune-system"}]
-    cluster_rules = one(objects, "ClusterRole")["rules"]
+    cluster_rules = operator_role(objects)["rules"]
     assert cluster_rules == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
                               "verbs": ["get", "list", "watch"]},
-                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-                             WEBHOOK_RULE]
-    cluster_wide = (["customresourcedefinitions"], ["namespaces"], ["validatingwebhookconfigurations"])
-    assert by_kind(objects, "Role")[0]["rules"] == [r for r in one(render(), "ClusterRole")["rules"]
+                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
+    cluster_wide = (["customresourcedefinitions"], ["namespaces"])
+    assert by_kind(objects, "Role")[0]["rules"] == [r for r in operator_role(render())["rules"]
                                              if r["resources"] not in cluster_wide]
 
 
-WEBHOOK_RULE = {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
-                "resourceNames": ["kubetune-operator"], "verbs": ["get", "patch"]}
+def _pem(b64):
+    import base64
+
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(base64.b64decode(b64))
 
 
-def test_webhook_configuration_belongs_to_the_chart_and_the_operator_may_only_patch_it():
+def test_the_chart_owns_the_whole_webhook_configuration_and_its_certificate():
+    """Rules, failurePolicy, timeout and caBundle are rendered (the same webhooks webhook.py
+    makes in self-managed mode), with a CA and serving certificate in a kubernetes.io/tls
+    Secret mounted into the operator, which has no RBAC on any webhook configuration."""
+    from cryptography.x509 import DNSName, SubjectAlternativeName
+
+    from kubetune_operator import admission, webhook
+
     objects = render()
     vwc = one(objects, "ValidatingWebhookConfiguration")
-    # No webhooks: the operator sets them (with its CA) while it runs, so a stopped operator
-    # leaves none behind and `helm uninstall` deletes the object.
-    assert vwc["metadata"]["name"] == "kubetune-operator" and "webhooks" not in vwc
-    assert WEBHOOK_RULE in one(objects, "ClusterRole")["rules"]
+    secret = one(objects, "Secret")
+    assert (secret["metadata"]["name"], secret["type"]) == ("kubetune-operator-webhook-tls", "kubernetes.io/tls")
+    assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    target = webhook.Target.parse(9443, service="kubetune-system/kubetune-operator-webhook")
+    expected = webhook.webhooks(target, admission.HANDLER_IDS, b"", "Fail", 10, admission.STATUS_HANDLER_ID)
+    for hook in expected:
+        hook["clientConfig"]["caBundle"] = secret["data"]["ca.crt"]
+    assert vwc["webhooks"] == expected
+    assert [h["name"] for h in vwc["webhooks"]] == ["finetunejobs.kubetune.io", "evaljobs.kubetune.io",
+                                                   "status.kubetune.io"]
+    ca, cert = _pem(secret["data"]["ca.crt"]), _pem(secret["data"]["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(SubjectAlternativeName).value.get_values_for_type(DNSName)
+    assert "kubetune-operator-webhook.kubetune-system.svc" in sans
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "webhook-tls", "secret": {"secretName": "kubetune-operator-webhook-tls", "defaultMode": 0o444}} \
+        in pod["volumes"]
+    assert {"name": "webhook-tls", "mountPath": "/etc/kubetune/webhook", "readOnly": True} \
+        in pod["containers"][0]["volumeMounts"]
+    assert not any(r for r in operator_role(objects)["rules"] if "admissionregistration.k8s.io" in r["apiGroups"])
     webhook_svc = service(objects, "kubetune-operator-webhook")
     assert webhook_svc["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
     assert webhook_svc["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def test_the_operator_is_ready_when_its_webhook_listens():
+    c = container(render())
+    assert c["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    off = container(render({"webhook": {"enabled": False}}))
+    assert off["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
 def test_webhook_values():
-    args = container(render({"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 3, "port": 10443,
-                                         "service": {"port": 8443}}}))["args"]
-    assert "--webhook-failure-policy=Ignore" in args and "--webhook-timeout=3" in args and "--webhook-port=10443" in args
-    assert "--webhook-service=kubetune-system/kubetune-operator-webhook:8443" in args
+    objects = render({"webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 3, "port": 10443,
+                                  "service": {"port": 8443}}})
+    assert "--webhook-port=10443" in container(objects)["args"]
+    for hook in one(objects, "ValidatingWebhookConfiguration")["webhooks"]:
+        assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["clientConfig"]["service"]["port"]) == \
+            ("Ignore", 3, 8443)
     on_host = render({"webhook": {"host": "127.0.0.1"}})  # an operator on the host network: no Service
-    assert "--webhook-host=127.0.0.1" in container(on_host)["args"]
+    hooks = one(on_host, "ValidatingWebhookConfiguration")["webhooks"]
+    assert [h["clientConfig"]["url"] for h in hooks] == [
+        "https://127.0.0.1:9443/validate-finetunejob", "https://127.0.0.1:9443/validate-evaljob",
+        "https://127.0.0.1:9443/validate-status"]
     assert [s["metadata"]["name"] for s in by_kind(on_host, "Service")] == ["kubetune-operator-metrics"]
+    assert not [a for a in container(on_host)["args"] if a.startswith(("--webhook-host", "--webhook-service"))]
     off = render({"webhook": {"enabled": False}})
     assert not by_kind(off, "ValidatingWebhookConfiguration") and len(by_kind(off, "Service")) == 1
+    assert not by_kind(off, "Secret")
     assert not [a for a in container(off)["args"] if a.startswith("--webhook")]
-    assert WEBHOOK_RULE not in one(off, "ClusterRole")["rules"]
+    assert USERNAME_ARG in container(off)["args"]
+
+
+def test_cert_manager_issues_the_certificate_and_injects_the_ca():
+    objects = render({"webhook": {"certManager": {"enabled": True}}}, api_versions=(CERT_MANAGER,))
+    assert not by_kind(objects, "Secret")  # cert-manager writes it
+    cert = one(objects, "Certificate")
+    assert cert["spec"]["secretName"] == "kubetune-operator-webhook-tls"
+    assert cert["spec"]["dnsNames"] == ["kubetune-operator-webhook.kubetune-system.svc",
+                                        "kubetune-operator-webhook.kubetune-system.svc.cluster.local"]
+    assert cert["spec"]["issuerRef"] == {"name": "kubetune-operator-webhook", "kind": "Issuer", "group": "cert-manager.io"}
+    assert one(objects, "Issuer")["spec"] == {"selfSigned": {}}
+    vwc = one(objects, "ValidatingWebhookConfiguration")
+    assert vwc["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "kubetune-system/kubetune-operator-webhook"}
+    assert all("caBundle" not in h["clientConfig"] for h in vwc["webhooks"]) and len(vwc["webhooks"]) == 3
+    assert container(objects)["args"][-4:] == WEBHOOK_ARGS
+    own = render({"webhook": {"certManager": {"enabled": True, "issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}}}},
+                 api_versions=(CERT_MANAGER,))
+    assert not by_kind(own, "Issuer")
+    assert one(own, "Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer",
+                                                           "group": "cert-manager.io"}
+
+
+def test_tenant_roles_aggregate_into_edit_and_view_without_status():
+    roles = {r["metadata"]["name"]: r for r in by_kind(render(), "ClusterRole")}
+    edit, view = roles["kubetune-edit"], roles["kubetune-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    for role in (edit, view):
+        resources = {r for rule in role["rules"] for r in rule["resources"]}
+        assert resources == {"finetunejobs", "evaljobs"}  # never finetunejobs/status, evaljobs/status
+        assert all(rule["apiGroups"] == ["kubetune.io"] for rule in role["rules"])
+    assert {"create", "patch", "delete"} <= {v for rule in edit["rules"] for v in rule["verbs"]}
+    assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    assert [r["metadata"]["name"] for r in by_kind(render({"rbac": {"tenantRoles": False}}), "ClusterRole")] == [
+        "kubetune-operator"]
 
 
 def test_replica_count_zero_stops_the_operator():
@@ -240,8 +323,9 @@ def test_replica_count_zero_stops_the_operator():
     ({"pricing": {"gpuHour": "cheap"}}, "/pricing/gpuHour"),
     ({"webhook": {"failurePolicy": "Maybe"}}, "/webhook/failurePolicy"),
     ({"webhook": {"timeoutSeconds": 60}}, "/webhook/timeoutSeconds"),
+    ({"webhook": {"certManager": {"issuerRef": {"kind": "Vault"}}}}, "/webhook/certManager/issuerRef/kind"),
 ], ids=["workers-type", "unknown-key", "two-replicas", "port-range", "nested-typo", "enum", "namespace-name",
-        "bool", "empty-image", "price-type", "failure-policy", "webhook-timeout"])
+        "bool", "empty-image", "price-type", "failure-policy", "webhook-timeout", "issuer-kind"])
 def test_values_outside_the_schema_fail_with_the_field_named(values, field):
     error = rejected(values)
     assert "schema" in error and field in error, error
@@ -262,14 +346,16 @@ def _manifests_module():
 
 
 def test_manifests_are_rendered_from_the_chart():
-    """manifests/ (the kustomize base) is `make manifests`: the chart with default values."""
+    """manifests/ (the kustomize base) is `make manifests`: the chart with default values, but
+    cert-manager's webhook certificate (deterministic; no private key in Git)."""
     module = _manifests_module()
     problems = module.stale(module.rendered(), module.on_disk())
     assert not problems, "manifests/ is stale: run `make manifests`\n" + "\n".join(problems)
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     listed = {obj["kind"] for path in kustomization["resources"]
               for obj in yaml.safe_load_all((ROOT / "manifests" / path).read_text()) if obj}
-    assert listed == {"Namespace", *DEFAULT_KINDS}
+    assert listed == {"Namespace", "Certificate", "Issuer", *DEFAULT_KINDS} - {"Secret"}
+    assert not [p for p in (ROOT / "manifests").rglob("*.yaml") if "PRIVATE KEY" in p.read_text() or "kind: Secret" in p.read_text()]
 
 
 def test_node_agent_runs_operator_images_from_the_operator_venv():

@@ -1,9 +1,11 @@
 """The webhook's certificate (a CA of its own, checked by a real TLS handshake), the
 ValidatingWebhookConfiguration it keeps, and the operator's webhook flags."""
+import asyncio
 import socket
 import ssl
 import threading
 
+import kopf
 import pytest
 
 from kubetune_operator import webhook
@@ -92,3 +94,104 @@ def test_webhook_flags():
                 ["--webhook-failure-policy", "Sometimes"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
+
+
+def test_the_status_webhook_guards_status_updates_of_both_kinds():
+    target = webhook.Target.parse(9443, service="kubetune-system/kubetune-operator-webhook")
+    ids = {"finetunejobs": "validate-finetunejob", "evaljobs": "validate-evaljob"}
+    *_, status = webhook.webhooks(target, ids, b"CA", "Fail", 10, status_handler_id=webhook.STATUS_HANDLER_ID)
+    assert status["name"] == "status.kubetune.io"
+    assert status["rules"] == [{"apiGroups": ["kubetune.io"], "apiVersions": ["v1alpha1"],
+                                "resources": ["finetunejobs/status", "evaljobs/status"], "operations": ["UPDATE"],
+                                "scope": "Namespaced"}]
+    assert status["clientConfig"]["service"]["path"] == "/validate-status"
+    assert (status["failurePolicy"], status["sideEffects"]) == ("Fail", "None")
+
+
+def test_webhook_cert_flags():
+    settings = parse_args(["--webhook-port", "9443", "--webhook-cert-file", "/certs/tls.crt",
+                           "--webhook-key-file", "/certs/tls.key"])  # no host or service: the chart's configuration
+    assert (settings.webhook_cert_file, settings.webhook_key_file) == ("/certs/tls.crt", "/certs/tls.key")
+    for bad in (["--webhook-port", "9443", "--webhook-cert-file", "/c"],  # a key too
+                ["--webhook-port", "9443", "--webhook-key-file", "/k", "--webhook-host", "h"],
+                ["--webhook-port", "9443", "--webhook-cert-file", "/c", "--webhook-key-file", "/k",
+                 "--webhook-service", "ns/s"]):  # the service is the chart's to name
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_with_a_certificate_the_server_is_kopfs_own_and_touches_no_configuration():
+    ids = {"finetunejobs": "validate-finetunejob"}
+    mounted = parse_args(["--webhook-port", "9443", "--webhook-cert-file", "/c", "--webhook-key-file", "/k"])
+    server = webhook.server(mounted, ids)
+    assert type(server) is kopf.WebhookServer
+    assert (server.certfile, server.pkeyfile, server.port) == ("/c", "/k", 9443)
+    managed = webhook.server(parse_args(["--webhook-port", "19443", "--webhook-host", "127.0.0.1"]), ids)
+    assert isinstance(managed, webhook.ManagedWebhookServer)
+    assert managed.status_handler_id == "validate-status" and managed.configuration == "kubetune-operator"
+
+
+def test_self_managed_sets_its_webhooks_and_leaves_them_when_it_stops(monkeypatch):
+    """A stopped operator's webhooks stay (with failurePolicy Fail, applies wait for it)."""
+    applied = []
+
+    async def serving(self, fn):
+        self.build_certificate(["127.0.0.1"])
+        yield {"url": "https://127.0.0.1:19443"}
+
+    monkeypatch.setattr(kopf.WebhookServer, "__call__", serving)
+    monkeypatch.setattr(webhook, "apply_configuration", lambda name, hooks: applied.append((name, hooks)))
+    monkeypatch.setattr(webhook.kubernetes.client, "AdmissionregistrationV1Api",
+                        lambda: pytest.fail("the operator touched the configuration beyond setting it"))
+    server = webhook.ManagedWebhookServer(
+        target=webhook.Target.parse(19443, host="127.0.0.1"), configuration="kubetune-operator",
+        handler_ids={"finetunejobs": "validate-finetunejob", "evaljobs": "validate-evaljob"},
+        failure_policy="Ignore", timeout_seconds=5, addr="127.0.0.1")
+
+    async def run():
+        return [config async for config in server(None)]
+
+    assert asyncio.run(run()) == [{"url": "https://127.0.0.1:19443"}]
+    ((name, hooks),) = applied  # set once; nothing cleared when serving ended
+    assert name == "kubetune-operator"
+    assert [h["name"] for h in hooks] == ["finetunejobs.kubetune.io", "evaljobs.kubetune.io", "status.kubetune.io"]
+    assert hooks[2]["clientConfig"]["url"] == "https://127.0.0.1:19443/validate-status"
+
+
+def test_the_mounted_certificate_serves_reviews_to_a_client_trusting_the_installers_ca(tmp_path):
+    """The chart's mode end to end: kopf's server on a certificate and key from files (as the
+    Secret is mounted), a strict TLS client trusting only the CA, a review answered."""
+    names = webhook.Target.parse(9443, service="kubetune-system/kubetune-operator-webhook").hostnames()
+    cert, key, ca = webhook.certificates(names + ["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = parse_args(["--webhook-port", str(port), "--webhook-address", "127.0.0.1",
+                           "--webhook-cert-file", str(tmp_path / "tls.crt"),
+                           "--webhook-key-file", str(tmp_path / "tls.key")])
+    seen = []
+
+    async def fn(request, *, webhook=None, **_):
+        seen.append(webhook)
+        return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": {"uid": request["request"]["uid"], "allowed": True}}
+
+    async def run():
+        import aiohttp
+
+        serving = webhook.server(settings, {"finetunejobs": "validate-finetunejob"})(fn)
+        await serving.__anext__()
+        try:
+            client_ssl = ssl.create_default_context(cadata=ca.decode())
+            review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u1"}}
+            async with aiohttp.ClientSession() as session:
+                async with session.post(f"https://127.0.0.1:{port}/validate-status", json=review,
+                                        ssl=client_ssl) as response:
+                    return await response.json()
+        finally:
+            await serving.aclose()
+
+    answer = asyncio.run(run())
+    assert answer["response"] == {"uid": "u1", "allowed": True} and seen == ["validate-status"]

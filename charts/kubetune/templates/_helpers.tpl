@@ -51,8 +51,7 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["kubetune.io"]
   resources: ["evaljobs"]
   verbs: ["get", "list", "watch", "patch", "update", "create", "delete"]
-# The operator creates each job's Role, which grants get/patch on the job's status: RBAC
-# lets it only grant what it holds itself (no escalate/bind needed).
+# The operator alone writes status (the status webhook refuses everyone else).
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs/status", "evaljobs/status"]
   verbs: ["get", "patch", "update"]
@@ -66,11 +65,16 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# What a pod reports: its `kubetune-report` log lines (pods hold no API credentials).
 - apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts"]
+  resources: ["pods/log"]
+  verbs: ["get"]
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["get", "create"]
-- apiGroups: ["rbac.authorization.k8s.io"]
-  resources: ["roles", "rolebindings"]
+# A multi-node attempt's NetworkPolicy (its workers reach each other only).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["get", "create"]
 # list: the Job controller's FailedCreate events say why a Job has no pod.
 - apiGroups: ["", "events.k8s.io"]
@@ -80,4 +84,14 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
   verbs: ["get", "list"]
+{{- end -}}
+
+{{/* The Secret (kubernetes.io/tls) with the webhook's serving certificate, key and CA. */}}
+{{- define "kubetune.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "kubetune.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The operator's username as the API server names it: the status webhook's one writer. */}}
+{{- define "kubetune.operatorUsername" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "kubetune.serviceAccountName" .) -}}
 {{- end -}}
