@@ -212,10 +212,20 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
+def network_policy(meta: dict[str, Any]) -> dict[str, Any]:
+    """The NetworkPolicy of a multi-node FineTuneJob: its pods (any attempt, any rank) accept
+    connections only from pods of the same job in the same namespace, so nothing else reaches
+    the rendezvous or the ranks' collectives (which open ports of their own: no port list)."""
+    job_pods = {"matchLabels": {FINETUNE.label: meta["name"]}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _metadata(meta, FINETUNE),
+            "spec": {"podSelector": job_pods, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": job_pods}]}]}}
+
+
 def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel,
              default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
     """All objects a job needs, in creation order (the Job last, once it can run)."""
-    return [config_map(meta, workload, config), job(meta, workload, placement, default_image)]
+    multinode_policy = [network_policy(meta)] if workload is FINETUNE and placement.resources.nodes > 1 else []
+    return [config_map(meta, workload, config), *multinode_policy, job(meta, workload, placement, default_image)]
 
 
 def evaluation_job_names(parent: str) -> tuple[str, str]:

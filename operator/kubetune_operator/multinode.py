@@ -120,22 +120,6 @@ def worker_job(main_job: dict[str, Any], rank: int, main_ip: str) -> dict[str, A
             "spec": job_spec}
 
 
-def network_policy(meta: dict[str, Any]) -> dict[str, Any]:
-    """The NetworkPolicy of a multi-node FineTuneJob (`meta` its metadata): its pods (any
-    attempt, any rank) accept connections only from pods of the same job in the same namespace,
-    so nothing else reaches the rendezvous or the ranks' collectives (which use ports of their
-    own: no port list). Owned by the FineTuneJob, so deleting it collects the policy."""
-    from kubetune_operator import builders  # builders imports this module
-
-    job_pods = {"matchLabels": {builders.FINETUNE.label: meta["name"]}}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": builders.child_name(meta["name"], builders.FINETUNE), "namespace": meta["namespace"],
-                         "labels": builders.labels(meta["name"], builders.FINETUNE),
-                         "ownerReferences": [builders.owner_reference(meta, builders.FINETUNE)]},
-            "spec": {"podSelector": job_pods, "policyTypes": ["Ingress"],
-                     "ingress": [{"from": [{"podSelector": job_pods}]}]}}
-
-
 def rank_of(obj: dict[str, Any]) -> int:
     """The machine rank of a pod or Job (0 for the rank-0 ones and for single-node jobs)."""
     value = ((obj.get("metadata") or {}).get("labels") or {}).get(RANK_LABEL, "0")

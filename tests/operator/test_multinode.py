@@ -260,7 +260,12 @@ def test_each_attempt_gets_a_random_rendezvous_token_that_every_rank_shares(meta
 
 
 def test_network_policy_admits_only_the_jobs_own_pods(meta, spec_dict):
-    policy = multinode.network_policy(meta)
+    multi = _spec(spec_dict, gpu=0, nodes=2)
+    kinds = [o["kind"] for o in builders.children(meta, builders.FINETUNE, multi, multi.training_config())]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "Job"]  # before any rank can listen
+    single = _spec(spec_dict, gpu=0)
+    assert "NetworkPolicy" not in [o["kind"] for o in builders.children(meta, builders.FINETUNE, single, single.training_config())]
+    policy = builders.network_policy(meta)
     assert policy["kind"] == "NetworkPolicy" and policy["apiVersion"] == "networking.k8s.io/v1"
     assert policy["metadata"]["namespace"] == "team-a" and policy["metadata"]["name"] == "demo-train"
     (owner,) = policy["metadata"]["ownerReferences"]
