@@ -11,13 +11,15 @@
 #   hack/operator.sh kubeconfig  write .cluster/operator.kubeconfig only
 #   hack/operator.sh install-crds DIR  apply the CRDs in DIR and wait until each is Established
 #
-# The validating admission webhook is on: the API server (on this host too) calls the operator
-# at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT. Stopping the operator leaves no webhook that
-# refuses or stalls `kubectl apply`: the operator empties ValidatingWebhookConfiguration
-# kubetune-operator when it stops (and `stop` does too, after a kill -9), and locally its
-# failurePolicy is Ignore with a 5 s timeout, so even webhooks left by a crash only let
-# FineTuneJobs through unchecked (a refused connection fails at once; the operator's own
-# preflight still fails a bad spec without a pod when it is back).
+# The validating admission webhook is on, in its development mode: the operator makes its own
+# CA and points ValidatingWebhookConfiguration kubetune-operator at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT
+# (hack/operator-dev-rbac.yaml lets its ServiceAccount create and patch it; the chart grants
+# no verb on webhook configurations). The webhooks stay when it stops, as in a cluster; locally
+# their failurePolicy is Ignore with a 5 s timeout, so a stopped operator lets applies through
+# unchecked (a refused connection fails at once; the operator's own preflight still fails a bad
+# spec without a pod when it is back, and a spec changed meanwhile never reaches a new attempt).
+# manifests/ holds the in-cluster operator's webhook configuration (a Service, cert-manager's CA):
+# not applied here; the local operator creates its own.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$REPO/.cluster"
@@ -53,9 +55,9 @@ install() {
   install_crds "$REPO/manifests/crds/"
   local files=() f
   for f in "$REPO"/manifests/namespace.yaml "$REPO"/manifests/operator/*.yaml; do
-    [ "$(basename "$f")" = deployment.yaml ] || files+=(-f "$f")
+    case "$(basename "$f")" in deployment.yaml|certificate.yaml|webhook.yaml) ;; *) files+=(-f "$f") ;; esac
   done
-  kubectl apply "${files[@]}" >/dev/null
+  kubectl apply "${files[@]}" -f "$REPO/hack/operator-dev-rbac.yaml" >/dev/null
   # The operator runs here as a local process: the manifests' Deployment would be a second one.
   kubectl -n kubetune-system delete deployment kubetune-operator --ignore-not-found --wait=true >/dev/null
 }
@@ -97,12 +99,7 @@ stop() {
   if running; then
     kill "$(cat "$PIDFILE")"
     for _ in $(seq 1 20); do running || break; sleep 0.5; done
-    if running; then
-      kill -9 "$(cat "$PIDFILE")"
-      # No graceful exit: remove the webhooks it could not.
-      kubectl patch validatingwebhookconfiguration "$WEBHOOK_CONFIGURATION" --type merge \
-        -p '{"webhooks":[]}' >/dev/null 2>&1 || true
-    fi
+    if running; then kill -9 "$(cat "$PIDFILE")"; fi
     echo "operator stopped"
   fi
   rm -f "$PIDFILE"

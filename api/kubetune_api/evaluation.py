@@ -101,7 +101,7 @@ class ExactMatchSpec(ApiModel):
 
 
 DEFAULT_METRICS = ("rouge", "bleu", "exact_match")
-METRICS_DESCRIPTION = "Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice; also reports accuracyNorm, per byte of the option), perplexity; any other name loads through the evaluate package (generation only), which needs the Hugging Face Hub."
+METRICS_DESCRIPTION = "Metric names: rouge, bleu, exact_match, token_f1 (generation), accuracy (multiple-choice; also reports accuracyNorm, per byte of the option), perplexity; any other name loads through the evaluate package (generation only) when the operator allows it by name (KUBETUNE_ALLOWED_EVALUATE_METRICS; refused at apply otherwise), which needs the Hugging Face Hub or its cache."
 # Suite task names: in score keys (<task>/<metric>) and file names (predictions-<task>-<model>.jsonl,
 # so no '-': the task part of a file name stays unambiguous).
 TASK_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_]*[a-z0-9])?$"

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import kopf
 
 import kubetune_api as api
-from kubetune_operator import preflight, webhook
+from kubetune_operator import preflight, shared, webhook
 from kubetune_operator.settings import OperatorSettings
 
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
@@ -30,7 +30,7 @@ def check_spec(kind: str, name: str, spec: dict[str, Any]) -> None:
     """preflight's spec-only checks; raises kopf.AdmissionError naming the reason and field."""
     try:
         if kind == api.EVALJOB_KIND:
-            preflight.validate_eval_spec(name, spec)
+            preflight.validate_eval_spec(name, spec, shared.config.settings.allowed_evaluate_metrics)
         else:
             preflight.validate(name, spec)
     except preflight.Invalid as invalid:
@@ -70,7 +70,7 @@ def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, 
         review(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
-STATUS_HANDLER_ID = "validate-status"
+STATUS_HANDLER_ID = webhook.STATUS_HANDLER_ID
 FORBIDDEN = 403
 
 
@@ -95,12 +95,8 @@ def validate_status(body: kopf.Body, old: Optional[kopf.Body], userinfo: dict[st
                         dict((old or {}).get("status") or {}), dict(body.get("status") or {}))
 
 
-def server(config: OperatorSettings) -> webhook.ManagedWebhookServer:
-    target = webhook.Target.parse(config.webhook_port, config.webhook_host, config.webhook_service)
-    return webhook.ManagedWebhookServer(
-        target=target, configuration=config.webhook_configuration, handler_ids=HANDLER_IDS,
-        failure_policy=config.webhook_failure_policy, timeout_seconds=config.webhook_timeout,
-        addr=config.webhook_address)
+def server(config: OperatorSettings) -> kopf.WebhookServer:
+    return webhook.server(config, HANDLER_IDS, STATUS_HANDLER_ID)
 
 
 @kopf.on.startup()

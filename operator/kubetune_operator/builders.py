@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 from pydantic import BaseModel
@@ -154,9 +154,10 @@ def command(workload: Workload, gpus: int, nodes: int = 1) -> list[str]:
 
 
 def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE,
-        attempt: int = 1, job_suspend_supported: bool = False) -> dict[str, Any]:
+        attempt: int = 1, job_suspend_supported: bool = False, evaluate_metrics: Sequence[str] = ()) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: the operator, not the Job controller, decides
-    whether a failed pod earns another attempt (see attempts.py)."""
+    whether a failed pod earns another attempt (see attempts.py). An evaluator pod may load the
+    `evaluate` metrics the operator allows, and no other."""
     name = child_name(meta["name"], workload)
     nodes = spec.resources.nodes if workload is FINETUNE else 1  # rank 0; the operator adds the others
     pod_labels = {**labels(meta["name"], workload), ATTEMPT_LABEL: str(attempt),
@@ -175,7 +176,9 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
         "image": spec.image or default_image,
         "imagePullPolicy": spec.image_pull_policy.value,
         "command": command(workload, spec.resources.gpu, nodes),
-        "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else []),
+        "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else [])
+        + ([{"name": wire.ENV_ALLOWED_EVALUATE_METRICS, "value": ",".join(evaluate_metrics)}]
+           if workload is EVAL and evaluate_metrics else []),
         "resources": _resources(spec),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

@@ -16,9 +16,8 @@ log = logging.getLogger("kubetune.operator")
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
 EVJ = (api.GROUP, api.VERSION, api.EVALJOB_PLURAL)
 WORKLOADS = reconcile.WORKLOADS
-# How often a running job's report (its pod's log) is read, a finished job with a TTL checks its
-# expiry, and a job without a pod its Job's events.
-REPORT_SECONDS = 10.0
+# How often a finished job with a TTL checks its expiry, and a job without a pod its Job's events.
+# (How often a running job's report is read is a setting: report_seconds.)
 TTL_CHECK_SECONDS = 5.0
 POD_CHECK_SECONDS = 15.0
 
@@ -72,7 +71,8 @@ def launch_evaljob(body: kopf.Body, status: kopf.Status, namespace: str, **_: An
     try:
         parsed, config = preflight.validate_eval(
             body["metadata"]["name"], dict(body["spec"]),
-            lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name))
+            lookup=lambda name: kube.read_object(api.FINETUNEJOB_PLURAL, namespace, name),
+            allowed_metrics=shared.config.settings.allowed_evaluate_metrics)
     except preflight.NotReady as waiting:
         reconcile.wait(EVAL, dict(body), waiting.reason, str(waiting))
         raise kopf.TemporaryError(str(waiting), delay=shared.config.settings.wait_seconds)
@@ -158,8 +158,8 @@ def _running(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") == api.Phase.Running.value
 
 
-@kopf.timer(*FTJ, interval=REPORT_SECONDS, when=_running)
-@kopf.timer(*EVJ, interval=REPORT_SECONDS, when=_running)
+@kopf.timer(*FTJ, interval=OperatorSettings().report_seconds, when=_running)
+@kopf.timer(*EVJ, interval=OperatorSettings().report_seconds, when=_running)
 def read_report(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     """A pod's report lines change no object the operator watches: read them now and then."""
     reconcile.sync(WORKLOADS[body["kind"]], namespace, name)

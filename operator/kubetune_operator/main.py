@@ -104,15 +104,6 @@ def resolve_identity(settings: OperatorSettings) -> OperatorSettings:
     return settings
 
 
-def _install_webhook_server() -> None:
-    """The webhook's handlers (admission.py) and its server: the chart's certificate or the
-    self-managed mode, webhook.server's choice."""
-    from kubetune_operator import admission
-
-    status_id = getattr(admission, "STATUS_HANDLER_ID", webhook.STATUS_HANDLER_ID)
-    admission.server = lambda config: webhook.server(config, admission.HANDLER_IDS, status_id)
-
-
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
     kopf.configure(verbose=settings.verbose, log_prefix=True)
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from kubetune_operator import handlers  # noqa: F401  registers the handlers
     if settings.webhook_port:
-        _install_webhook_server()
+        from kubetune_operator import admission  # noqa: F401  registers the validating webhook
     settings = resolve_identity(settings)
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None

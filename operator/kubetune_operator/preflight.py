@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Collection, Optional, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -61,10 +61,18 @@ def _parse(model: type[ModelT], name: str, spec: dict) -> ModelT:
         raise Invalid(Reason.InvalidSpec, _field_errors(error)) from None
 
 
-def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]], allow_hub: bool = True) -> None:
+def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]], allow_hub: bool = True,
+                   allowed: Collection[str] = ()) -> None:
+    """Built-in metrics for the task; an `evaluate` metric (which runs a script in the pod) only
+    when the operator's settings allow it by name."""
     try:
         for field, task, metrics in task_metrics:
-            hub_metric_names(task, metrics, field, allow_hub)
+            for name in hub_metric_names(task, metrics, field, allow_hub):
+                if name not in allowed:
+                    raise Invalid(Reason.UnknownMetric,
+                                  f"spec.{field}: {name!r} is not a built-in metric, and loading it through the evaluate "
+                                  f"package runs code this operator allows only by name "
+                                  f"({', '.join(sorted(allowed)) or 'none allowed'}; KUBETUNE_ALLOWED_EVALUATE_METRICS)")
     except MetricError as error:
         raise Invalid(error.reason, f"spec.{error}") from None
 
@@ -99,20 +107,22 @@ def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:
     return EvalModel(name=ref.name, path=spec["model"]["path"], adapter=model_path, dtype=ref.dtype)
 
 
-def validate_eval_spec(name: str, spec: dict) -> api.EvalJobSpec:
+def validate_eval_spec(name: str, spec: dict, allowed_metrics: Collection[str] = ()) -> api.EvalJobSpec:
     """The parsed EvalJob spec, from the spec alone: FineTuneJob references are not looked up
-    (the admission webhook stops here; the operator then resolves them in validate_eval)."""
+    (the admission webhook stops here; the operator then resolves them in validate_eval).
+    `allowed_metrics`: the evaluate metrics the operator's settings allow."""
     parsed = _parse(api.EvalJobSpec, name, spec)
-    _check_metrics(parsed.task_metrics())  # the dataset's, or every suite task's
+    _check_metrics(parsed.task_metrics(), allowed=allowed_metrics)  # the dataset's, or every suite task's
     return parsed
 
 
-def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]) -> tuple[api.EvalJobSpec, EvalConfig]:
+def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]],
+                  allowed_metrics: Collection[str] = ()) -> tuple[api.EvalJobSpec, EvalConfig]:
     """The parsed EvalJob spec and the evaluator's config with FineTuneJob references resolved.
 
     `lookup(name)` reads a FineTuneJob in the EvalJob's namespace (None when absent); names
     reach it only after the schema checked they are valid Kubernetes names."""
-    parsed = validate_eval_spec(name, spec)
+    parsed = validate_eval_spec(name, spec, allowed_metrics)
     models = [tuned_model(ref, lookup(ref.fine_tune_job)) if ref.fine_tune_job
               else EvalModel(name=ref.name, path=ref.path, adapter=ref.adapter, dtype=ref.dtype)
               for ref in parsed.models]

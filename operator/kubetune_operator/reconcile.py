@@ -102,8 +102,9 @@ def spec_changed(obj: dict[str, Any]) -> Optional[str]:
 def start_attempt(workload: Workload, obj: dict[str, Any], attempt: int, placement: Optional[api.Placement] = None) -> None:
     """Creates (or finds) the Job of an attempt."""
     placement = placement or _spec_of(workload, obj)
-    child = builders.job(obj["metadata"], workload, placement, shared.config.settings.trainer_image, attempt=attempt,
-                         job_suspend_supported=shared.config.job_suspend)
+    settings = shared.config.settings
+    child = builders.job(obj["metadata"], workload, placement, settings.trainer_image, attempt=attempt,
+                         job_suspend_supported=shared.config.job_suspend, evaluate_metrics=settings.allowed_evaluate_metrics)
     if create(child):
         kopf.event(obj, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']} (attempt {attempt})")
 

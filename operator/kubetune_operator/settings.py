@@ -31,6 +31,12 @@ class OperatorSettings:
     wait_seconds: int = field(default_factory=lambda: _env_int("KUBETUNE_WAIT_SECONDS", 10))
     # Price of one GPU-hour: status.usage.estimatedCost and kubetune_estimated_cost_total; unset: no cost.
     gpu_hour_price: Optional[float] = field(default_factory=lambda: _env_float("KUBETUNE_GPU_HOUR_PRICE"))
+    # Seconds between reads of a running job's report (its pod's log); environment only: kopf's
+    # timer takes it when the handlers are registered.
+    report_seconds: float = field(default_factory=lambda: _env_float("KUBETUNE_REPORT_SECONDS") or 10.0)
+    # `evaluate` metrics EvalJobs may name (each runs a script in the pod): none unless listed.
+    allowed_evaluate_metrics: tuple[str, ...] = field(default_factory=lambda: tuple(
+        name.strip() for name in os.environ.get("KUBETUNE_ALLOWED_EVALUATE_METRICS", "").split(",") if name.strip()))
     currency: str = field(default_factory=lambda: os.environ.get("KUBETUNE_CURRENCY", "USD"))
     verbose: bool = False
     # The validating admission webhook (admission.py, webhook.py); port 0: off.

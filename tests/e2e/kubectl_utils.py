@@ -117,10 +117,12 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.webhook_port = free_port()
         self.log_path = log_path
+        self.failure_policy = "Ignore"
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG)}
+        # Reports read every 2 s: tests wait for steps of a run that lasts seconds.
+        env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG), "KUBETUNE_REPORT_SECONDS": "2"}
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [str(OPERATOR_BIN), "--metrics-port", str(self.metrics_port),
@@ -135,11 +137,11 @@ class OperatorProcess:
 
     def webhook_args(self) -> list[str]:
         """The validating webhook, as hack/operator.sh runs it: the API server (on this host)
-        calls https://127.0.0.1:<port>; failurePolicy Ignore, so a killed operator leaves
-        nothing that refuses or stalls an apply."""
+        calls https://127.0.0.1:<port>; failurePolicy Ignore unless a test sets it, so a
+        stopped operator leaves nothing that refuses or stalls an apply."""
         return ["--webhook-port", str(self.webhook_port), "--webhook-address", "127.0.0.1",
                 "--webhook-host", "127.0.0.1", "--webhook-configuration", WEBHOOK_CONFIGURATION,
-                "--webhook-failure-policy", "Ignore", "--webhook-timeout", "5"]
+                "--webhook-failure-policy", self.failure_policy, "--webhook-timeout", "5"]
 
     def webhook_ready(self) -> bool:
         config = get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION) or {}

@@ -78,33 +78,59 @@ def test_spec_is_immutable_except_suspend(operator, namespace):
     assert stored["spec"]["suspend"] is True and stored["metadata"]["labels"]["team"] == "a"
 
 
-def test_status_writes_pass_and_references_are_left_to_the_operator(operator, namespace):
-    """The operator and the pods write status through the subresource, which the webhook never
-    sees; an EvalJob naming a FineTuneJob that does not exist is admitted and failed by the operator."""
+def test_status_writes_are_the_operators_and_references_are_left_to_it(operator, namespace):
+    """The operator writes status through the subresource, which only its user may change; an
+    EvalJob naming a FineTuneJob that does not exist is admitted and failed by the operator."""
     apply(evaljob("ref", namespace, models=[{"name": "tuned", "fineTuneJob": "nope"}]))
     evj = wait_final("evj", namespace, "ref", timeout=60)
     assert condition(evj)["reason"] == "FineTuneJobNotFound"
-    rules = [r for h in get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION)["webhooks"] for r in h["rules"]]
-    assert sorted(res for r in rules for res in r["resources"]) == ["evaljobs", "finetunejobs"]
-    assert all(r["operations"] == ["CREATE", "UPDATE"] for r in rules)
+    hooks = {h["name"]: h for h in get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION)["webhooks"]}
+    assert {name: sorted(res for r in h["rules"] for res in r["resources"]) for name, h in hooks.items()} == {
+        "finetunejobs.kubetune.io": ["finetunejobs"], "evaljobs.kubetune.io": ["evaljobs"],
+        "status.kubetune.io": ["evaljobs/status", "finetunejobs/status"]}
+    assert [r["operations"] for r in hooks["status.kubetune.io"]["rules"]] == [["UPDATE"]]
+    refused = kubectl("patch", "evj", "ref", "-n", namespace, "--subresource=status", "--type=merge",
+                      "-p", '{"status": {"phase": "Succeeded"}}', check=False)  # even the cluster admin
+    assert refused.returncode != 0 and "written by the operator" in refused.stderr
 
 
-def test_a_stopped_or_killed_operator_leaves_applies_working(operator, namespace):
-    """Stopping removes the webhooks; after a kill -9 they stay, but locally with failurePolicy
-    Ignore: the refused connection admits at once, and the operator, back, fails the bad spec."""
+def test_webhooks_stay_registered_so_no_refused_spec_is_admitted_while_the_operator_is_away(operator, namespace):
+    """With failurePolicy Fail, as the chart installs it: a graceful stop and a kill -9 both leave
+    the webhooks in place, so while the operator is away every apply is refused (none admitted
+    unchecked); back, it admits good specs and refuses bad ones."""
+    bad = finetunejob("while-down", namespace, output={"path": "../../etc"})
+    good = finetunejob("good", namespace)
+    operator.stop()
+    operator.failure_policy = "Fail"
+    try:
+        operator.start()
+        for away in (operator.stop, operator.kill):
+            away()
+            assert len(get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION)["webhooks"]) == 3
+            for spec in (bad, good):
+                refused = apply(spec, check=False)
+                assert refused.returncode != 0 and "failed calling webhook" in refused.stderr, refused.stderr
+            operator.start()
+        assert "spec.output.path" in apply(bad, check=False).stderr
+        apply(good)
+    finally:
+        operator.stop()
+        operator.failure_policy = "Ignore"
+        operator.start()
+    assert get_json("ftj", "while-down", "-n", namespace) is None
+
+
+def test_with_failure_policy_ignore_a_bad_spec_admitted_while_down_is_failed_by_the_operator(operator, namespace):
+    """Locally (failurePolicy Ignore) a stopped operator lets applies through; back, it fails the
+    bad spec itself, without a pod."""
     bad = finetunejob("while-down", namespace, output={"path": "../../etc"})
     try:
-        operator.stop()
-        assert not get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION).get("webhooks")
-        operator.start()
         operator.kill()
-        assert get_json("validatingwebhookconfiguration", WEBHOOK_CONFIGURATION)["webhooks"]
         started = time.monotonic()
         apply(bad)
         assert time.monotonic() - started < 10
     finally:
-        if operator.process.poll() is not None:
-            operator.start()
+        operator.start()
     ftj = wait_final("ftj", namespace, "while-down", timeout=60)
     assert condition(ftj)["reason"] == "InvalidSpec"
     wait_for(lambda: apply(bad | {"metadata": {"name": "after", "namespace": namespace}}, check=False).returncode != 0,

@@ -29,8 +29,13 @@ def tenant(namespace):
     return as_tenant
 
 
-def _patch_status(as_tenant, kind: str, name: str, status: dict):
-    return as_tenant("patch", kind, name, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
+def _patch_status(as_whom, kind: str, name: str, status: dict, tmp_path=None):
+    """A merge patch of the status subresource; from a file when it is too big for a command line."""
+    if tmp_path is None:
+        return as_whom("patch", kind, name, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
+    patch = tmp_path / f"{name}-status.json"
+    patch.write_text(json.dumps({"status": status}))
+    return as_whom("patch", kind, name, "--subresource=status", "--type=merge", "--patch-file", str(patch))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +113,7 @@ def test_a_trainer_pod_holds_no_credentials(operator, namespace, tiny_model_dir,
     assert get_json("ftj", "quiet", "-n", namespace)["status"].get("retries", 0) == 0
 
 
-def test_oversized_statuses_are_refused_and_the_operator_stays_small(operator, namespace, tenant):
+def test_oversized_statuses_are_refused_and_the_operator_stays_small(operator, namespace, tenant, tmp_path):
     spec = {"models": [{"name": "base", "path": "/models/none"}],
             "dataset": {"path": "qa.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]},
             "metrics": ["exact_match"], "output": {"path": "out"}, "suspend": True}
@@ -117,7 +122,7 @@ def test_oversized_statuses_are_refused_and_the_operator_stays_small(operator, n
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "EvalJob", "metadata": {"name": f"big-{i}", "namespace": namespace},
                "spec": spec})
         for as_whom in (tenant, lambda *args: kubectl(*args, "-n", namespace, check=False)):  # even the cluster admin
-            refused = _patch_status(as_whom, "evj", f"big-{i}", huge)
+            refused = _patch_status(as_whom, "evj", f"big-{i}", huge, tmp_path)
             assert refused.returncode != 0, refused.stdout
     assert "maxProperties" in refused.stderr or "must have at most 512" in refused.stderr or "written by the operator" in refused.stderr
     assert operator.rss_bytes() < 300 * 2**20

@@ -9,10 +9,12 @@ from pathlib import Path
 import kopf
 import pytest
 
+import kubetune_api as api
 from kubetune_api import crdgen
 from kubetune_api.catalog import BUILTIN_METRICS
 from kubetune_api.resources import FineTuneJobSpec, EvalJobSpec
-from kubetune_operator import admission
+from kubetune_operator import admission, shared
+from kubetune_operator.settings import OperatorSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from malformed_specs import Specs, contradictory, out_of_bounds  # noqa: E402
@@ -48,12 +50,27 @@ def test_an_evaluation_metric_for_another_task_names_no_evaluate_fallback(spec_d
     _review(spec_dict)
 
 
-def test_an_evaljob_may_still_name_an_evaluate_metric():
-    """Alone, an EvalJob fails at its pod's start on a metric it cannot load, not after training."""
+def test_an_evaljob_names_an_evaluate_metric_only_when_the_operator_allows_it(monkeypatch):
+    """An evaluate metric runs a script in the pod: refused at apply unless the operator's
+    settings (KUBETUNE_ALLOWED_EVALUATE_METRICS) name it; the schema cannot list them."""
     spec = {"models": [{"name": "base", "path": "/models/base"}], "metrics": ["exact_match", "meteor"],
             "dataset": EVALUATION["dataset"], "output": {"path": "runs/eval-out"}}
+    message = _refusal(spec, "EvalJob")
+    assert "UnknownMetric" in message and "spec.metrics" in message and "'meteor'" in message and "none allowed" in message
+    monkeypatch.setattr(shared.config, "settings", OperatorSettings(allowed_evaluate_metrics=("meteor",)))
     _review(spec, "EvalJob")
     assert "enum" not in crdgen.schema_of(EvalJobSpec)["properties"]["metrics"]["items"]
+
+
+def test_an_allowed_evaluate_metric_reaches_only_evaluator_pods(meta, spec_dict):
+    from kubetune_operator import builders
+
+    spec = api.EvalJobSpec.model_validate({"models": [{"name": "base", "path": "/m"}], "metrics": ["meteor"],
+                                           "dataset": EVALUATION["dataset"], "output": {"path": "o"}})
+    env = builders.job(meta, builders.EVAL, spec, evaluate_metrics=("meteor", "chrf"))["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KUBETUNE_ALLOWED_EVALUATE_METRICS", "value": "meteor,chrf"} in env
+    trainer = builders.job(meta, builders.FINETUNE, api.FineTuneJobSpec.model_validate(spec_dict), evaluate_metrics=("meteor",))
+    assert all(e["name"] != "KUBETUNE_ALLOWED_EVALUATE_METRICS" for e in trainer["spec"]["template"]["spec"]["containers"][0]["env"])
 
 
 def test_selective_last_layers_beyond_any_model_is_refused(spec_dict):
