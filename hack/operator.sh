@@ -12,7 +12,7 @@
 #   hack/operator.sh install-crds DIR  apply the CRDs in DIR and wait until each is Established
 #
 # The validating admission webhook is on, in its development mode: the operator makes its own
-# CA and points ValidatingWebhookConfiguration kubetune-operator at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT
+# CA and points ValidatingWebhookConfiguration kubetune-operator-dev at https://127.0.0.1:$KUBETUNE_WEBHOOK_PORT
 # (hack/operator-dev-rbac.yaml lets its ServiceAccount create and patch it; the chart grants
 # no verb on webhook configurations). The webhooks stay when it stops, as in a cluster; locally
 # their failurePolicy is Ignore with a 5 s timeout, so a stopped operator lets applies through
@@ -29,7 +29,7 @@ OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 export KUBECONFIG="${KUBECONFIG:-$STATE/kubeconfig}"
 METRICS_PORT="${KUBETUNE_METRICS_PORT:-18080}"
 WEBHOOK_PORT="${KUBETUNE_WEBHOOK_PORT:-19443}"
-WEBHOOK_CONFIGURATION=kubetune-operator  # manifests/operator/webhook.yaml (the chart's name for release kubetune)
+WEBHOOK_CONFIGURATION=kubetune-operator-dev  # its own: the chart's (kubetune-operator, for release kubetune) never collides
 OPERATOR_BIN="${KUBETUNE_OPERATOR_BIN:-$REPO/.venv-operator/bin/kubetune-operator}"
 
 running() {

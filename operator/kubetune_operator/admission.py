@@ -57,20 +57,23 @@ def review(kind: str, body: dict[str, Any], old: Optional[dict[str, Any]], opera
 
 
 @kopf.on.validate(*FTJ, id=HANDLER_IDS[api.FINETUNEJOB_PLURAL], operations=["CREATE", "UPDATE"])
-def validate_finetunejob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
+async def validate_finetunejob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
                          **_: Any) -> None:
     if not subresource:  # status writes are never refused here
         review(api.FINETUNEJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
 @kopf.on.validate(*EVJ, id=HANDLER_IDS[api.EVALJOB_PLURAL], operations=["CREATE", "UPDATE"])
-def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
+async def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
                      **_: Any) -> None:
     if not subresource:
         review(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
 STATUS_HANDLER_ID = webhook.STATUS_HANDLER_ID
+# The handlers are coroutines: kopf runs them on its event loop, not in the worker threads. A
+# worker patching a status waits on the API server, which waits on this webhook; answered from
+# the same threads, a full pool would wait on itself until the webhook's timeout.
 FORBIDDEN = 403
 
 
@@ -89,7 +92,7 @@ def check_status_writer(username: str, operator: str, old_status: Any, new_statu
 
 @kopf.on.validate(*FTJ, id=STATUS_HANDLER_ID, operations=["UPDATE"], subresource="status")
 @kopf.on.validate(*EVJ, id=STATUS_HANDLER_ID, operations=["UPDATE"], subresource="status")
-def validate_status(body: kopf.Body, old: Optional[kopf.Body], userinfo: dict[str, Any], memo: kopf.Memo,
+async def validate_status(body: kopf.Body, old: Optional[kopf.Body], userinfo: dict[str, Any], memo: kopf.Memo,
                     **_: Any) -> None:
     check_status_writer(str((userinfo or {}).get("username") or ""), memo.config.operator_username,
                         dict((old or {}).get("status") or {}), dict(body.get("status") or {}))

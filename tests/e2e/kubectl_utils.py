@@ -25,7 +25,7 @@ OPERATOR_BIN = Path(os.environ.get("KUBETUNE_OPERATOR_BIN", ROOT / ".venv-operat
 # only inside it unless a volume says otherwise: outputs go to runs/e2e/<namespace>/.
 E2E_OUTPUTS = ROOT / "runs" / "e2e"
 # The operator's ValidatingWebhookConfiguration (manifests/operator/webhook.yaml).
-WEBHOOK_CONFIGURATION = "kubetune-operator"
+WEBHOOK_CONFIGURATION = "kubetune-operator-dev"  # hack/operator.sh's
 
 
 def in_workdir(path: Path) -> str:

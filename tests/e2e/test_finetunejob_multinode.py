@@ -37,6 +37,12 @@ def test_two_pods_of_one_process_train_like_one_pod_of_two(operator, namespace, 
     worker = next(p for p in pods if p["metadata"]["labels"]["kubetune.io/rank"] == "1")
     env = {e["name"]: e.get("value") for e in worker["spec"]["containers"][0]["env"]}
     assert env["KUBETUNE_MAIN_ADDRESS"] == main["status"]["podIP"] != worker["status"]["podIP"]
+    # Only the job's own ranks may join: they share a per-attempt token, and a NetworkPolicy admits
+    # no other pod (where the cluster enforces them).
+    main_env = {e["name"]: e.get("value") for e in main["spec"]["containers"][0]["env"]}
+    assert len(env["KUBETUNE_RENDEZVOUS_TOKEN"]) == 64 and env["KUBETUNE_RENDEZVOUS_TOKEN"] == main_env["KUBETUNE_RENDEZVOUS_TOKEN"]
+    policy = get_json("networkpolicy", "two-nodes-train", "-n", namespace)
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"kubetune.io/finetunejob": "two-nodes"}}}]}]
     assert sorted(j["metadata"]["name"] for j in jobs_in(namespace)) == ["two-nodes-train", "two-nodes-train-w1"]
     summary = json.loads((workdir / "nodes" / "training_summary.json").read_text())
     assert summary["processes"] == 2

@@ -1,12 +1,18 @@
 """The validating webhook's decisions, called as kopf calls them: a body, the old body on
 UPDATE, the operation. What it refuses comes from preflight (one source of rules); on UPDATE
 only spec.suspend may change."""
+import asyncio
 import copy
 
 import kopf
 import pytest
 
 from kubetune_operator import admission, preflight
+
+
+def _run(handler, **kwargs):
+    """A handler as kopf calls it: a coroutine, on an event loop."""
+    return asyncio.run(handler(**kwargs))
 
 
 def _ftj(spec, name="demo"):
@@ -23,13 +29,13 @@ def _eval_spec(**change):
 
 def _refusal(handler, body, old=None, operation="CREATE"):
     with pytest.raises(kopf.AdmissionError) as caught:
-        handler(body=body, old=old, operation=operation, subresource=None)
+        _run(handler, body=body, old=old, operation=operation, subresource=None)
     assert caught.value.code == 422
     return str(caught.value)
 
 
 def test_a_valid_finetunejob_is_admitted(spec_dict):
-    assert admission.validate_finetunejob(body=_ftj(spec_dict), old=None, operation="CREATE", subresource=None) is None
+    assert _run(admission.validate_finetunejob, body=_ftj(spec_dict), old=None, operation="CREATE", subresource=None) is None
 
 
 @pytest.mark.parametrize("change, words", [
@@ -61,7 +67,7 @@ def test_finetunejob_evaluation_metrics_are_checked_as_its_evaljobs_will_be(spec
     message = _refusal(admission.validate_finetunejob, _ftj(spec_dict))
     assert "UnknownMetric: spec.evaluation.metrics: 'perplexity' cannot score task generation" in message, message
     spec_dict["evaluation"]["metrics"] = ["rouge", "exact_match"]
-    assert admission.validate_finetunejob(body=_ftj(spec_dict), old=None, operation="CREATE", subresource=None) is None
+    assert _run(admission.validate_finetunejob, body=_ftj(spec_dict), old=None, operation="CREATE", subresource=None) is None
 
 
 def test_refusals_are_preflights_own_messages(spec_dict):
@@ -79,7 +85,7 @@ def test_name_too_long_for_child_objects_is_refused(spec_dict):
 
 def test_evaljob_is_checked_without_looking_up_its_finetunejobs():
     """A referenced FineTuneJob that does not exist (yet) is the operator's to wait for."""
-    assert admission.validate_evaljob(body=_ftj(_eval_spec()), old=None, operation="CREATE", subresource=None) is None
+    assert _run(admission.validate_evaljob, body=_ftj(_eval_spec()), old=None, operation="CREATE", subresource=None) is None
 
 
 @pytest.mark.parametrize("change, words", [
@@ -122,10 +128,10 @@ def test_update_of_suspend_metadata_or_status_passes(spec_dict):
     new["metadata"]["labels"] = {"team": "a"}
     new["metadata"]["annotations"] = {"kubetune.io/last-handled-configuration": "{}"}
     new["status"] = {"phase": "Suspended"}
-    assert admission.validate_finetunejob(body=new, old=old, operation="UPDATE", subresource=None) is None
+    assert _run(admission.validate_finetunejob, body=new, old=old, operation="UPDATE", subresource=None) is None
     # Status writes: never refused, even if the main object's spec were different.
     new["spec"]["training"] = {"learningRate": 0.5}
-    assert admission.validate_finetunejob(body=new, old=old, operation="UPDATE", subresource="status") is None
+    assert _run(admission.validate_finetunejob, body=new, old=old, operation="UPDATE", subresource="status") is None
 
 
 def test_update_does_not_recheck_an_unchanged_spec(spec_dict):
@@ -135,7 +141,7 @@ def test_update_does_not_recheck_an_unchanged_spec(spec_dict):
     old = _ftj(spec_dict)
     new = copy.deepcopy(old)
     new["metadata"]["finalizers"] = []
-    assert admission.validate_finetunejob(body=new, old=old, operation="UPDATE", subresource=None) is None
+    assert _run(admission.validate_finetunejob, body=new, old=old, operation="UPDATE", subresource=None) is None
 
 
 def test_changed_fields_walks_objects_and_compares_the_rest_whole():
@@ -147,7 +153,7 @@ def test_changed_fields_walks_objects_and_compares_the_rest_whole():
 
 def _status_update(username, old_status, new_status, operator="system:serviceaccount:kubetune:kubetune-operator"):
     memo = kopf.Memo(config=type("Settings", (), {"operator_username": operator})())
-    admission.validate_status(body={"status": new_status}, old={"status": old_status}, userinfo={"username": username},
+    _run(admission.validate_status, body={"status": new_status}, old={"status": old_status}, userinfo={"username": username},
                               memo=memo, subresource="status")
 
 
@@ -169,3 +175,12 @@ def test_a_status_write_that_changes_nothing_passes_and_no_operator_name_refuses
     _status_update("someone", {"phase": "Running"}, {"phase": "Running"})
     with pytest.raises(kopf.AdmissionError):
         _status_update("", {}, {"phase": "Failed"}, operator="")
+
+
+def test_the_handlers_run_on_kopfs_event_loop_not_in_its_worker_threads():
+    """A worker patching a status waits on the API server, which waits on the status webhook:
+    answered from the worker threads, a busy pool would wait on itself until the timeout."""
+    import inspect
+
+    for handler in (admission.validate_finetunejob, admission.validate_evaljob, admission.validate_status):
+        assert inspect.iscoroutinefunction(handler), handler.__name__
