@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from kubetune_api import layout
 from kubetune_trainer import rankwire
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _load(path: Path):
 
 class Checkpoints:
     def __init__(self, output_path: Path, keep: int, accelerator):
-        self.root = Path(output_path) / "checkpoints"
+        self.root = Path(output_path) / layout.CHECKPOINTS_DIR
         self.keep = keep
         self.accelerator = accelerator
 
