@@ -11,6 +11,7 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 import kubetune_api as api
+from kubetune_operator import builders
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ def ensure(obj: dict[str, Any]) -> bool:
         if exc.status != 409:
             raise
     existing = kubernetes.client.ApiClient().sanitize_for_serialization(read(name=meta["name"], namespace=meta["namespace"]))
-    owner_uid = meta["ownerReferences"][0]["uid"]
-    if not any(ref.get("uid") == owner_uid for ref in existing["metadata"].get("ownerReferences") or []):
+    if not builders.owned_by(existing, meta["ownerReferences"][0]["uid"]):
         raise OwnedByOther(f"{obj['kind']} {meta['namespace']}/{meta['name']} exists and is not owned by this FineTuneJob")
     return False
 

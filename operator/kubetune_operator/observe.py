@@ -84,14 +84,6 @@ def trainer_image(pods: list[dict[str, Any]]) -> Optional[str]:
     return status.get("imageID") or status.get("image") or None
 
 
-def image_patch(status: dict[str, Any], image: Optional[str]) -> dict[str, Any]:
-    """{'lineage': {'image': image}} when the status lacks it. Only that sub-key: a JSON merge
-    patch merges dicts, so the lineage the pod reports and the operator's image both stay."""
-    if not image or ((status.get("lineage") or {}).get("image") == image):
-        return {}
-    return {"lineage": {"image": image}}
-
-
 def job_finished(job: dict[str, Any]) -> bool:
     """Whether the Job controller has given its verdict (Complete or Failed)."""
     return any(conditions.is_true(job, ctype) for ctype in ("Complete", "Failed"))
