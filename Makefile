@@ -27,7 +27,7 @@ help:
 	@echo "make crds          regenerate the chart's CRDs (charts/kubetune/files/crds) from the API models, then manifests/"
 	@echo "make manifests     render charts/kubetune into manifests/ (the kustomize base)"
 	@echo "make chart-lint    helm lint charts/kubetune (helm-sdkpy)"
-	@echo "make docs          regenerate the README's field and reason tables from the API models"
+	@echo "make docs          regenerate docs/reference/ (a page per kind, condition reasons) from the API models"
 	@echo "make dashboards    regenerate the Grafana dashboard and PrometheusRules (charts/kubetune/files) from monitoring/"
 
 # Every venv installs exact versions with hashes from requirements/ (the lock, hack/lock.sh),
@@ -94,7 +94,7 @@ chart-lint: install
 	$(HELM_VENV)/bin/python hack/helm/helm.py lint charts/kubetune
 
 docs: install
-	$(PY) -m kubetune_api.docgen README.md
+	$(PY) -m kubetune_api.docgen --out docs/reference
 
 dashboards: install
 	$(PY) -m monitoring
