@@ -1,4 +1,4 @@
-"""The README's "Operator RBAC" table lists exactly the rules the chart grants the operator
+"""The "Operator RBAC" table of docs/security.md lists exactly the rules the chart grants the operator
 (both ways), and the default install holds no verb on what it must never touch."""
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ def granted(rules) -> set[tuple[str, str, str]]:
     return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
 
 
-def readme_table() -> set[tuple[str, str, str]]:
-    """(group, resource, verb) of every row of the README's Operator RBAC table."""
-    text = (ROOT / "README.md").read_text()
+DOC = ROOT / "docs" / "security.md"
+
+
+def doc_table() -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every row of the Operator RBAC table in docs/security.md."""
+    text = DOC.read_text()
     start = text.index("**Operator RBAC**")
     rows = set()
     for line in text[start:].splitlines()[1:]:
@@ -42,15 +45,15 @@ def readme_table() -> set[tuple[str, str, str]]:
     return rows
 
 
-def test_the_readme_table_lists_exactly_the_charts_rules():
-    table, chart = readme_table(), granted(_operator_rules(render()))
-    assert table, "no Operator RBAC table in README.md"
-    assert chart - table == set(), "granted by the chart but not in the README table"
-    assert table - chart == set(), "in the README table but not granted by the chart"
+def test_the_docs_table_lists_exactly_the_charts_rules():
+    table, chart = doc_table(), granted(_operator_rules(render()))
+    assert table, "no Operator RBAC table in docs/security.md"
+    assert chart - table == set(), "granted by the chart but not in the docs/security.md table"
+    assert table - chart == set(), "in the docs/security.md table but not granted by the chart"
 
 
 def test_with_watch_namespaces_the_rules_are_the_same_split_in_roles():
-    assert granted(_operator_rules(render({"watchNamespaces": ["team-a"]}))) == readme_table()
+    assert granted(_operator_rules(render({"watchNamespaces": ["team-a"]}))) == doc_table()
 
 
 def test_nothing_forbidden_is_granted_in_any_install():

@@ -83,10 +83,11 @@ def test_chart_values_name_the_images():
     assert not unknown_references(*sorted(p for p in CHART.rglob("*") if p.is_file()))
 
 
-def test_readme_names_the_images():
+def test_readme_and_docs_name_the_images():
     readme = ROOT / "README.md"
-    assert not unknown_references(readme), (f"README.md names images that are not built: {unknown_references(readme)}; "
-                                            f"the images are {sorted(KNOWN)} (images/README.md)")
+    pages = [readme, *sorted((ROOT / "docs").rglob("*.md"))]
+    assert not unknown_references(*pages), (f"README.md or docs/ names images that are not built: "
+                                            f"{unknown_references(*pages)}; the images are {sorted(KNOWN)} (images/README.md)")
     mentioned = references(readme)
     assert OPERATOR in mentioned, f"README.md does not name the operator image {OPERATOR}"
     assert TRAINER in mentioned, f"README.md does not name the trainer image {TRAINER}"
