@@ -21,6 +21,11 @@ class Reason(str, Enum):
     FineTuneJobNotFound = "FineTuneJobNotFound"
     FineTuneJobFailed = "FineTuneJobFailed"
     WaitingForFineTuneJob = "WaitingForFineTuneJob"
+    # Runtimes and the admin's policy (refused at apply; again at each launch, which reads them anew).
+    RuntimeNotFound = "RuntimeNotFound"
+    RuntimeNotAllowed = "RuntimeNotAllowed"
+    RuntimeConflict = "RuntimeConflict"
+    PolicyViolation = "PolicyViolation"
     # Found by the pod's check phase, with the job's own identity and volumes; never retried.
     InvalidConfig = "InvalidConfig"
     InvalidModel = "InvalidModel"
@@ -75,6 +80,10 @@ REASON_DOCS = {
     Reason.FineTuneJobNotFound: "an EvalJob names a FineTuneJob that does not exist",
     Reason.FineTuneJobFailed: "an EvalJob names a FineTuneJob that failed",
     Reason.WaitingForFineTuneJob: "an EvalJob waits for the FineTuneJob it names to succeed",
+    Reason.RuntimeNotFound: "spec.runtime names a ClusterTrainingRuntime or TrainingRuntime that does not exist",
+    Reason.RuntimeNotAllowed: "the ClusterTrainingRuntime does not allow the job's namespace (its namespaces and namespaceSelector)",
+    Reason.RuntimeConflict: "the spec sets a field its runtime sets (image, placement, securityContext), or reuses a volume name or path of the runtime's",
+    Reason.PolicyViolation: "the spec breaks the operator's policy (runtimes required, allowed images, priority classes, tolerations, node-selector keys, UIDs, GPUs) or its runtime's resource limits",
     Reason.InvalidConfig: "the config does not fit what it names (e.g. target modules the model lacks)",
     Reason.InvalidModel: "the pod's check found no loadable model at the path",
     Reason.InvalidDataset: "the pod's check found a missing file, a bad row, or a template that fails or breaks its limits",

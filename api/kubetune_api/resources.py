@@ -38,7 +38,7 @@ MAX_UID = 2**31 - 1
 
 
 class Resources(ApiModel):
-    gpu: int = Field(1, ge=0, le=64, description="GPUs (nvidia.com/gpu) for the trainer pod; one accelerate process runs per GPU.")
+    gpu: Optional[int] = Field(None, ge=0, le=64, description="GPUs (nvidia.com/gpu) for the trainer pod; one accelerate process runs per GPU. Unset: the runtime's default (at most 1 for an EvalJob), else 1.")
     cpu: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
                                description="CPU request and limit, a positive Kubernetes quantity (e.g. \"4\" or \"500m\").")
     memory: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
@@ -87,13 +87,29 @@ class PodSecurity(ApiModel):
     fs_group: int = Field(DEFAULT_RUN_AS_USER, ge=1, le=MAX_UID, description="Group that owns the pod's volumes, so the processes can write to PersistentVolumeClaims (changed only when the volume's root does not match).")
 
 
+class RuntimeKind(str, Enum):
+    ClusterTrainingRuntime = "ClusterTrainingRuntime"
+    TrainingRuntime = "TrainingRuntime"
+
+
+class RuntimeRef(ApiModel):
+    """A ClusterTrainingRuntime or TrainingRuntime (kubetune_api.runtimes): the admin's image,
+    placement, credentials and volumes for the job's pods."""
+
+    kind: RuntimeKind = Field(RuntimeKind.ClusterTrainingRuntime, description="ClusterTrainingRuntime (cluster-wide, for the namespaces it allows) or TrainingRuntime (in the job's own namespace).")
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="The runtime's name.")
+
+
 class Placement(ApiModel):
     """Where and how the pod runs; read by the operator only."""
+
+    runtime: Optional[RuntimeRef] = Field(
+        None, description="The runtime whose image, placement, credentials, volumes and resource defaults and limits the pods get (docs/runtimes.md); a field the runtime sets may not be set here too. Required when the operator's policy makes runtimes mandatory.")
 
     image: Optional[str] = Field(
         None, min_length=1, max_length=1024,
         description=f"Container image (must provide the kubetune-train, kubetune-eval and kubetune-promote commands); unset: the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
-    image_pull_policy: ImagePullPolicy = Field(ImagePullPolicy.IfNotPresent, description="When the kubelet pulls the image.")
+    image_pull_policy: Optional[ImagePullPolicy] = Field(None, description="When the kubelet pulls the image; unset: the runtime's, else IfNotPresent.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the pod.")
     node_selector: dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
         default_factory=dict, max_length=64, description="Node labels the pod must match (e.g. a GPU type).")
@@ -105,7 +121,7 @@ class Placement(ApiModel):
         None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=63,
         description="Kueue LocalQueue to admit the Job through (sets the kueue.x-k8s.io/queue-name label; on Kubernetes 1.21 and later the Job is created suspended until Kueue admits it).")
     priority_class_name: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="PriorityClass of the pod.")
-    security_context: PodSecurity = Field(default_factory=PodSecurity, description="User and groups the pod runs as (non-root, restricted Pod Security Standard).")
+    security_context: Optional[PodSecurity] = Field(None, description=f"User and groups the pod runs as (non-root, restricted Pod Security Standard); unset: the runtime's, else {DEFAULT_RUN_AS_USER} for all three.")
     backoff_limit: int = Field(3, ge=0, le=20, description="Retries after infrastructure failures (eviction, preemption, node loss, a kill by signal); each resumes from the latest checkpoint. The user's errors (bad config or data, OOMKilled, deadline) never retry.")
     active_deadline_seconds: Optional[int] = Field(None, ge=1, le=30 * 24 * 3600, description="Wall-clock limit of each attempt; past it the job fails with DeadlineExceeded.")
     suspend: bool = Field(False, description="True stops the job's pods (phase Suspended); false starts it again, resuming from the latest checkpoint. The one field that may change after creation.")
@@ -278,6 +294,15 @@ class PodRecord(ApiModel):
     lost: bool = Field(False, description="It disappeared while running (deleted, or its node lost) without reporting an end.")
 
 
+class RuntimeRecord(ApiModel):
+    """The runtime an attempt launched with, as the operator read it."""
+
+    kind: RuntimeKind = Field(description="ClusterTrainingRuntime or TrainingRuntime.")
+    name: ObjectName = Field(description="Its name.")
+    generation: Optional[int] = Field(None, ge=0, description="Its metadata.generation when read.")
+    digest: ShortText = Field(description="sha256 of its spec when read: differs from an earlier attempt's when the runtime changed in between.")
+
+
 class JobStatus(ApiModel):
     """What the operator writes for any kubetune job."""
 
@@ -292,6 +317,7 @@ class JobStatus(ApiModel):
     completion_time: Optional[datetime] = Field(None, description="When the job reached Succeeded or Failed.")
     job_name: Optional[ObjectName] = Field(None, description="The batch/v1 Job running the pod.")
     spec_digest: Optional[ShortText] = Field(None, description="sha256 of the spec (but spec.suspend) the job was admitted and launched with: a later attempt starts only while the spec still matches.")
+    runtime: Optional[RuntimeRecord] = Field(None, description="The runtime (spec.runtime) the latest attempt launched with; each attempt reads it anew and checks it again.")
     message: Optional[MessageText] = Field(None, description="Short summary of the current state.")
     usage: Optional[Usage] = Field(None, description="Resources the job's pods used, for chargeback (written by the operator).")
     attempt: Optional[int] = Field(None, ge=1, description="The current attempt: 1, then one more per retry or resume after suspend (each attempt is one batch/v1 Job).")

@@ -49,7 +49,8 @@ CACHE_ENV = {
 }
 # Volume name -> mount path of the pod's writable directories.
 WRITABLE_DIRS = {"kubetune-tmp": "/tmp", "kubetune-cache": CACHE_DIR, "kubetune-workspace": WORKSPACE}
-RESERVED_VOLUMES = ("config", *WRITABLE_DIRS)
+MODEL_CACHE_VOLUME = "kubetune-model-cache"  # a runtime's modelCache
+RESERVED_VOLUMES = ("config", *WRITABLE_DIRS, MODEL_CACHE_VOLUME)
 RESERVED_MOUNT_PATHS = (CONFIG_DIR,)
 
 # Job names become pod label values (<= 63 chars) with a suffix the Job controller adds.
@@ -60,3 +61,20 @@ MAX_NAME_LENGTH = 52
 # MAX_REPORT_BYTES; the operator reads the latest such line and validates it.
 REPORT_PREFIX = "kubetune-report "
 MAX_REPORT_BYTES = 64 * 1024
+
+# Runtimes (kubetune_api.runtimes): what an admin gives pods, named by a job's spec.runtime.
+CLUSTER_RUNTIME_KIND = "ClusterTrainingRuntime"
+RUNTIME_KIND = "TrainingRuntime"
+CLUSTER_RUNTIME_PLURAL = "clustertrainingruntimes"
+RUNTIME_PLURAL = "trainingruntimes"
+# A runtime's modelCache: the shared Hugging Face Hub cache volume's mount path, handed to the
+# pod in this variable (unset: the pod keeps its own cache under CACHE_DIR).
+ENV_MODEL_CACHE = "KUBETUNE_MODEL_CACHE"
+DEFAULT_MODEL_CACHE_PATH = "/var/cache/kubetune/models"
+# A runtime's hub block becomes these (huggingface_hub reads them).
+ENV_HUB_ENDPOINT = "HF_ENDPOINT"
+ENV_HUB_TOKEN = "HF_TOKEN"
+# Env names a runtime may not set: the operator's own (every KUBETUNE_* name, multi-node ones
+# included), the pod name and the cache variables above.
+RESERVED_ENV_PREFIX = "KUBETUNE_"
+RESERVED_ENV = ("POD_NAME", *CACHE_ENV)
