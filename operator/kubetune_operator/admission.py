@@ -1,8 +1,9 @@
 """The validating admission webhook: `kubectl apply` of a FineTuneJob or EvalJob is refused
 at once, with the field and the reason, when the spec alone decides it can never work.
 
-The checks are preflight's (the same the operator runs before launching, from the pydantic
-models in kubetune_api): this module writes no rule of its own except immutability. An
+The checks are preflight's and runtimes.resolve's (the same the operator runs before launching:
+the pydantic models, the admin's policy, the job's runtime, read through the API): this module
+writes no rule of its own except immutability. An
 EvalJob's FineTuneJob references are not looked up here: whether they exist or succeeded is
 the operator's to wait for. On UPDATE only `spec.suspend` may change; metadata may, and the
 status subresource (written by the operator and the pods) is never sent here.
@@ -11,12 +12,15 @@ Imported by main.py only when the webhook is on (kopf refuses handlers without a
 """
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 import kubetune_api as api
-from kubetune_operator import preflight, shared, webhook
+from kubetune_operator import kube, preflight, runtimes, shared, webhook
 from kubetune_operator.settings import OperatorSettings
 
 FTJ = (api.GROUP, api.VERSION, api.FINETUNEJOB_PLURAL)
@@ -56,18 +60,47 @@ def review(kind: str, body: dict[str, Any], old: Optional[dict[str, Any]], opera
         check_spec(kind, (body.get("metadata") or {}).get("name") or "", spec)
 
 
+SPECS = {api.FINETUNEJOB_KIND: api.FineTuneJobSpec, api.EVALJOB_KIND: api.EvalJobSpec}
+# Runtime and namespace reads: blocking calls, kept off the event loop and off kopf's worker pool
+# (whose threads may be the very ones waiting on this webhook, see below).
+_LOOKUPS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kubetune-admission-lookup")
+
+
+def check_runtime(kind: str, namespace: str, spec: dict[str, Any], read_runtime: runtimes.ReadRuntime,
+                  namespace_labels: runtimes.NamespaceLabels) -> None:
+    """The policy and the job's runtime (found, allowing the namespace, not overridden by the
+    spec, its limits kept): raises kopf.AdmissionError naming the rule and field."""
+    placement = SPECS[kind].model_validate(spec)  # check_spec parsed it already
+    try:
+        runtimes.resolve(placement, namespace, shared.config.settings.policy, read_runtime, namespace_labels,
+                         eval_job=kind == api.EVALJOB_KIND)
+    except preflight.Invalid as invalid:
+        raise kopf.AdmissionError(f"{getattr(invalid.reason, 'value', invalid.reason)}: {invalid}", code=UNPROCESSABLE) from None
+    except ApiException as exc:  # refused rather than admitted unchecked
+        raise kopf.AdmissionError(f"RuntimeNotFound: spec.runtime could not be read by the operator: {exc.status} {exc.reason}",
+                                  code=UNPROCESSABLE) from None
+
+
+async def review_with_runtime(kind: str, body: dict[str, Any], old: Optional[dict[str, Any]], operation: str) -> None:
+    review(kind, body, old, operation)
+    if operation == "CREATE":
+        namespace = (body.get("metadata") or {}).get("namespace") or ""
+        await asyncio.get_running_loop().run_in_executor(
+            _LOOKUPS, check_runtime, kind, namespace, dict(body.get("spec") or {}), kube.read_runtime, kube.namespace_labels)
+
+
 @kopf.on.validate(*FTJ, id=HANDLER_IDS[api.FINETUNEJOB_PLURAL], operations=["CREATE", "UPDATE"])
 async def validate_finetunejob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
                          **_: Any) -> None:
     if not subresource:  # status writes are never refused here
-        review(api.FINETUNEJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
+        await review_with_runtime(api.FINETUNEJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
 @kopf.on.validate(*EVJ, id=HANDLER_IDS[api.EVALJOB_PLURAL], operations=["CREATE", "UPDATE"])
 async def validate_evaljob(body: kopf.Body, old: Optional[kopf.Body], operation: str, subresource: Optional[str],
                      **_: Any) -> None:
     if not subresource:
-        review(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
+        await review_with_runtime(api.EVALJOB_KIND, dict(body), dict(old) if old is not None else None, operation)
 
 
 STATUS_HANDLER_ID = webhook.STATUS_HANDLER_ID

@@ -16,7 +16,9 @@ import kubetune_api as api
 from kubetune_api import layout, wire
 from kubetune_api.catalog import produces_full_model
 from kubetune_api.promotion import PromoteConfig
-from kubetune_operator import multinode
+from kubetune_api.resources import ImagePullPolicy, Resources
+from kubetune_api.runtimes import RuntimeSpec
+from kubetune_operator import multinode, runtimes
 from kubetune_operator.attempts import ATTEMPT_LABEL, job_name
 
 
@@ -96,14 +98,14 @@ def config_map(meta: dict[str, Any], workload: Workload, config: BaseModel) -> d
     }
 
 
-def _resources(spec: api.Placement) -> dict[str, Any]:
+def _resources(resources: Resources) -> dict[str, Any]:
     limits: dict[str, Any] = {}
-    if spec.resources.gpu:
-        limits["nvidia.com/gpu"] = str(spec.resources.gpu)
-    if spec.resources.cpu:
-        limits["cpu"] = spec.resources.cpu
-    if spec.resources.memory:
-        limits["memory"] = spec.resources.memory
+    if resources.gpu:
+        limits["nvidia.com/gpu"] = str(resources.gpu)
+    if resources.cpu:
+        limits["cpu"] = resources.cpu
+    if resources.memory:
+        limits["memory"] = resources.memory
     # Requests equal limits: training wants guaranteed resources, not burstable ones.
     return {"limits": limits, "requests": dict(limits)} if limits else {}
 
@@ -117,10 +119,11 @@ def _env(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> list[
     ]
 
 
-def pod_security(spec: api.Placement) -> dict[str, Any]:
-    """The pod's securityContext: non-root as the spec's user, the runtime's seccomp profile, and
-    volumes group-owned by fsGroup (chowned only when their root does not match: big PVCs)."""
-    security = spec.security_context
+def pod_security(spec: api.Placement, runtime: Optional[RuntimeSpec] = None) -> dict[str, Any]:
+    """The pod's securityContext: non-root as the spec's (or its runtime's) user, the container
+    runtime's seccomp profile, and volumes group-owned by fsGroup (chowned only when their root
+    does not match: big PVCs)."""
+    security = runtimes.security(spec, runtime)
     return {"runAsNonRoot": True, "runAsUser": security.run_as_user, "runAsGroup": security.run_as_group,
             "fsGroup": security.fs_group, "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"}}
@@ -132,10 +135,10 @@ def container_security() -> dict[str, Any]:
             "runAsNonRoot": True, "privileged": False}
 
 
-def _writable_dirs(spec: api.Placement, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> None:
+def _writable_dirs(mounts: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> None:
     """emptyDirs for /tmp, the caches and the working directory (the root filesystem is read-only),
-    except where a spec volume is mounted at exactly that path."""
-    taken = {posixpath.normpath(v.mount_path) for v in spec.volumes}
+    except where a spec's or runtime's volume is mounted at exactly that path."""
+    taken = {posixpath.normpath(m["mountPath"]) for m in mounts}
     for name, path in wire.WRITABLE_DIRS.items():
         if path not in taken:
             volumes.append({"name": name, "emptyDir": {}})
@@ -154,12 +157,15 @@ def command(workload: Workload, gpus: int, nodes: int = 1) -> list[str]:
 
 
 def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE,
-        attempt: int = 1, job_suspend_supported: bool = False, evaluate_metrics: Sequence[str] = ()) -> dict[str, Any]:
+        attempt: int = 1, job_suspend_supported: bool = False, evaluate_metrics: Sequence[str] = (),
+        runtime: Optional[RuntimeSpec] = None) -> dict[str, Any]:
     """The Job of one attempt. backoffLimit 0: the operator, not the Job controller, decides
     whether a failed pod earns another attempt (see attempts.py). An evaluator pod may load the
-    `evaluate` metrics the operator allows, and no other."""
+    `evaluate` metrics the operator allows, and no other. `runtime`: the resolved spec of the
+    job's runtime (runtimes.resolve), merged in by the precedence runtimes.py states."""
     name = child_name(meta["name"], workload)
-    nodes = spec.resources.nodes if workload is FINETUNE else 1  # rank 0; the operator adds the others
+    resources = runtimes.effective_resources(spec.resources, runtime, eval_job=workload is EVAL)
+    nodes = resources.nodes if workload is FINETUNE else 1  # rank 0; the operator adds the others
     pod_labels = {**labels(meta["name"], workload), ATTEMPT_LABEL: str(attempt),
                   **(multinode.main_labels() if nodes > 1 else {})}
     job_labels = dict(pod_labels)
@@ -170,36 +176,51 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     for volume in spec.volumes:
         volumes.append({"name": volume.name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}})
         mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
-    _writable_dirs(spec, volumes, mounts)
+    if runtime is not None:
+        extra_volumes, extra_mounts = runtimes.volumes(runtime)
+        volumes += extra_volumes
+        mounts += extra_mounts
+    _writable_dirs(mounts, volumes)
+    pull_policy = spec.image_pull_policy or (runtime.image_pull_policy if runtime else None) or ImagePullPolicy.IfNotPresent
     container = {
         "name": workload.container,
-        "image": spec.image or default_image,
-        "imagePullPolicy": spec.image_pull_policy.value,
-        "command": command(workload, spec.resources.gpu, nodes),
+        "image": spec.image or (runtime.image if runtime else None) or default_image,
+        "imagePullPolicy": pull_policy.value,
+        "command": command(workload, resources.gpu, nodes),
+        # The operator's variables come first and the runtime cannot name them (its schema refuses).
         "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else [])
         + ([{"name": wire.ENV_ALLOWED_EVALUATE_METRICS, "value": ",".join(evaluate_metrics)}]
-           if workload is EVAL and evaluate_metrics else []),
-        "resources": _resources(spec),
+           if workload is EVAL and evaluate_metrics else [])
+        + (runtimes.env(runtime) if runtime is not None else []),
+        "resources": _resources(resources),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
     }
+    if runtime is not None and runtime.env_from:
+        container["envFrom"] = [e.model_dump(by_alias=True, mode="json", exclude_none=True) for e in runtime.env_from]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": pod_security(spec),
+        "securityContext": pod_security(spec, runtime),
         # No API access: the pod reports through its log and termination message, which
         # the operator reads; a tenant's image holds no credentials to forge a status with.
         "automountServiceAccountToken": False,
         "containers": [container],
         "volumes": volumes,
     }
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in spec.tolerations]
-    if spec.priority_class_name:
-        pod_spec["priorityClassName"] = spec.priority_class_name
+    # A field the runtime sets, the spec may not (runtimes.conflicts): at most one side is set.
+    node_selector = {**(runtime.node_selector if runtime else {}), **spec.node_selector}
+    tolerations = [*(runtime.tolerations if runtime else []), *spec.tolerations]
+    priority_class = spec.priority_class_name or (runtime.priority_class_name if runtime else None)
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tolerations]
+    if priority_class:
+        pod_spec["priorityClassName"] = priority_class
+    if runtime is not None:
+        pod_spec.update(runtimes.pod_fields(runtime))
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "completions": 1,
@@ -225,10 +246,10 @@ def network_policy(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def children(meta: dict[str, Any], workload: Workload, placement: api.Placement, config: BaseModel,
-             default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
+             default_image: str = api.DEFAULT_IMAGE, runtime: Optional[RuntimeSpec] = None) -> list[dict[str, Any]]:
     """All objects a job needs, in creation order (the Job last, once it can run)."""
     multinode_policy = [network_policy(meta)] if workload is FINETUNE and placement.resources.nodes > 1 else []
-    return [config_map(meta, workload, config), *multinode_policy, job(meta, workload, placement, default_image)]
+    return [config_map(meta, workload, config), *multinode_policy, job(meta, workload, placement, default_image, runtime=runtime)]
 
 
 def evaluation_job_names(parent: str) -> tuple[str, str]:
@@ -243,7 +264,8 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
     if evaluation is None:
         return []
     placement = spec.model_dump(by_alias=True, mode="json", exclude_none=True, include=set(api.Placement.model_fields))
-    placement["resources"].update(gpu=min(spec.resources.gpu, 1), nodes=1)  # inference: one pod, one GPU at most
+    # Inference: one pod, one GPU at most (unset: the runtime's default, of which an EvalJob takes at most one).
+    placement["resources"].update(nodes=1, **({"gpu": min(spec.resources.gpu, 1)} if spec.resources.gpu is not None else {}))
     models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
               {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
     scores_name, retention_name = evaluation_job_names(meta["name"])
@@ -289,8 +311,8 @@ def promote_config(meta: dict[str, Any], spec: api.FineTuneJobSpec, status: dict
 
 
 def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: PromoteConfig,
-                       default_image: str = api.DEFAULT_IMAGE) -> list[dict[str, Any]]:
-    """The promotion pod's ConfigMap and Job: the trainer's image, volumes and
-    placement, no GPU (copying and merging run on CPU) and no retry."""
+                       default_image: str = api.DEFAULT_IMAGE, runtime: Optional[RuntimeSpec] = None) -> list[dict[str, Any]]:
+    """The promotion pod's ConfigMap and Job: the trainer's image, volumes, placement and
+    runtime, no GPU (copying and merging run on CPU) and no retry."""
     placement = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpu": 0, "nodes": 1}), "backoff_limit": 0})
-    return [config_map(meta, PROMOTE, config), job(meta, PROMOTE, placement, default_image)]
+    return [config_map(meta, PROMOTE, config), job(meta, PROMOTE, placement, default_image, runtime=runtime)]

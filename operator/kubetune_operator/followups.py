@@ -9,7 +9,7 @@ import kopf
 from pydantic import ValidationError
 
 import kubetune_api as api
-from kubetune_operator import builders, conditions, kube, metrics, observe, promotion, shared
+from kubetune_operator import builders, conditions, kube, metrics, observe, preflight, promotion, runtimes, shared
 from kubetune_operator.builders import EVAL, FINETUNE, PROMOTE
 
 log = logging.getLogger("kubetune.operator")
@@ -126,7 +126,14 @@ def ensure_promotion(namespace: str, name: str) -> None:
             return
         config = builders.promote_config(ftj["metadata"], spec, status, rules)
         try:
-            for child in builders.promotion_children(ftj["metadata"], spec, config, shared.config.settings.trainer_image):
+            resolved = runtimes.resolve(spec, namespace, shared.config.settings.policy, kube.read_runtime, kube.namespace_labels)
+        except preflight.Invalid as invalid:  # the runtime went away or stopped allowing the job since training
+            verdict = (conditions.FALSE, api.Reason.PromotionFailed.value, f"{getattr(invalid.reason, 'value', invalid.reason)}: {invalid}: nothing was promoted")
+            _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict)})
+            return
+        try:
+            for child in builders.promotion_children(ftj["metadata"], spec, config, shared.config.settings.trainer_image,
+                                                     runtime=resolved.spec if resolved else None):
                 if kube.ensure(child) and child["kind"] == "Job":
                     kopf.event(ftj, type="Normal", reason="PromotionJobCreated", message=f"created Job {child['metadata']['name']}")
         except kube.OwnedByOther as clash:

@@ -11,6 +11,7 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 import kubetune_api as api
+from kubetune_api import wire
 from kubetune_operator import builders
 
 log = logging.getLogger(__name__)
@@ -173,3 +174,25 @@ def kueue_workload(job: dict[str, Any]) -> Optional[dict[str, Any]]:
             return None
         raise
     return items[0] if items else None
+
+
+def read_runtime(kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+    """A ClusterTrainingRuntime, or a TrainingRuntime in `namespace`; None when it does not exist.
+    Read on every admission and launch (no cache): a runtime changed or deleted counts at once."""
+    custom = kubernetes.client.CustomObjectsApi()
+    try:
+        if kind == wire.CLUSTER_RUNTIME_KIND:
+            return custom.get_cluster_custom_object(api.GROUP, api.VERSION, wire.CLUSTER_RUNTIME_PLURAL, name,
+                                                    _request_timeout=5)
+        return custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, wire.RUNTIME_PLURAL, name,
+                                                   _request_timeout=5)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def namespace_labels(name: str) -> dict[str, str]:
+    """A namespace's labels (a ClusterTrainingRuntime's namespaceSelector matches them)."""
+    namespace = kubernetes.client.CoreV1Api().read_namespace(name, _request_timeout=5)
+    return dict(namespace.metadata.labels or {})

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 import kubetune_api as api
 from kubetune_api.reports import merged
 from kubetune_operator import (attempts, builders, conditions, followups, kube, kueue, ledger, metrics, multinode, observe,
-                               pod_reports, preflight, shared)
+                               pod_reports, preflight, runtimes, shared)
 from kubetune_operator.builders import EVAL, FINETUNE, Workload
 
 log = logging.getLogger("kubetune.operator")
@@ -99,28 +99,61 @@ def spec_changed(obj: dict[str, Any]) -> Optional[str]:
             "not admitted: delete and re-create the job to run the new spec")
 
 
-def start_attempt(workload: Workload, obj: dict[str, Any], attempt: int, placement: Optional[api.Placement] = None) -> None:
-    """Creates (or finds) the Job of an attempt."""
+def resolve_runtime(workload: Workload, obj: dict[str, Any], placement: Optional[api.Placement] = None) -> Optional[runtimes.Resolved]:
+    """The job's runtime as it is now, checked with the policy as it is now (raises
+    preflight.Invalid): every attempt reads both anew, as the webhook did at apply."""
+    return runtimes.resolve(placement or _spec_of(workload, obj), obj["metadata"]["namespace"], shared.config.settings.policy,
+                            kube.read_runtime, kube.namespace_labels, eval_job=workload is EVAL)
+
+
+def launch_refusal(workload: Workload, obj: dict[str, Any]) -> Optional[preflight.Invalid]:
+    """Why the next attempt may not launch under the runtime and policy of now; None if it may."""
+    try:
+        resolve_runtime(workload, obj)
+    except preflight.Invalid as invalid:
+        return invalid
+    return None
+
+
+def start_attempt(workload: Workload, obj: dict[str, Any], attempt: int, placement: Optional[api.Placement] = None,
+                  resolved: Optional[runtimes.Resolved] = None) -> Optional[dict[str, Any]]:
+    """Creates (or finds) the Job of an attempt; returns the record of the runtime it used."""
     placement = placement or _spec_of(workload, obj)
+    resolved = resolved or resolve_runtime(workload, obj, placement)
     settings = shared.config.settings
     child = builders.job(obj["metadata"], workload, placement, settings.trainer_image, attempt=attempt,
-                         job_suspend_supported=shared.config.job_suspend, evaluate_metrics=settings.allowed_evaluate_metrics)
+                         job_suspend_supported=shared.config.job_suspend, evaluate_metrics=settings.allowed_evaluate_metrics,
+                         runtime=resolved.spec if resolved else None)
+    record = resolved.record() if resolved else None
+    before = (obj.get("status") or {}).get("runtime")
+    if record and before and before.get("digest") != record["digest"]:
+        kopf.event(obj, type="Warning", reason="RuntimeChanged",
+                   message=f"attempt {attempt} runs with {record['kind']} {record['name']} as it is now (generation "
+                           f"{record['generation']}), changed since attempt {(obj.get('status') or {}).get('attempt') or 1}")
     if create(child):
         kopf.event(obj, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']} (attempt {attempt})")
+    return record
 
 
 def launch(workload: Workload, body: dict[str, Any], placement: api.Placement, config: Any) -> None:
     """Creates (or finds) the pod's ConfigMap and the attempt's Job; records the spec's digest."""
     meta, status = body["metadata"], body.get("status") or {}
     owner = {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]}
+    try:  # the webhook checked runtime and policy at apply; both may have changed since
+        resolved = resolve_runtime(workload, body, placement)
+    except preflight.Invalid as invalid:
+        fail_without_launch(workload, body, invalid.reason, str(invalid))
+        return
+    record = {"runtime": resolved.record()} if resolved else {}
     if not status.get("specDigest"):
-        kube.patch_status(workload.plural, meta["namespace"], meta["name"], {"specDigest": preflight.spec_digest(body["spec"])})
+        kube.patch_status(workload.plural, meta["namespace"], meta["name"], {"specDigest": preflight.spec_digest(body["spec"]), **record})
     try:
-        for child in builders.children(owner, workload, placement, config, shared.config.settings.trainer_image)[:-1]:
+        for child in builders.children(owner, workload, placement, config, shared.config.settings.trainer_image,
+                                       runtime=resolved.spec if resolved else None)[:-1]:
             create(child)
         # A suspended job gets its Job when it resumes (a new attempt); sync records the suspension.
         if not placement.suspend and status.get("phase") != api.Phase.Suspended.value:
-            start_attempt(workload, body, status.get("attempt") or 1, placement)
+            start_attempt(workload, body, status.get("attempt") or 1, placement, resolved)
     except Refused as refused:
         if refused.final:
             fail_without_launch(workload, body, refused.reason, str(refused))
@@ -191,6 +224,9 @@ def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[
     if verdict.retry and (why := spec_changed(obj)):
         verdict = attempts.Verdict(api.Phase.Failed, api.Reason.SpecChanged.value, f"{verdict.message.split(';')[0]}; {why}",
                                    failure=verdict.failure)
+    elif verdict.retry and (refusal := launch_refusal(workload, obj)):
+        verdict = attempts.Verdict(api.Phase.Failed, getattr(refusal.reason, "value", refusal.reason),
+                                   f"{verdict.message.split(';')[0]}; not retried: {refusal}", failure=verdict.failure)
     seen = replace(seen, phase=verdict.phase, reason=verdict.reason, message=verdict.message,
                    completion_time=(seen.completion_time or shared.now()) if verdict.phase == api.Phase.Failed else None)
     return seen, verdict
@@ -262,7 +298,9 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
         if verdict is not None:
             patch["lastFailure"] = verdict.failure
         if verdict is not None and verdict.retry:
-            start_attempt(workload, obj, attempt + 1)  # before the status says so: a crash here finds it next time
+            record = start_attempt(workload, obj, attempt + 1)  # before the status says so: a crash here finds it next time
+            if record:
+                patch["runtime"] = record
             patch.update(attempt=attempt + 1, retries=(current.get("retries") or 0) + 1,
                          jobName=attempts.job_name(builders.child_name(name, workload), attempt + 1))
         if not shared.changed(current, patch):
@@ -291,12 +329,13 @@ def suspend_or_resume(workload: Workload, obj: dict[str, Any], records: list[dic
     base = builders.child_name(name, workload)
     patch: dict[str, Any] = {"pods": records, "usage": ledger.usage(records, settings.gpu_hour_price, settings.currency),
                              "observedGeneration": meta.get("generation")}
-    if not obj["spec"].get("suspend") and (why := spec_changed(obj)):
+    refusal = None if obj["spec"].get("suspend") or spec_changed(obj) else launch_refusal(workload, obj)
+    if not obj["spec"].get("suspend") and (why := spec_changed(obj) or (str(refusal) if refusal else None)):
+        reason = api.Reason.SpecChanged.value if refusal is None else getattr(refusal.reason, "value", refusal.reason)
         message = f"not resumed: {why}"
         patch.update(phase=api.Phase.Failed.value, message=message, completionTime=shared.now(),
-                     conditions=conditions.updated(obj, (SUSPENDED, conditions.FALSE, api.Reason.SpecChanged.value, message),
-                                                   (SUCCEEDED, conditions.FALSE, api.Reason.SpecChanged.value, message)))
-        reason = api.Reason.SpecChanged.value
+                     conditions=conditions.updated(obj, (SUSPENDED, conditions.FALSE, reason, message),
+                                                   (SUCCEEDED, conditions.FALSE, reason, message)))
     elif obj["spec"].get("suspend"):
         if status.get("jobName"):
             kube.delete_job(namespace, attempts.job_name(base, attempt))
@@ -307,7 +346,8 @@ def suspend_or_resume(workload: Workload, obj: dict[str, Any], records: list[dic
         reason = api.Reason.Suspended.value
     else:
         attempt = attempt + 1 if status.get("jobName") else attempt
-        start_attempt(workload, obj, attempt)
+        if record := start_attempt(workload, obj, attempt):
+            patch["runtime"] = record
         message = f"resumed: attempt {attempt} continues from the latest checkpoint"
         patch.update(phase=api.Phase.Pending.value, message=message, attempt=attempt,
                      jobName=attempts.job_name(base, attempt),
@@ -319,8 +359,8 @@ def suspend_or_resume(workload: Workload, obj: dict[str, Any], records: list[dic
     kube.patch_status(workload.plural, namespace, name, patch)
     if conditions.reason_of(obj, SUSPENDED) != reason:
         log.info(f"{workload.kind} {namespace}/{name}: {message}")
-        kopf.event(obj, type="Warning" if reason == api.Reason.SpecChanged.value else "Normal", reason=reason, message=message)
-    if reason == api.Reason.SpecChanged.value:
+        kopf.event(obj, type="Warning" if patch.get("phase") == api.Phase.Failed.value else "Normal", reason=reason, message=message)
+    if patch.get("phase") == api.Phase.Failed.value:
         metrics.observe_final(workload.kind, namespace, api.Phase.Failed.value, reason, None, patch["usage"])
 
 

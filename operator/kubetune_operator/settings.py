@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from kubetune_api.wire import DEFAULT_IMAGE
+from kubetune_operator.policy import Policy
 
 
 def _env_int(name: str, default: int) -> int:
@@ -57,3 +58,5 @@ class OperatorSettings:
     # The operator's own user as the API server names it (the status webhook lets only it write
     # status); empty: derived from the credentials it loaded at startup (identity.py).
     operator_username: str = field(default_factory=lambda: os.environ.get("KUBETUNE_OPERATOR_USERNAME", ""))
+    # What a job's spec may set itself: runtimes mandatory, or allowlists (policy.py; the chart's policy.*).
+    policy: Policy = field(default_factory=Policy.from_env)
