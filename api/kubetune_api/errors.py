@@ -30,6 +30,11 @@ class Reason(str, Enum):
     InvalidConfig = "InvalidConfig"
     InvalidModel = "InvalidModel"
     InvalidDataset = "InvalidDataset"
+    # A model, data file or output URI (hf://, s3://, gs://, az://) the pod could not reach; never retried.
+    SourceNotFound = "SourceNotFound"
+    RevisionNotFound = "RevisionNotFound"
+    SourceUnauthorized = "SourceUnauthorized"
+    SourceUnavailable = "SourceUnavailable"
     # The Job and its pod.
     JobMissing = "JobMissing"
     JobCreated = "JobCreated"
@@ -87,6 +92,10 @@ REASON_DOCS = {
     Reason.InvalidConfig: "the config does not fit what it names (e.g. target modules the model lacks)",
     Reason.InvalidModel: "the pod's check found no loadable model at the path",
     Reason.InvalidDataset: "the pod's check found a missing file, a bad row, or a template that fails or breaks its limits",
+    Reason.SourceNotFound: "a hf:// repo or file, or an object-store bucket or key, does not exist (the message names the URI and field)",
+    Reason.RevisionNotFound: "the hf:// repo exists but has no such branch, tag or commit",
+    Reason.SourceUnauthorized: "the Hub or the object store refused the credentials (401/403): a gated or private repo without hub.tokenSecret, or keys without access",
+    Reason.SourceUnavailable: "the source could not be reached (network, timeout, server error, offline mode with nothing cached, a missing fsspec package); not retried",
     Reason.JobMissing: "the batch/v1 Job is not created yet",
     Reason.JobCreated: "the Job exists, its pod does not yet",
     Reason.PodPending: "the pod is starting",
@@ -124,7 +133,11 @@ REASON_DOCS = {
 }
 
 # Reasons that name the user's mistake: retrying the pod cannot help.
-USER_ERRORS = frozenset(r.value for r in (Reason.InvalidConfig, Reason.InvalidModel, Reason.InvalidDataset, Reason.UnknownMetric))
+# Source errors are among them: a missing repo or wrong keys stay wrong, and a source that does
+# not answer is not retried either (each attempt would wait out the same timeouts again).
+USER_ERRORS = frozenset(r.value for r in (Reason.InvalidConfig, Reason.InvalidModel, Reason.InvalidDataset, Reason.UnknownMetric,
+                                          Reason.SourceNotFound, Reason.RevisionNotFound, Reason.SourceUnauthorized,
+                                          Reason.SourceUnavailable))
 
 
 class ConfigError(ValueError):
@@ -149,3 +162,25 @@ class DataError(ValueError):
     """The dataset or prompt template cannot produce training examples."""
 
     reason = Reason.InvalidDataset.value
+
+
+class SourceError(ConfigError):
+    """A model, data or output URI could not be resolved; subclasses carry the reason."""
+
+    reason = Reason.SourceUnavailable.value
+
+
+class SourceNotFoundError(SourceError):
+    reason = Reason.SourceNotFound.value
+
+
+class RevisionNotFoundError(SourceError):
+    reason = Reason.RevisionNotFound.value
+
+
+class SourceUnauthorizedError(SourceError):
+    reason = Reason.SourceUnauthorized.value
+
+
+class SourceUnavailableError(SourceError):
+    reason = Reason.SourceUnavailable.value

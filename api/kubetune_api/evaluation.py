@@ -9,20 +9,30 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_TEMPLATE, NAME_PATTERN, ApiModel,
                                NameList, load_model_file)
 from kubetune_api.catalog import TASKS, EvalTask
+from kubetune_api.sources import check_data_uri, check_model_uri
 from kubetune_api.training import Dtype, OutputSpec
+
+
+MODEL_PATH_DOC = ("Base model: a checkpoint directory, a .gguf file, pkg://<package>/<file>, hf://<org>/<name>[@<revision>] "
+                  "(a Hugging Face Hub model repo) or an s3://, gs://, az:// checkpoint prefix or .gguf object.")
 
 
 class EvalModel(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
-    path: str = Field(min_length=1, max_length=MAX_PATH, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    path: str = Field(min_length=1, max_length=MAX_PATH, description=MODEL_PATH_DOC)
     adapter: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="A PEFT adapter directory applied on top of the base model.")
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
+
+    @field_validator("path")
+    @classmethod
+    def _known_source(cls, path: str) -> str:
+        return check_model_uri(path, "models[].path")
 
 
 class FewShotSpec(ApiModel):
@@ -49,6 +59,13 @@ class EvalDataset(ApiModel):
     shuffle: bool = Field(False, description="Shuffle rows with generation.seed before taking maxExamples.")
     chat_template: bool = Field(False, description="Wrap the prompt in the model's chat template as a user turn.")
     few_shot: Optional[FewShotSpec] = Field(None, description="Prepend k solved examples (shots) to every prompt (generation and multiple-choice).")
+
+    @model_validator(mode="after")
+    def _data_uris(self) -> "EvalDataset":
+        check_data_uri(self.path, "dataset.path")
+        if self.few_shot is not None:
+            check_data_uri(self.few_shot.path, "dataset.fewShot.path")
+        return self
 
 
 class GenerationSpec(ApiModel):

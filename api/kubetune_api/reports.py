@@ -39,7 +39,19 @@ def merged(base: Any, update: Any) -> Any:
     return {**base, **{key: merged(base.get(key), value) for key, value in update.items()}}
 
 
+class DownloadProgress(ApiModel):
+    """A source being fetched in the check phase (hf://, s3://, gs://, az://), before training starts."""
+
+    source: PathText = Field(description="The URI being fetched, as the spec gives it.")
+    bytes: int = Field(0, ge=0, description="Bytes fetched so far (of this source).")
+    total_bytes: Optional[int] = Field(None, ge=0, description="Bytes to fetch, once known.")
+    bytes_per_second: Optional[float] = Field(None, ge=0, description="Mean rate since this source's download started.")
+    done: bool = Field(False, description="The source is local now (downloaded, or found in the cache).")
+
+
 class Progress(ApiModel):
+    download: Optional[DownloadProgress] = Field(None, description="The latest source fetched before training (model, data): bytes, total and rate.")
+    upload: Optional[DownloadProgress] = Field(None, description="The upload to output.uri after training (source is output.uri): bytes, total and rate.")
     step: int = Field(0, ge=0, description="Optimizer steps done.")
     total_steps: int = Field(0, ge=0, description="Optimizer steps planned.")
     epoch: float = Field(0.0, ge=0, description="Fractional epoch reached.")
@@ -79,6 +91,19 @@ class Artifacts(ApiModel):
     output_path: Optional[PathText] = Field(None, description="Directory holding everything the run wrote.")
     model_path: Optional[PathText] = Field(None, description="The saved adapter (PEFT format) or full model.")
     summary_path: Optional[PathText] = Field(None, description="training_summary.json.")
+    uri: Optional[PathText] = Field(None, description="output.uri: where the model, tokenizer, summary, predictions and model card were uploaded.")
+
+
+# Objects listed per model in the lineage; a sharded checkpoint has tens, and the report line is bounded.
+MAX_OBJECTS = 64
+
+
+class ObjectVersion(ApiModel):
+    """One object read from an object store, as the store identifies its content."""
+
+    key: PathText = Field(description="The object's key, relative to the URI's prefix ('' for the URI itself).")
+    etag: ShortText = Field(description="The store's ETag (S3: an MD5 of the bytes, or of the parts for a multipart upload).")
+    version_id: Optional[ShortText] = Field(None, description="The object's version id, on a bucket with versioning.")
 
 
 class DatasetLineage(ApiModel):
@@ -87,6 +112,10 @@ class DatasetLineage(ApiModel):
     sha256: ShortText = Field(description="sha256 (hex) of the file's bytes as stored, as sha256sum prints it; for a directory saved by save_to_disk, of its manifest (see model.digest).")
     rows: Optional[int] = Field(None, ge=0, description="Rows read from it, before any split (at most maxExamples where one applies).")
     bytes: Optional[int] = Field(None, ge=0, description="Size in bytes (all files of a directory).")
+    commit: Optional[ShortText] = Field(None, description="hf:// files: the commit sha the revision resolved to.")
+    cache_hit: Optional[bool] = Field(None, description="hf:// files: found in the model cache (no download).")
+    etag: Optional[ShortText] = Field(None, description="s3://, gs://, az:// files: the object's ETag.")
+    version_id: Optional[ShortText] = Field(None, description="s3://, gs://, az:// files: the object's version id, where the bucket keeps versions.")
 
 
 class ModelLineage(ApiModel):
@@ -95,6 +124,10 @@ class ModelLineage(ApiModel):
     uri: PathText = Field(description="The path as the spec gives it (pkg:// included).")
     digest: ShortText = Field(description="sha256:<hex> of the file, or of a directory's manifest: one line 'relative/path<TAB>sha256 hex' per file, sorted by path.")
     files: int = Field(1, ge=1, description="Files the digest covers.")
+    revision: Optional[ShortText] = Field(None, description="hf:// models: the revision the spec names (main when it names none).")
+    commit: Optional[ShortText] = Field(None, description="hf:// models: the commit sha that revision resolved to; the cache is keyed by it.")
+    cache_hit: Optional[bool] = Field(None, description="hf:// models: the commit was in the model cache already (no download).")
+    objects: Optional[list[ObjectVersion]] = Field(None, max_length=MAX_OBJECTS, description=f"s3://, gs://, az:// models: each object's ETag (the first {MAX_OBJECTS} by key).")
 
 
 class Lineage(ApiModel):
@@ -118,6 +151,7 @@ class PodReport(ApiModel):
 
 
 class EvalProgress(ApiModel):
+    download: Optional[DownloadProgress] = Field(None, description="The latest source fetched before evaluating (models, data): bytes, total and rate.")
     model: Optional[ShortText] = Field(None, description="Model being evaluated now.")
     done: int = Field(0, ge=0, description="Examples done, over all models.")
     total: int = Field(0, ge=0, description="Examples to do, over all models.")

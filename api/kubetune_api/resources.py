@@ -17,9 +17,10 @@ from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMA
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask
-from kubetune_api.evaluation import (DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
+from kubetune_api.sources import check_model_uri
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
 from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
 from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
@@ -216,7 +217,7 @@ class FineTuneJobSpec(Placement, TrainingConfig):
 
 class EvalModelRef(ApiModel):
     name: str = Field(pattern=NAME_PATTERN, max_length=63, description="Label of this model in results (e.g. base, tuned).")
-    path: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="Base model: a checkpoint directory, a .gguf file or pkg://<package>/<file>.")
+    path: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description=MODEL_PATH_DOC)
     adapter: Optional[str] = Field(None, min_length=1, max_length=MAX_PATH, description="A PEFT adapter directory applied on top of path.")
     fine_tune_job: Optional[str] = Field(None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX, description="A Succeeded FineTuneJob in this namespace: its output (adapter applied to its base model, or its full model). Instead of path.")
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for inference.")
@@ -227,6 +228,8 @@ class EvalModelRef(ApiModel):
             raise ValueError(f"models[{self.name}]: set exactly one of path and fineTuneJob")
         if self.fine_tune_job and self.adapter:
             raise ValueError(f"models[{self.name}]: adapter comes from the FineTuneJob; do not set both")
+        if self.path is not None:
+            check_model_uri(self.path, f"models[{self.name}].path")
         return self
 
 

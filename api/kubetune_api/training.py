@@ -18,6 +18,7 @@ from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_PATH, MAX_ROWS, MAX_SEE
                                NameList, load_model_file)
 from kubetune_api.catalog import Method
 from kubetune_api.paths import check_relative_stays_inside
+from kubetune_api.sources import check_data_uri, check_model_uri, check_output_uri
 
 
 class Dtype(str, Enum):
@@ -30,14 +31,21 @@ class Dtype(str, Enum):
 class ModelSource(ApiModel):
     path: str = Field(
         description=(
-            "Where the base model is: a directory with a Hugging Face checkpoint, a .gguf "
-            "file, or pkg://<python-package>/<file> for a model file shipped inside a Python "
-            "package installed in the trainer image. Relative paths resolve against the "
-            "container's working directory."
+            "Where the base model is: a directory with a Hugging Face checkpoint, a .gguf file, "
+            "pkg://<python-package>/<file> for a model file shipped inside a Python package installed in the "
+            "trainer image, hf://<org>/<name>[@<revision>] for a model repo on the Hugging Face Hub (downloaded "
+            "into the runtime's model cache, once per commit), or s3://, gs://, az:// for a checkpoint directory "
+            "(a prefix) or a .gguf object in an object store. Relative paths resolve against the container's "
+            "working directory."
         ),
         min_length=1, max_length=MAX_PATH,
     )
     dtype: Dtype = Field(Dtype.auto, description="Weight dtype for training; auto picks bfloat16 on GPUs that support it, else float32.")
+
+    @field_validator("path")
+    @classmethod
+    def _known_source(cls, path: str) -> str:
+        return check_model_uri(path, "model.path")
 
 
 class DataFormat(str, Enum):
@@ -55,9 +63,9 @@ class LengthPolicy(str, Enum):
 
 def _path_field(what: str, required: bool = True):
     description = (
-        f"{what}: a local or PVC path, an http(s):// URL, or an object-store URI (s3://, gs://, az://; the image "
-        "needs the matching fsspec package: s3fs, gcsfs, adlfs). Relative paths resolve against the container's "
-        "working directory."
+        f"{what}: a local or PVC path, an http(s):// URL, an object-store URI (s3://, gs://, az://; the image "
+        "needs the matching fsspec package: s3fs, gcsfs, adlfs), or hf://<org>/<name>[@<revision>]/<file> for a "
+        "file in a Hugging Face Hub dataset repo. Relative paths resolve against the container's working directory."
     )
     return Field(... if required else None, min_length=1, max_length=MAX_PATH, description=description)
 
@@ -103,6 +111,12 @@ def _chat_template_field():
     )
 
 
+def _check_data_uris(spec, where: str) -> None:
+    """Every hf:// or object-store URI among the spec's file fields has its shape."""
+    for name in ("path", "validation_path", "test_path"):
+        check_data_uri(getattr(spec, name, None), f"{where}.{to_camel(name)}")
+
+
 def _check_completion(where: str, field: Optional[str], template: Optional[str]) -> None:
     if (field is None) == (template is None):
         raise ValueError(f"{where}: set exactly one of completionField and completionTemplate")
@@ -124,6 +138,7 @@ class PromptedRows(ApiModel):
     @model_validator(mode="after")
     def _one_completion(self) -> "PromptedRows":
         _check_completion(self._where(), self.completion_field, self.completion_template)
+        _check_data_uris(self, self._where())
         return self
 
 
@@ -202,6 +217,7 @@ class DatasetSpec(ApiModel):
 
     @model_validator(mode="after")
     def _one_way_to_give_rows(self) -> "DatasetSpec":
+        _check_data_uris(self, "dataset")
         if self.validation_ratio + self.test_ratio >= 1.0:
             raise ValueError("dataset.validationRatio + dataset.testRatio must be below 1")
         if self.tasks is not None:
@@ -331,6 +347,22 @@ class OutputSpec(ApiModel):
         return check_relative_stays_inside(path, "output.path")
 
 
+class TrainingOutputSpec(OutputSpec):
+    uri: Optional[str] = Field(
+        None, min_length=1, max_length=MAX_PATH,
+        description=(
+            "Also upload the results to this object-store prefix (s3://, gs://, az://) after training: the adapter or "
+            "model, the tokenizer, training_summary.json and the model card (rank 0, after they are written to path). "
+            "It must not exist yet: an upload never overwrites. Credentials come from the runtime's env."
+        ),
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _object_store(cls, uri: Optional[str]) -> Optional[str]:
+        return check_output_uri(uri, "output.uri")
+
+
 class TrainingConfig(ApiModel):
     """Everything the trainer needs; the FineTuneJob spec embeds these fields."""
 
@@ -346,7 +378,7 @@ class TrainingConfig(ApiModel):
     ia3: Optional[Ia3Spec] = Field(None, description="IA3 settings (method ia3; defaults when unset).")
     selective: Optional[SelectiveSpec] = Field(None, description="Which parameters train (method selective; required there).")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
-    output: OutputSpec = Field(description="Where results are written.")
+    output: TrainingOutputSpec = Field(description="Where results are written (and uploaded, with uri).")
 
     @model_validator(mode="after")
     def _method_blocks_match(self) -> "TrainingConfig":

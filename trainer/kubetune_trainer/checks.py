@@ -7,6 +7,9 @@ Failures are the named errors of kubetune_api.errors (DataError: InvalidDataset,
 ModelSourceError: InvalidModel, ConfigError: InvalidConfig, MetricError: UnknownMetric); the
 CLIs write their reason into the termination message and the operator does not retry them.
 
+Remote sources (hf://, s3://, gs://, az://) are resolved here first (kubetune_trainer.sources):
+SourceError reasons SourceNotFound, RevisionNotFound, SourceUnauthorized, SourceUnavailable.
+
 Light at import (no torch, no transformers): `kubetune-train --check-only` runs it alone.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from kubetune_api.catalog import hub_metric_names
 from kubetune_api.errors import ConfigError, ModelSourceError
@@ -24,6 +28,9 @@ from kubetune_trainer.evaluation.textmetrics import bleu_metric
 from kubetune_trainer.examples import check_dataset
 from kubetune_trainer.model_location import locate_model, resolve_path
 from kubetune_trainer.outputs import resolve_output_dir
+from kubetune_trainer.examples import retention_source, task_sources
+from kubetune_trainer.sources import fetch_data, fetch_model, is_remote_source, objects
+from kubetune_trainer.sources.progress import ProgressSink
 
 MAX_ROWS_TO_CHECK = 1000  # rendered per file; the rest are counted (the run renders them all)
 
@@ -66,18 +73,63 @@ def check_adapter_path(path: str, field: str) -> Path:
     return location
 
 
-def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
+def training_data_fields(config: TrainingConfig) -> list[tuple[str, str]]:
+    """(field, path) of every data file a training config names."""
+    found = []
+    for source in task_sources(config.dataset):
+        for name in ("path", "validation_path", "test_path"):
+            path = getattr(source.spec, name, None)
+            if path:
+                found.append((f"{source.field}.{name.replace('_path', 'Path')}", path))
+    retention = retention_source(config.dataset)
+    if retention is not None:
+        found.append(("dataset.retention.path", retention.spec.path))
+    return found
+
+
+def fetch_training_sources(config: TrainingConfig, sink: Optional[ProgressSink] = None) -> None:
+    """Makes every hf://, s3://, gs://, az:// source of the config local (or checks it in
+    place), model first, reporting download progress to `sink`; checks output.uri is free."""
+    if is_remote_source(config.model.path):
+        fetch_model(config.model.path, "model.path", sink)
+    for field, path in training_data_fields(config):
+        if is_remote_source(path):
+            fetch_data(path, field, sink)
+    if config.output.uri:
+        objects.check_destination(config.output.uri)
+
+
+def fetch_evaluation_sources(config: EvalConfig, sink: Optional[ProgressSink] = None) -> None:
+    """The same for an evaluation: every model, then every task's rows and few-shot rows."""
+    for spec in config.models:
+        if is_remote_source(spec.path):
+            fetch_model(spec.path, f"models[{spec.name}].path", sink)
+    for name, part in config.task_configs():
+        where = "dataset" if name is None else f"tasks[{name}].dataset"
+        paths = [(f"{where}.path", part.dataset.path)]
+        if part.dataset.few_shot is not None:
+            paths.append((f"{where}.fewShot.path", part.dataset.few_shot.path))
+        for field, path in paths:
+            if is_remote_source(path):
+                fetch_data(path, field, sink)
+
+
+def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK,
+                   sink: Optional[ProgressSink] = None) -> CheckReport:
     """Checks what a training run needs, cheapest first; raises the first failure."""
     output = check_output_dir(config.output.path)
+    fetch_training_sources(config, sink)
     model = check_model_path(config.model.path)
     rows = check_dataset(config.dataset, max_rows_to_check)
     return CheckReport(rows, (model,), output)
 
 
-def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK) -> CheckReport:
+def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK,
+                     sink: Optional[ProgressSink] = None) -> CheckReport:
     """Checks what an evaluation needs: output, metric names (and BLEU's tokenizer), every model
     and adapter, the rows (and few-shot rows) of every task."""
     output = check_output_dir(config.output.path)
+    fetch_evaluation_sources(config, sink)
     for field, task, metrics in config.task_metrics():
         hub_metric_names(task, metrics, field)  # MetricError for a name the task cannot use
     for _, part in config.task_configs():

@@ -10,9 +10,11 @@ import logging
 import os
 import sys
 
+from kubetune_api.reports import PodReport, Progress
 from kubetune_api.training import load_config
 from kubetune_trainer.allocator import use_tcmalloc
-from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
+from kubetune_trainer.entrypoint import download_sink, parse_args, read_config, run_reported
+from kubetune_trainer.sources import stay_offline
 from kubetune_trainer.status_reporter import StatusReporter
 
 
@@ -22,17 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     main_process = os.environ.get("RANK", "0") == "0"
     level = logging.INFO if main_process else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The trainer reads only local files; offline mode keeps transformers from trying the hub
-    # (and hanging on timeouts in air-gapped clusters). It must be set before run's imports in work().
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     reporter = StatusReporter.from_env()
+    # Download progress goes to the status from the main process only (every rank resolves).
+    sink = download_sink(reporter, PodReport, Progress) if main_process else None
 
     def work():
         config = read_config(load_config, args)
         if args.check_only:
             from kubetune_trainer.checks import check_training
 
-            return check_training(config).describe()
+            return check_training(config, sink=sink).describe()
+        from kubetune_trainer.checks import fetch_training_sources
+
+        # Remote sources first (hf:// may go online); then the Hub stays out of reach, so
+        # transformers and datasets, which only get local paths, never wait on its timeouts.
+        fetch_training_sources(config, sink)
+        stay_offline()
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         from kubetune_trainer.run import run

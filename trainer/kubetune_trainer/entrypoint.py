@@ -14,7 +14,6 @@ from typing import Callable, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kubetune_api.training import OutputSpec
 from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.stopping import Stopped
@@ -45,9 +44,20 @@ def read_config(load: Callable[[str], ConfigT], args: argparse.Namespace) -> Con
         config = load(args.config)
     except (OSError, yaml.YAMLError, ValidationError, ValueError) as e:
         raise ConfigError(f"{args.config}: {e}") from e
-    if args.output:
-        config = config.model_copy(update={"output": OutputSpec(path=args.output)})
+    if args.output:  # the output's other fields (a training output's uri) stay
+        output = type(config.output).model_validate({**config.output.model_dump(), "path": args.output})
+        config = config.model_copy(update={"output": output})
     return config
+
+
+def download_sink(reporter: StatusReporter, report_class, progress_class):
+    """Where a source's download progress goes: the report's progress.download (a done
+    download is sent at once, past the reporter's rate limit)."""
+
+    def sink(download) -> None:
+        reporter.report(report_class(progress=progress_class(download=download)), final=download.done)
+
+    return sink
 
 
 def run_reported(what: str, work: Callable[[], ResultT], reporter: StatusReporter) -> tuple[int, Optional[ResultT]]:

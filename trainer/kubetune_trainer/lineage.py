@@ -3,6 +3,8 @@ model's digest (of its file, or of a directory's manifest), a hash of the resolv
 the library versions; the operator adds the image. Same lineage and seed, same loss curve.
 
 Light at import (no torch): it runs right after the check phase, before any model loads.
+Remote sources add what resolving them learned (kubetune_trainer.sources): the commit an hf://
+revision resolved to and whether the cache held it, the ETags of object-store files.
 Files are hashed as stored (compressed files are not decompressed, so a file's sha256 is what
 `sha256sum` prints), streaming in 1 MiB pieces, local or remote through readers' opener.
 """
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.reports import DatasetLineage, Lineage, ModelLineage
 from kubetune_api.training import TrainingConfig
+from kubetune_trainer import sources
 from kubetune_trainer.examples import retention_source, task_sources
 from kubetune_trainer.model_location import resolve_path
 from kubetune_trainer.readers import chunks, filesystem, open_raw, records, resolve_format, row_count
@@ -78,17 +81,32 @@ def _rows(path: str, fmt, limit: int | None) -> int:
     return n if limit is None else min(n, limit)
 
 
+def _source_fields(got) -> dict:
+    """What resolving a remote source learned: hf:// commit and cache hit, object ETags."""
+    if got is None:
+        return {}
+    return {"commit": got.commit, "cache_hit": got.cache_hit}
+
+
 def dataset_lineage(role: str, path: str, fmt="auto", limit: int | None = None, rows: int | None = None) -> DatasetLineage:
     """One data file's entry; `rows` when the caller has counted them already."""
     d = digest(path)
+    got = sources.fetched(path, "data")
+    extra = _source_fields(got)
+    if got is not None and got.objects:
+        extra.update(etag=got.objects[0].etag, version_id=got.objects[0].version_id)
     return DatasetLineage(role=role, uri=path, sha256=d.sha256, bytes=d.bytes,
-                          rows=_rows(path, fmt, limit) if rows is None else rows)
+                          rows=_rows(path, fmt, limit) if rows is None else rows, **extra)
 
 
 def model_lineage(path: str, field: str = "model.path", name: str | None = None, role: str = "base") -> ModelLineage:
-    """A model's (or adapter's) entry; pkg:// paths are digested where they resolve to."""
+    """A model's (or adapter's) entry; pkg:// and remote paths are digested where they resolve to."""
     d = digest(str(resolve_path(path, field)))
-    return ModelLineage(name=name, role=role, uri=path, digest=f"sha256:{d.sha256}", files=d.files)
+    got = sources.fetched(path, "model")
+    extra = _source_fields(got)
+    if got is not None:
+        extra.update(revision=got.revision, objects=list(got.objects) or None)
+    return ModelLineage(name=name, role=role, uri=path, digest=f"sha256:{d.sha256}", files=d.files, **extra)
 
 
 def _training_files(config: TrainingConfig) -> list[tuple[str, str, object, int | None]]:

@@ -1,4 +1,5 @@
-"""Where model.path points: a checkpoint directory, a .gguf file or pkg://<package>/<file>.
+"""Where model.path points: a checkpoint directory, a .gguf file, pkg://<package>/<file>, or
+a remote source (hf://, s3://, gs://, az://) made local by kubetune_trainer.sources.
 
 Light to import (no torch): the pod's check phase (kubetune_trainer.checks) resolves
 model.path with it before anything loads.
@@ -9,13 +10,16 @@ import importlib.util
 from pathlib import Path
 
 from kubetune_api.errors import ModelSourceError
+from kubetune_trainer import sources
 
 PKG_SCHEME = "pkg://"
 
 
 def resolve_path(path: str, field: str = "model.path") -> Path:
     """The absolute location of `path` (the value of `field`); relative paths resolve against the cwd."""
-    if path.startswith(PKG_SCHEME):
+    if sources.is_remote_source(path):
+        location = sources.fetch_model(path, field).local
+    elif path.startswith(PKG_SCHEME):
         package, _, file = path[len(PKG_SCHEME):].partition("/")
         if not package or not file:
             raise ModelSourceError(f"{field} {path!r}: expected pkg://<package>/<file>")

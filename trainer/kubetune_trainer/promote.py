@@ -27,6 +27,7 @@ from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.wire import ENV_TERMINATION_LOG
 from kubetune_trainer.entrypoint import read_config, run_reported
 from kubetune_trainer.outputs import resolve_output_dir
+from kubetune_trainer.sources import fetch_model, is_remote_source, stay_offline
 from kubetune_trainer.status_reporter import StatusReporter
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ def _to_object_store(config: PromoteConfig) -> str:
 
 def promote(config: PromoteConfig, reporter: StatusReporter) -> str:
     """Promotes as `config` says; returns where the model now is."""
+    if config.base_model is not None and is_remote_source(config.base_model.path):
+        fetch_model(config.base_model.path)  # hf:// may go online (the model cache usually has it)
+    stay_offline()  # the rest loads local files only
     model_path = (_to_object_store if is_object_store(config.destination) else _to_directory)(config)
     log.info("promoted %s to %s", config.model_path, model_path)
     artifacts = Artifacts(output_path=config.destination, model_path=model_path)
@@ -118,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(output=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the base model is a local file
     # No status patches: the termination message carries the outcome to the operator.
     reporter = StatusReporter(termination_log=os.environ.get(ENV_TERMINATION_LOG))
     code, result = run_reported("promotion", lambda: promote(read_config(load_promote_config, args), reporter), reporter)

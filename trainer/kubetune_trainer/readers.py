@@ -1,7 +1,8 @@
 """Reading raw rows from files and URIs: JSONL, CSV, Parquet or a saved Hugging Face dataset.
 
-A path is a local (or PVC) path, a file:// or http(s):// URL, or an object-store URI (s3://,
-gs://, az://, ...) read through fsspec. Light at import: fsspec, pyarrow and datasets are
+A path is a local (or PVC) path, a file:// or http(s):// URL, an object-store URI (s3://,
+gs://, az://, ...) read through fsspec, or hf://<org>/<name>[@rev]/<file>, a file of a Hub
+dataset repo that kubetune_trainer.sources fetches into the Hub cache and which is read there. Light at import: fsspec, pyarrow and datasets are
 imported inside the functions that need them (the pod's CPU-only check phase reads
 through this module before anything heavy loads).
 
@@ -35,7 +36,8 @@ def scheme(path: str) -> str | None:
 
 
 def is_remote(path: str) -> bool:
-    return scheme(path) not in (None, "file")
+    """Read through the network (hf:// files are fetched into the Hub cache first: local)."""
+    return scheme(path) not in (None, "file", "hf")
 
 
 def _local(path: str) -> Path | None:
@@ -44,6 +46,10 @@ def _local(path: str) -> Path | None:
         return Path(path)
     if s == "file":
         return Path(urlparse(str(path)).path)
+    if s == "hf":  # a file of a Hub dataset repo, in the Hub cache (kubetune_trainer.sources)
+        from kubetune_trainer.sources import local_data_path
+
+        return local_data_path(str(path))
     return None
 
 
@@ -51,6 +57,8 @@ def _filesystem(path: str):
     """(fsspec filesystem, path inside it); a missing plugin becomes a DataError naming the package."""
     import fsspec
 
+    if scheme(path) == "hf":
+        path = str(_local(path))
     try:
         return fsspec.core.url_to_fs(str(path))
     except ImportError as e:

@@ -28,6 +28,7 @@ from kubetune_trainer.model_loading import bf16_supported, load_model
 from kubetune_trainer.modelcard import write_model_card
 from kubetune_trainer.predictions import write_predictions
 from kubetune_trainer.splits import load_splits
+from kubetune_trainer.sources import objects
 from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.task_scores import finish_metrics, score_retention
 from kubetune_trainer.tokenization import tokenize_splits
@@ -73,7 +74,7 @@ def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, 
         },
         "finalTrainLoss": result.metrics.train_loss,
         "wallTimeSeconds": round(time.perf_counter() - started, 3),
-        "artifacts": artifacts.model_dump(by_alias=True, mode="json"),
+        "artifacts": artifacts.model_dump(by_alias=True, exclude_none=True, mode="json"),
         "versions": library_versions("accelerate"),
         "lineage": lineage.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
@@ -92,7 +93,7 @@ def _finish(config: TrainingConfig, result, artifacts: Artifacts, reporter: Stat
 def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     """Trains as `config` says and returns the path of training_summary.json."""
     started = time.perf_counter()
-    checked = check_training(config)  # user errors fail here, before any GPU work
+    checked = check_training(config)  # user errors fail here, before any GPU work (sources: see cli)
     log.info("%s; memory allocator %s", checked.describe(), allocator_in_use())
     output, spec, method = checked.output, config.training, METHODS[config.method.value]
     method.check(config)  # what the method needs of this machine (qlora: CUDA, bitsandbytes)
@@ -126,11 +127,17 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     model = accelerator.unwrap_model(model)
     n_predictions = write_predictions(model, tokenizer, data.splits["test"][:spec.prediction_rows], output / PREDICTIONS_FILE)
     model_path = method.save(model, tokenizer, output, config)
-    artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE))
+    artifacts = Artifacts(output_path=str(output), model_path=str(model_path), summary_path=str(output / SUMMARY_FILE),
+                          uri=config.output.uri)
     summary = _summary(config, result, checkpoint=checkpoint, counts=counts, params=params, accelerator=accelerator,
                        n_predictions=n_predictions, artifacts=artifacts, started=started, lineage=lineage)
     Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_model_card(output / MODEL_CARD_FILE, summary)
+    if config.output.uri:  # after everything is written locally; refuses an existing prefix
+        names = [Path(model_path).name, SUMMARY_FILE, MODEL_CARD_FILE, PREDICTIONS_FILE]
+        objects.upload(output, config.output.uri, names,
+                       lambda upload: reporter.report(PodReport(progress=result.progress.model_copy(update={"upload": upload})),
+                                                      final=upload.done))
     _finish(config, result, artifacts, reporter)
     accelerator.wait_for_everyone()
     return Path(artifacts.summary_path)

@@ -8,12 +8,13 @@ failure reporting as in kubetune_trainer.entrypoint (2 also for a metric that ca
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 from kubetune_api.catalog import TASKS
 from kubetune_api.evaluation import load_eval_config
-from kubetune_trainer.entrypoint import parse_args, read_config, run_reported
+from kubetune_api.reports import EvalPodReport, EvalProgress
+from kubetune_trainer.entrypoint import download_sink, parse_args, read_config, run_reported
+from kubetune_trainer.sources import stay_offline
 from kubetune_trainer.status_reporter import StatusReporter
 
 
@@ -29,16 +30,21 @@ def main(argv: list[str] | None = None) -> int:
                       "evaluation config (an EvalJob spec)", argv, check_only=True)
     reporter = StatusReporter.from_env()
 
+    sink = download_sink(reporter, EvalPodReport, EvalProgress)
+
     def work():
         config = read_config(load_eval_config, args)
         if args.check_only:
             from kubetune_trainer.checks import check_evaluation
 
-            return check_evaluation(config).describe()
-        # Models are local files, so transformers stays offline (no hub timeouts in air-gapped
-        # clusters) unless a metric must come from the Hub. Set before transformers is imported.
+            return check_evaluation(config, sink=sink).describe()
+        from kubetune_trainer.checks import fetch_evaluation_sources
+
+        fetch_evaluation_sources(config, sink)  # hf:// may go online; nothing after it needs to
+        # Models are local files now, so transformers stays offline (no hub timeouts in
+        # air-gapped clusters) unless a metric must come from the Hub.
         if all(name in TASKS[task].metrics for _, task, metrics in config.task_metrics() for name in metrics):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            stay_offline()
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         from kubetune_trainer.evaluation.runner import run
