@@ -15,8 +15,9 @@ the release as JSON. Errors go to stderr with exit status 1 (schema errors name 
 helm-sdkpy has no `helm template`: `template` runs a real Helm install, with the in-memory
 release store (HELM_DRIVER=memory), against a stand-in API server in this process that only
 answers discovery (the default Kubernetes kinds plus --api-versions, like `helm template
---api-versions`) and accepts every object without keeping it. The manifest Helm rendered, and
-would have applied, is printed; nothing reaches a cluster.
+--api-versions`) and accepts every object, keeping only what a list needs (Helm waits on hooks
+by listing them; it validates them against an empty OpenAPI document). The manifest Helm
+rendered, and would have applied, is printed, hooks last; nothing reaches a cluster.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ BUILTIN = [
 OPTIONAL = {
     "monitoring.coreos.com/v1": [("ServiceMonitor", "servicemonitors", True), ("PodMonitor", "podmonitors", True),
                                  ("PrometheusRule", "prometheusrules", True)],
-    "kubetune.io/v1alpha1": [("FineTuneJob", "finetunejobs", True), ("EvalJob", "evaljobs", True)],
+    "kubetune.io/v1alpha1": [("FineTuneJob", "finetunejobs", True), ("EvalJob", "evaljobs", True),
+                             ("ClusterTrainingRuntime", "clustertrainingruntimes", False), ("TrainingRuntime", "trainingruntimes", True)],
     "cert-manager.io/v1": [("Certificate", "certificates", True), ("Issuer", "issuers", True),
                            ("ClusterIssuer", "clusterissuers", False)],
 }
@@ -94,6 +96,7 @@ class _StandIn(BaseHTTPRequestHandler):
     """Discovery for the kinds above; accepts any write, finds nothing on reads."""
 
     groups: dict[str, list[tuple[str, str, bool]]] = {}
+    created: dict[str, dict[str, dict]] = {}  # collection path -> name -> object (lists only)
 
     def log_message(self, *args):  # quiet
         pass
@@ -118,6 +121,12 @@ class _StandIn(BaseHTTPRequestHandler):
             major, minor = KUBE_VERSION[1:].split(".")[:2]
             return self._send(200, {"major": major, "minor": minor, "gitVersion": KUBE_VERSION,
                                     "platform": "linux/amd64"})
+        if path == "/openapi/v2":  # an empty OpenAPI document (protobuf): Helm validates hooks against no schema
+            self.send_response(200)
+            self.send_header("Content-Type", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path == "/api":
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
         if path == "/apis":
@@ -131,9 +140,13 @@ class _StandIn(BaseHTTPRequestHandler):
         gv = path[len("/api/"):] if path.startswith("/api/") else path[len("/apis/"):]
         if gv in self.groups:
             return self._send(200, self._resources(gv))
-        plurals = {plural for kinds in self.groups.values() for _, plural, _ in kinds}
-        if path.rsplit("/", 1)[-1] in plurals:  # a collection: empty
-            return self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": []})
+        plurals = {plural: (gv, kind) for gv, kinds in self.groups.items() for kind, plural, _ in kinds}
+        if path.rsplit("/", 1)[-1] in plurals:  # a collection: what a hook created in it (Helm waits on hooks)
+            if "watch=" in self.path:
+                return self._send(200, {})
+            gv, kind = plurals[path.rsplit("/", 1)[-1]]
+            return self._send(200, {"kind": f"{kind}List", "apiVersion": gv, "metadata": {"resourceVersion": "1"},
+                                    "items": list(self.created.get(path, {}).values())})
         return self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                 "reason": "NotFound", "code": 404, "message": f"{path} not found"})
 
@@ -151,6 +164,8 @@ class _StandIn(BaseHTTPRequestHandler):
         obj = json.loads(body)
         obj.setdefault("metadata", {}).setdefault("uid", "00000000-0000-0000-0000-000000000000")
         obj["metadata"].setdefault("resourceVersion", "1")
+        if self.command == "POST":
+            self.created.setdefault(self.path.split("?")[0].rstrip("/"), {})[obj["metadata"].get("name")] = obj
         self._send(201 if self.command == "POST" else 200, obj)
 
     do_POST = do_PUT = do_PATCH = _write
@@ -172,13 +187,14 @@ def _standin_kubeconfig(port: int, directory: str) -> str:
 
 def template(args, values: dict) -> dict:
     groups: dict[str, list[tuple[str, str, bool]]] = {}
+    created: dict[str, dict[str, dict]] = {}  # collection path -> name -> object (lists only)
     for gv, kind, plural, namespaced in BUILTIN:
         groups.setdefault(gv, []).append((kind, plural, namespaced))
     for gv in args.api_versions:
         if gv not in OPTIONAL:
             raise SystemExit(f"--api-versions {gv}: known here are {', '.join(OPTIONAL)}")
         groups.setdefault(gv, []).extend(OPTIONAL[gv])
-    handler = type("Handler", (_StandIn,), {"groups": groups})
+    handler = type("Handler", (_StandIn,), {"groups": groups, "created": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -261,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         values = _load_values(args.values, args.set_json) if hasattr(args, "values") else {}
         if args.cmd == "template":
             rel = template(args, values)
-            print(rel.get("info", {}).get("notes", "") if args.notes else rel.get("manifest", ""))
+            # Hooks after the manifest, as `helm template` prints them.
+            hooks = "".join(f"\n---\n# Source: {hook['path']}\n{hook['manifest']}" for hook in rel.get("hooks") or [])
+            print(rel.get("info", {}).get("notes", "") if args.notes else rel.get("manifest", "") + hooks)
             return 0
         print(json.dumps(_run(helm_sdkpy, args, values), indent=2, default=str))
         return 0

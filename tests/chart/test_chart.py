@@ -10,7 +10,7 @@ import yaml
 
 from conftest import CHART, MONITORING, ROOT, TOGGLES, by_kind, helm, notes, one, rejected, render
 
-DEFAULT_KINDS = {"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1,
+DEFAULT_KINDS = {"CustomResourceDefinition": 4, "ServiceAccount": 1, "ClusterRole": 3, "ClusterRoleBinding": 1,
                  "Service": 2, "Deployment": 1, "ValidatingWebhookConfiguration": 1, "Secret": 1}
 CERT_MANAGER = "cert-manager.io/v1"
 USERNAME_ARG = "--operator-username=system:serviceaccount:kubetune-system:kubetune-operator"
@@ -49,7 +49,7 @@ def test_defaults_render_the_operator_and_its_crds():
     objects = render()
     assert kinds(objects) == DEFAULT_KINDS
     assert {o["metadata"]["name"] for o in by_kind(objects, "CustomResourceDefinition")} == {
-        "finetunejobs.kubetune.io", "evaljobs.kubetune.io"}
+        "finetunejobs.kubetune.io", "evaljobs.kubetune.io", "clustertrainingruntimes.kubetune.io", "trainingruntimes.kubetune.io"}
     # The names the local tooling (hack/operator.sh) and the docs rely on.
     assert one(objects, "ServiceAccount")["metadata"] == {**one(objects, "ServiceAccount")["metadata"],
                                                           "name": "kubetune-operator", "namespace": "kubetune-system"}
@@ -194,8 +194,9 @@ def test_watch_namespaces_get_roles_and_no_cluster_wide_access_to_them():
     cluster_rules = operator_role(objects)["rules"]
     assert cluster_rules == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
                               "verbs": ["get", "list", "watch"]},
-                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}]
-    cluster_wide = (["customresourcedefinitions"], ["namespaces"])
+                             {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+                             {"apiGroups": ["kubetune.io"], "resources": ["clustertrainingruntimes"], "verbs": ["get"]}]
+    cluster_wide = (["customresourcedefinitions"], ["namespaces"], ["clustertrainingruntimes"])
     assert by_kind(objects, "Role")[0]["rules"] == [r for r in operator_role(render())["rules"]
                                              if r["resources"] not in cluster_wide]
 
@@ -298,7 +299,10 @@ def test_tenant_roles_aggregate_into_edit_and_view_without_status():
     assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
     for role in (edit, view):
         resources = {r for rule in role["rules"] for r in rule["resources"]}
-        assert resources == {"finetunejobs", "evaljobs"}  # never finetunejobs/status, evaljobs/status
+        # Never finetunejobs/status, evaljobs/status; runtimes (the admins') read-only.
+        assert resources == {"finetunejobs", "evaljobs", "clustertrainingruntimes", "trainingruntimes"}
+        runtime_verbs = {v for rule in role["rules"] if "trainingruntimes" in rule["resources"] for v in rule["verbs"]}
+        assert runtime_verbs == {"get", "list", "watch"}
         assert all(rule["apiGroups"] == ["kubetune.io"] for rule in role["rules"])
     assert {"create", "patch", "delete"} <= {v for rule in edit["rules"] for v in rule["verbs"]}
     assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}

@@ -58,6 +58,10 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["kubetune.io"]
   resources: ["finetunejobs/finalizers", "evaljobs/finalizers"]
   verbs: ["update"]
+# A namespace's TrainingRuntimes, read on each admission and launch of a job naming one.
+- apiGroups: ["kubetune.io"]
+  resources: ["trainingruntimes"]
+  verbs: ["get"]
 # patch: an attempt that failed is stopped (parallelism 0); delete: spec.suspend stops the running attempt.
 - apiGroups: ["batch"]
   resources: ["jobs"]
