@@ -18,14 +18,14 @@ import signal
 import stat
 import sys
 
-MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND = 1, 2, 4, 32, 4096
 KEPT_FLAGS = os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC  # the same bits as their MS_ flags
 MOUNT_FAILED, NOT_FOUND, NOT_EXECUTABLE = 32, 127, 126  # as mount(8) and sh report them
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def mount(source, target: str, flags: int):
-    if libc.mount(source, target.encode(), None, flags, None) != 0:
+def mount(source, target: str, flags: int, fstype=None, options=None):
+    if libc.mount(source, target.encode(), fstype, flags, options) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), target)
 
@@ -40,9 +40,14 @@ def make_target(target: str, is_dir: bool):
 
 
 def bind_all(mounts: list):
-    """Binds [source, target, readOnly] in order (parents first): all sources opened first."""
-    fds = [os.open(src, os.O_PATH | os.O_CLOEXEC) for src, _, _ in mounts]
-    for fd, (_, target, read_only) in zip(fds, mounts):
+    """Binds [source, target, readOnly] in order (parents first): all sources opened first.
+    [None, target, readOnly, options] mounts a tmpfs (a memory emptyDir) there instead."""
+    fds = [os.open(m[0], os.O_PATH | os.O_CLOEXEC) if m[0] is not None else None for m in mounts]
+    for fd, (_, target, read_only, *options) in zip(fds, mounts):
+        if fd is None:
+            make_target(target, True)
+            mount(b"tmpfs", target, MS_NOSUID | MS_NODEV, b"tmpfs", (options[0] if options else "").encode() or None)
+            continue
         make_target(target, stat.S_ISDIR(os.fstat(fd).st_mode))
         mount(f"/proc/self/fd/{fd}".encode(), target, MS_BIND)
         if read_only:  # keeping the source's nosuid/nodev/noexec, as mount(8) does

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .common import log
+from .volumes import MemoryVolume
 
 REPO = Path(__file__).resolve().parents[3]  # stands in for the image's WORKDIR
 MOUNTNS = Path(__file__).resolve().with_name("mountns.py")
@@ -83,7 +84,9 @@ def launch(files: ContainerFiles, spec: dict, argv: list[str], env: dict,
     mounts = [*unhide(mounts, [REPO, Path(sys.prefix), files.pod_dir]),
               (files.termination, spec.get("terminationMessagePath") or "/dev/termination-log",
                False)]
-    plan = json.dumps({"mounts": [[str(src), target, ro] for src, target, ro in mounts],
+    # A memory emptyDir has no source: mountns.py mounts a tmpfs ("size=N" or "").
+    plan = json.dumps({"mounts": [[None, target, ro, f"size={src.size}" if src.size else ""] if isinstance(src, MemoryVolume)
+                                  else [str(src), target, ro] for src, target, ro in mounts],
                        "cwd": spec.get("workingDir") or str(REPO)})
     if restarted and files.log.exists():
         files.log.replace(files.previous_log)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +18,24 @@ from kubernetes.client.rest import ApiException
 
 from .common import NotReady, Unsupported
 from .env import Fetch, PodFacts, service_account
+
+_BYTES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+@dataclass(frozen=True)
+class MemoryVolume:
+    """An emptyDir with medium Memory: a tmpfs mounted at each mountPath (no host directory;
+    each container gets its own, as the node agent runs containers in their own namespaces)."""
+    size: int | None  # bytes (sizeLimit); None: tmpfs's default, half the host's memory
+
+    @classmethod
+    def of(cls, empty_dir: dict) -> "MemoryVolume":
+        limit = empty_dir.get("sizeLimit")
+        match = re.fullmatch(r"([0-9]+)([kMGT]i?)?", str(limit)) if limit is not None else None
+        if limit is not None and match is None:
+            raise Unsupported(f"emptyDir sizeLimit {limit!r}: the node agent takes an integer with k, M, G, T, Ki, Mi, Gi or Ti")
+        return cls(int(match.group(1)) * _BYTES[match.group(2) or ""] if match else None)
+
 
 # token(audience, expirationSeconds) -> a token of the pod's service account.
 Token = Callable[["str | None", int], str]
@@ -90,9 +110,11 @@ class VolumeMaker:
         self.pod_dir, self.pvc_root, self.facts = pod_dir, pvc_root, facts
         self.fetch, self.token = fetch, token
 
-    def materialize(self, vol: dict) -> tuple[Path, bool]:
+    def materialize(self, vol: dict) -> tuple["Path | MemoryVolume", bool]:
         name = vol["name"]
         vdir = self.pod_dir / "volumes" / name
+        if "emptyDir" in vol and (vol["emptyDir"] or {}).get("medium") == "Memory":
+            return MemoryVolume.of(vol["emptyDir"]), False
         if "emptyDir" in vol:
             vdir.mkdir(parents=True, exist_ok=True)
             return vdir, False
@@ -168,6 +190,8 @@ def volume_mounts(spec: dict, volumes: dict[str, tuple[Path, bool]]
         if vm["name"] not in volumes:
             raise Unsupported(f"volumeMount {vm['name']!r} names no volume of the pod")
         src, ro = volumes[vm["name"]]
+        if vm.get("subPath") and isinstance(src, MemoryVolume):
+            raise Unsupported(f"volumeMount {vm['name']!r}: subPath of a memory emptyDir")
         if vm.get("subPath"):
             src = src / vm["subPath"]
             if not src.exists():
