@@ -236,7 +236,8 @@ class MotoS3:
             raise RuntimeError("moto.server did not start listening")
         self._create_user()
         # From here on every request must be signed with the user's keys.
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST")).close()
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset-auth", data=b"0", method="POST",
+                                                      headers={"Content-Type": "text/plain"})).close()
         return self
 
     def client(self, service: str = "s3", access_key: str | None = None, secret_key: str | None = None):

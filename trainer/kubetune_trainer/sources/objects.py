@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 # The stores' clients retry and wait on their own; these bound both, so an unreachable store
 # fails in about a minute instead of hanging.
 _OPTIONS = {"s3": {"config_kwargs": {"connect_timeout": 10, "read_timeout": 60,
-                                     "retries": {"max_attempts": 3, "mode": "standard"}},
-                   "retries": 3}}
+                                     "retries": {"max_attempts": 3, "mode": "standard"}}}}
 _UNAUTHORIZED_NAMES = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
                        "DefaultCredentialsError", "ClientAuthenticationError")
 
@@ -60,7 +59,7 @@ def classify(error: BaseException, uri: str, field: str, bucket: str) -> SourceE
     if isinstance(error, SourceError):
         return error
     if isinstance(error, FileNotFoundError):
-        return SourceNotFoundError(f"{where}: not found (no bucket {bucket!r}, or nothing at this key): {error}")
+        return SourceNotFoundError(f"{where}: nothing at this key in bucket {bucket!r}")
     if isinstance(error, PermissionError) or type(error).__name__ in _UNAUTHORIZED_NAMES:
         return SourceUnauthorizedError(
             f"{where}: the store refused the credentials (from the runtime's env, e.g. AWS_ACCESS_KEY_ID and "
@@ -74,10 +73,19 @@ def _version(key: str, info: dict) -> ObjectVersion:
     return ObjectVersion(key=key, etag=etag[:256], version_id=str(version)[:256] if version else None)
 
 
-def _info(fs, ref: ObjectRef, uri: str, field: str) -> dict:
+def _check_bucket(fs, ref: ObjectRef, uri: str, field: str) -> None:
+    """The bucket exists and the credentials may use it (a plain "not found" for the key would hide which)."""
     try:
-        if fs.exists(ref.bucket) is False:  # a plain "not found" for the key would hide this
-            raise SourceNotFoundError(f"{field} {uri!r}: no bucket (or container) {ref.bucket!r}")
+        fs.info(ref.bucket)
+    except FileNotFoundError:
+        raise SourceNotFoundError(f"{field} {uri!r}: no bucket (or container) {ref.bucket!r}") from None
+    except Exception as e:  # noqa: BLE001 - every failure becomes its reason
+        raise classify(e, uri, field, ref.bucket) from None
+
+
+def _info(fs, ref: ObjectRef, uri: str, field: str) -> dict:
+    _check_bucket(fs, ref, uri, field)
+    try:
         return fs.info(f"{ref.bucket}/{ref.key}" if ref.key else ref.bucket)
     except Exception as e:  # noqa: BLE001 - every failure becomes its reason
         raise classify(e, uri, field, ref.bucket) from None
@@ -164,9 +172,8 @@ def check_destination(uri: str, field: str = "output.uri") -> None:
     """The bucket exists and nothing is at the prefix yet (an upload never overwrites)."""
     ref = parse_object(uri, field, need_key=True)
     fs = _store(ref, uri, field)
+    _check_bucket(fs, ref, uri, field)
     try:
-        if fs.exists(ref.bucket) is False:
-            raise SourceNotFoundError(f"{field} {uri!r}: no bucket (or container) {ref.bucket!r}")
         taken = fs.exists(f"{ref.bucket}/{ref.key}")
     except Exception as e:  # noqa: BLE001
         raise classify(e, uri, field, ref.bucket) from None
