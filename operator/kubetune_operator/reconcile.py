@@ -142,6 +142,10 @@ def launch(workload: Workload, body: dict[str, Any], placement: api.Placement, c
     try:  # the webhook checked runtime and policy at apply; both may have changed since
         resolved = resolve_runtime(workload, body, placement)
     except preflight.Invalid as invalid:
+        if status.get("specDigest"):  # launched before (an operator restart): what runs goes on; the next attempt checks again
+            log.warning(f"{meta['namespace']}/{meta['name']}: {invalid.reason}: {invalid} (the running attempt goes on)")
+            sync(workload, meta["namespace"], meta["name"])
+            return
         fail_without_launch(workload, body, invalid.reason, str(invalid))
         return
     record = {"runtime": resolved.record()} if resolved else {}
