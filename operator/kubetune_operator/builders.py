@@ -156,6 +156,37 @@ def command(workload: Workload, gpus: int, nodes: int = 1) -> list[str]:
     return [workload.command, *config]
 
 
+def _volumes(name: str, spec: api.Placement, runtime: Optional[RuntimeSpec]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, volumeMounts): the config, the spec's PVCs, the runtime's, the writable dirs."""
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    for volume in spec.volumes:
+        volumes.append({"name": volume.name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}})
+        mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
+    if runtime is not None:
+        extra_volumes, extra_mounts = runtimes.volumes(runtime)
+        volumes += extra_volumes
+        mounts += extra_mounts
+    _writable_dirs(mounts, volumes)
+    return volumes, mounts
+
+
+def _placement(spec: api.Placement, runtime: Optional[RuntimeSpec]) -> dict[str, Any]:
+    """The pod's scheduling fields. A field the runtime sets, the spec may not (runtimes.conflicts):
+    at most one side is set."""
+    fields: dict[str, Any] = {}
+    node_selector = {**(runtime.node_selector if runtime else {}), **spec.node_selector}
+    tolerations = [*(runtime.tolerations if runtime else []), *spec.tolerations]
+    priority_class = spec.priority_class_name or (runtime.priority_class_name if runtime else None)
+    if node_selector:
+        fields["nodeSelector"] = node_selector
+    if tolerations:
+        fields["tolerations"] = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tolerations]
+    if priority_class:
+        fields["priorityClassName"] = priority_class
+    return {**fields, **(runtimes.pod_fields(runtime) if runtime is not None else {})}
+
+
 def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_image: str = api.DEFAULT_IMAGE,
         attempt: int = 1, job_suspend_supported: bool = False, evaluate_metrics: Sequence[str] = (),
         runtime: Optional[RuntimeSpec] = None) -> dict[str, Any]:
@@ -171,16 +202,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
     job_labels = dict(pod_labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
-    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    for volume in spec.volumes:
-        volumes.append({"name": volume.name, "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": volume.read_only}})
-        mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": volume.read_only})
-    if runtime is not None:
-        extra_volumes, extra_mounts = runtimes.volumes(runtime)
-        volumes += extra_volumes
-        mounts += extra_mounts
-    _writable_dirs(mounts, volumes)
+    volumes, mounts = _volumes(name, spec, runtime)
     pull_policy = spec.image_pull_policy or (runtime.image_pull_policy if runtime else None) or ImagePullPolicy.IfNotPresent
     container = {
         "name": workload.container,
@@ -209,18 +231,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
         "containers": [container],
         "volumes": volumes,
     }
-    # A field the runtime sets, the spec may not (runtimes.conflicts): at most one side is set.
-    node_selector = {**(runtime.node_selector if runtime else {}), **spec.node_selector}
-    tolerations = [*(runtime.tolerations if runtime else []), *spec.tolerations]
-    priority_class = spec.priority_class_name or (runtime.priority_class_name if runtime else None)
-    if node_selector:
-        pod_spec["nodeSelector"] = node_selector
-    if tolerations:
-        pod_spec["tolerations"] = [t.model_dump(by_alias=True, mode="json", exclude_none=True) for t in tolerations]
-    if priority_class:
-        pod_spec["priorityClassName"] = priority_class
-    if runtime is not None:
-        pod_spec.update(runtimes.pod_fields(runtime))
+    pod_spec.update(_placement(spec, runtime))
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "completions": 1,

@@ -124,12 +124,10 @@ def start_attempt(workload: Workload, obj: dict[str, Any], attempt: int, placeme
     child = builders.job(obj["metadata"], workload, placement, settings.trainer_image, attempt=attempt,
                          job_suspend_supported=shared.config.job_suspend, evaluate_metrics=settings.allowed_evaluate_metrics,
                          runtime=resolved.spec if resolved else None)
-    record = resolved.record() if resolved else None
-    before = (obj.get("status") or {}).get("runtime")
+    record, before = (resolved.record() if resolved else None), (obj.get("status") or {}).get("runtime")
     if record and before and before.get("digest") != record["digest"]:
-        kopf.event(obj, type="Warning", reason="RuntimeChanged",
-                   message=f"attempt {attempt} runs with {record['kind']} {record['name']} as it is now (generation "
-                           f"{record['generation']}), changed since attempt {(obj.get('status') or {}).get('attempt') or 1}")
+        kopf.event(obj, type="Warning", reason="RuntimeChanged", message=f"attempt {attempt} runs with {record['kind']} "
+                   f"{record['name']} as it is now (generation {record['generation']}), changed since the last attempt")
     if create(child):
         kopf.event(obj, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']} (attempt {attempt})")
     return record

@@ -95,8 +95,11 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
     release, system, watched = f"ktchart-{suffix}", f"ktchart-{suffix}-system", f"ktchart-{suffix}"
     metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
     # The pod shares the host's network, where the API server runs: it calls https://127.0.0.1:<port>.
+    # The chart's cpu runtime (a post-install hook), which the FineTuneJob names: the operator reads
+    # it with the chart's RBAC (get on clustertrainingruntimes, with watchNamespaces too).
     values = {"watchNamespaces": [watched], "workers": 2, "metrics": {"port": metrics_port},
-              "health": {"port": health_port}, "webhook": {"port": webhook_port, "host": "127.0.0.1"}}
+              "health": {"port": health_port}, "webhook": {"port": webhook_port, "host": "127.0.0.1"},
+              "runtimes": {"cpu": {"enabled": True, "namespaces": [watched]}}}
     outputs = E2E_OUTPUTS / watched
     kubectl("create", "namespace", watched)
     paused = _pause_other_operators()
@@ -123,7 +126,8 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
                                     "maxLength": 32},
                         "method": "lora", "lora": {"r": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]},
                         "training": {"maxSteps": 2, "batchSize": 4, "learningRate": 0.01},
-                        "output": {"path": in_workdir(outputs / "out")}}}
+                        "output": {"path": in_workdir(outputs / "out")}, "runtime": {"name": "cpu"}}}
+        assert get_json("clustertrainingruntime", "cpu")["spec"]["namespaces"] == [watched]
         wait_for(lambda: (get_json("validatingwebhookconfiguration", f"{release}-operator") or {}).get("webhooks"), 60,
                  "the chart's operator to set its webhooks")
         bad = {**ftj, "metadata": {"name": "bad", "namespace": watched},
@@ -133,6 +137,7 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
         kubectl("apply", "-f", "-", stdin=yaml.safe_dump(ftj))
         done = wait_final("ftj", watched, "first", timeout=300)
         assert done["status"]["phase"] == "Succeeded", (done["status"], _pod_log(system))
+        assert done["status"]["runtime"]["name"] == "cpu"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
             assert f'kubetune_finetunejob_progress_ratio{{name="first",namespace="{watched}"}} 1.0' in response.read().decode()
 
@@ -162,6 +167,7 @@ def test_install_run_a_finetunejob_upgrade_uninstall(kubeconfig, tiny_model_dir,
         if installed:
             helm("uninstall", release, "-n", system, check=False)
         kubectl("delete", "namespace", watched, system, "--wait=false", check=False)
+        kubectl("delete", "clustertrainingruntime", "cpu", "--ignore-not-found", check=False)  # hooks outlive the release
         shutil.rmtree(outputs, ignore_errors=True)
         for process in paused:
             process.start()
