@@ -200,6 +200,14 @@ class HubMirror:
         return entry
 
 
+def s3_filesystems_forget() -> None:
+    """Drops fsspec's cached S3 filesystems: the readers' would keep an earlier test's endpoint
+    and keys (a pod's environment never changes, a test process's does)."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def closed_port() -> int:
     """A local port nothing listens on (connections to it are refused at once)."""
     with socket.socket() as s:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from sources_fixtures import HubMirror, MotoS3, build_hub_cache, closed_port, read_files
+from sources_fixtures import HubMirror, MotoS3, build_hub_cache, closed_port, read_files, s3_filesystems_forget
 from test_cli import write_config
 from tinymodels import make_rows
 
@@ -37,6 +37,7 @@ def remote(s3_server, tmp_path, monkeypatch, tiny_model_dir):
     client.create_bucket(Bucket="kubetune")
     client.put_object(Bucket="kubetune", Key="data/train.jsonl",
                       Body="".join(json.dumps(row) + "\n" for row in make_rows()).encode())
+    s3_filesystems_forget()
     sources.forget()
     yield client, commit
     sources.forget()

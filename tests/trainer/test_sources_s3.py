@@ -4,7 +4,7 @@ uploaded and read back, and each failure with its reason."""
 from __future__ import annotations
 
 import pytest
-from sources_fixtures import MotoS3, read_files
+from sources_fixtures import MotoS3, read_files, s3_filesystems_forget
 
 from kubetune_api.errors import ConfigError, Reason, SourceError
 from kubetune_trainer import readers, sources
@@ -30,6 +30,7 @@ def s3(s3_server, monkeypatch, request):
     client = s3_server.client()
     bucket = f"b-{abs(hash(request.node.name)) % 10**10}"
     client.create_bucket(Bucket=bucket)
+    s3_filesystems_forget()
     sources.forget()
     yield client, bucket
     sources.forget()
