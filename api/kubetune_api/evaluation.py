@@ -16,7 +16,8 @@ from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_PATH, MAX_R
                                NameList, load_model_file)
 from kubetune_api.catalog import TASKS, EvalTask
 from kubetune_api.sources import check_data_uri, check_model_uri
-from kubetune_api.training import Dtype, OutputSpec
+from kubetune_api.outputs import OutputSpec
+from kubetune_api.training import Dtype
 
 
 MODEL_PATH_DOC = ("Base model: a checkpoint directory, a .gguf file, pkg://<package>/<file>, hf://<org>/<name>[@<revision>] "

@@ -17,8 +17,8 @@ from pydantic.alias_generators import to_camel
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_STEPS, MAX_TEMPLATE, MAX_TOKENS, ApiModel,
                                NameList, load_model_file)
 from kubetune_api.catalog import Method
-from kubetune_api.paths import check_relative_stays_inside
-from kubetune_api.sources import check_data_uri, check_model_uri, check_output_uri
+from kubetune_api.outputs import TrainingOutputSpec
+from kubetune_api.sources import check_data_uri, check_model_uri
 
 
 class Dtype(str, Enum):
@@ -330,37 +330,6 @@ class TrainingSpec(ApiModel):
         if self.max_steps is not None and self.epochs != type(self).model_fields["epochs"].default:
             raise ValueError(f"set one of training.epochs and training.maxSteps (epochs {self.epochs:g} with maxSteps {self.max_steps})")
         return self
-
-
-class OutputSpec(ApiModel):
-    path: str = Field(
-        min_length=1, max_length=4096,
-        description=(
-            "Directory for the results: relative to the container's working directory (no '..' that leaves it), or "
-            "absolute on one of the job's writable volumes."
-        ),
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _stays_inside(cls, path: str) -> str:
-        return check_relative_stays_inside(path, "output.path")
-
-
-class TrainingOutputSpec(OutputSpec):
-    uri: Optional[str] = Field(
-        None, min_length=1, max_length=MAX_PATH,
-        description=(
-            "Also upload the results to this object-store prefix (s3://, gs://, az://) after training: the adapter or "
-            "model, the tokenizer, training_summary.json and the model card (rank 0, after they are written to path). "
-            "It must not exist yet: an upload never overwrites. Credentials come from the runtime's env."
-        ),
-    )
-
-    @field_validator("uri")
-    @classmethod
-    def _object_store(cls, uri: Optional[str]) -> Optional[str]:
-        return check_output_uri(uri, "output.uri")
 
 
 class TrainingConfig(ApiModel):
