@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Pages other engineers are writing (issue 18: runtimes, models and data), linked from the
-# README before they land; once a page exists its links and anchors are checked like any other.
-PENDING = {"docs/runtimes.md", "docs/models-and-data.md"}
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
@@ -44,7 +41,7 @@ def anchors(page: Path) -> set[str]:
     return found
 
 
-def broken(page: Path, root: Path = ROOT, pending: frozenset[str] = frozenset()) -> list[str]:
+def broken(page: Path, root: Path = ROOT) -> list[str]:
     """The relative links of `page` that lead nowhere, each with why."""
     problems = []
     for target in _LINK.findall(_prose(page.read_text(encoding="utf-8"))):
@@ -54,8 +51,7 @@ def broken(page: Path, root: Path = ROOT, pending: frozenset[str] = frozenset())
         file = (page.parent / path).resolve() if path else page
         name = file.relative_to(root).as_posix() if file.is_relative_to(root) else str(file)
         if not file.exists():
-            if name not in pending:
-                problems.append(f"{target}: no {name}")
+            problems.append(f"{target}: no {name}")
         elif fragment and file.suffix == ".md" and fragment not in anchors(file):
             problems.append(f"{target}: no heading #{fragment} in {name}")
     return problems
@@ -63,7 +59,7 @@ def broken(page: Path, root: Path = ROOT, pending: frozenset[str] = frozenset())
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(page):
-    assert broken(page, pending=frozenset(PENDING)) == []
+    assert broken(page) == []
 
 
 def test_the_readme_links_into_every_docs_page():
@@ -79,10 +75,10 @@ def test_broken_files_and_anchors_are_named_and_code_is_not_a_link(tmp_path):
     (tmp_path / "README.md").write_text(
         "# Title\n\n"
         "[ok](docs/guide.md#multi-node-training-resourcesnodes) [repeated](docs/guide.md#notes-1) [self](#title)\n"
-        "[web](https://example.com/x) [soon](docs/later.md)\n"
+        "[web](https://example.com/x) [folder](docs/)\n"
         "[gone](docs/missing.md) [bad anchor](docs/guide.md#multinode) [bad self](#nothing)\n"
         "`[in code](docs/nowhere.md)`\n\n```\n[in a block](docs/nowhere.md)\n```\n")
-    assert broken(tmp_path / "README.md", tmp_path, frozenset({"docs/later.md"})) == [
+    assert broken(tmp_path / "README.md", tmp_path) == [
         "docs/missing.md: no docs/missing.md",
         "docs/guide.md#multinode: no heading #multinode in docs/guide.md",
         "#nothing: no heading #nothing in README.md",
