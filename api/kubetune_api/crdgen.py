@@ -30,7 +30,7 @@ def _number(value: float) -> str:
 def bounds_note(node: dict[str, Any]) -> str:
     """A JSON Schema node's bounds in words ("Bounds: at least 1, at most 64."), or "": every
     bound the API server enforces is also said in the field's description (kubectl explain,
-    the README tables)."""
+    the reference pages under docs/reference/)."""
     parts = []
     for key, words in (("minimum", "at least"), ("exclusiveMinimum", "more than"),
                        ("maximum", "at most"), ("exclusiveMaximum", "less than")):

@@ -77,7 +77,7 @@ class Reason(str, Enum):
     PromotionFailed = "PromotionFailed"
 
 
-# What each reason means, for the README's reference (docgen) and nowhere else.
+# What each reason means, for docs/reference/reasons.md (docgen) and nowhere else.
 REASON_DOCS = {
     Reason.InvalidSpec: "the spec breaks a rule the schema cannot express (mutually exclusive fields, ratios, method blocks, paths)",
     Reason.InvalidName: "metadata.name is too long for the child objects' names",
