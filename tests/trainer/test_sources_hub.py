@@ -138,3 +138,26 @@ def test_a_missing_dataset_file_is_source_not_found(monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", mirror.url)
         error = failure("hf://acme/qa-pairs/test.jsonl", sources.fetch_data)
     assert error.reason == Reason.SourceNotFound.value and "'test.jsonl'" in str(error)
+
+
+def test_an_evaluation_resolves_hub_models_and_rows_in_its_check(hub_env, model_files, monkeypatch, tmp_path):
+    from kubetune_api.evaluation import EvalConfig
+    from kubetune_trainer.checks import check_evaluation
+    from kubetune_trainer.lineage import evaluation_lineage
+
+    commit = build_hub_cache(hub_env, REPO, model_files)
+    rows = b'{"q": "Which animal is red?", "a": "cat"}\n'
+    with HubMirror() as mirror:
+        data_commit = mirror.add("acme/qa", {"test.jsonl": rows}, repo_type="dataset")
+        monkeypatch.setenv("HF_ENDPOINT", mirror.url)
+        config = EvalConfig.model_validate({
+            "models": [{"name": "base", "path": URI}],
+            "dataset": {"path": "hf://acme/qa/test.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]},
+            "output": {"path": str(tmp_path / "eval")}})
+        seen = []
+        checked = check_evaluation(config, sink=seen.append)
+        assert checked.models == (repo_folder(hub_env, REPO) / "snapshots" / commit,) and checked.rows == 1
+        assert [s.source for s in seen if s.done] == ["hf://acme/qa/test.jsonl"]  # the model was a cache hit
+        lineage = evaluation_lineage(config, {})
+    assert (lineage.models[0].commit, lineage.models[0].cache_hit) == (commit, True)
+    assert (lineage.datasets[0].commit, lineage.datasets[0].cache_hit) == (data_commit, False)
