@@ -161,3 +161,26 @@ def test_an_evaluation_resolves_hub_models_and_rows_in_its_check(hub_env, model_
         lineage = evaluation_lineage(config, {})
     assert (lineage.models[0].commit, lineage.models[0].cache_hit) == (commit, True)
     assert (lineage.datasets[0].commit, lineage.datasets[0].cache_hit) == (data_commit, False)
+
+
+RESOLVE = "import sys; from kubetune_trainer import sources; print(sources.fetch_model(sys.argv[1]).local)"
+
+
+def test_two_pods_on_one_cache_volume_download_each_file_once(hub_env, model_files, monkeypatch):
+    """Two processes resolving the same revision at once into one cache: huggingface_hub's file
+    locks let one fetch each blob and the other find it, whichever comes first."""
+    import os
+    import subprocess
+    import sys
+
+    with HubMirror() as mirror:
+        commit = mirror.add(REPO, model_files)
+        env = {**os.environ, "HF_ENDPOINT": mirror.url, "KUBETUNE_MODEL_CACHE": str(hub_env)}
+        env.pop("HF_HUB_OFFLINE", None)
+        pods = [subprocess.Popen([sys.executable, "-c", RESOLVE, URI], env=env, stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+        outputs = [pod.communicate()[0].strip() for pod in pods]
+        assert [pod.returncode for pod in pods] == [0, 0]
+        assert outputs == [str(repo_folder(hub_env, REPO) / "snapshots" / commit)] * 2
+        fetched = sorted(p.rsplit("/", 1)[-1] for p in mirror.downloads())
+    assert fetched == sorted(name.rsplit("/", 1)[-1] for name in model_files)
