@@ -123,3 +123,23 @@ def test_wrong_keys_are_source_unauthorized(s3, monkeypatch):
                       (objects.check_destination, f"s3://{bucket}/runs/two")):
         error = failure(call, uri, "field")
         assert error.reason == Reason.SourceUnauthorized.value and uri in str(error)
+
+
+def test_an_unreachable_store_is_source_unavailable(s3, monkeypatch):
+    from sources_fixtures import closed_port
+
+    _, bucket = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    error = failure(sources.fetch_data, f"s3://{bucket}/data/train.jsonl", "dataset.path")
+    assert error.reason == Reason.SourceUnavailable.value and "cannot reach the store" in str(error)
+
+
+@pytest.mark.parametrize("uri, package", [("gs://bucket/rows.jsonl", "gcsfs"), ("az://container/rows.jsonl", "adlfs")])
+def test_a_store_without_its_package_in_the_image_names_the_package(uri, package):
+    try:
+        __import__(package)
+        pytest.skip(f"{package} is installed here")
+    except ImportError:
+        pass
+    error = failure(sources.fetch_data, uri, "dataset.path")
+    assert error.reason == Reason.SourceUnavailable.value and f"pip install {package}" in str(error)
