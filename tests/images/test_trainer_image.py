@@ -83,11 +83,12 @@ def test_runtime_stage_home_caches_and_workspace_belong_to_the_user(dockerfile):
 
 
 def test_runtime_stage_leaves_hub_access_to_the_commands(dockerfile):
-    """kubetune-train turns HF_HUB_OFFLINE on itself; kubetune-eval does unless a metric must
-    come from the Hub, which an image-wide HF_HUB_OFFLINE=1 would break."""
+    """kubetune-train turns HF_HUB_OFFLINE on itself once its hf:// sources are local;
+    kubetune-eval does unless a metric must come from the Hub. An image-wide HF_HUB_OFFLINE=1
+    would break both (the sources could never be downloaded)."""
     assert "HF_HUB_OFFLINE" not in dockerfile.final.pairs("ENV")
     cli = (dockerfiles.ROOT / "trainer" / "kubetune_trainer" / "cli.py").read_text()
-    assert 'os.environ.setdefault("HF_HUB_OFFLINE", "1")' in cli
+    assert cli.index("fetch_training_sources(config, sink)") < cli.index("stay_offline()") < cli.index("return run(")
 
 
 def test_runtime_stage_lets_the_operator_choose_the_command(dockerfile):
