@@ -146,6 +146,9 @@ def classify(error: BaseException, uri: str, field: str, revision: str, file: Op
             return SourceNotFoundError(f"{where}: no such repo on {_endpoint()}")
         if isinstance(cause, hub.OfflineModeIsEnabled):
             break
+        if isinstance(cause, PermissionError) and status is None:  # the volume, not the Hub
+            return SourceUnavailableError(f"{where}: cannot write to the model cache {cache_dir()} "
+                                          f"(uid {os.getuid()}): {cause}")
     return SourceUnavailableError(f"{where}: cannot reach {_endpoint()} and the cache ({cache_dir()}) does not hold "
                                   f"it completely: {type(error).__name__}: {error}")
 
