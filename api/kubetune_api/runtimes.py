@@ -138,7 +138,7 @@ class EmptyDirMedium(str, Enum):
 
 
 class EmptyDir(ApiModel):
-    medium: EmptyDirMedium = Field(EmptyDirMedium.default, description="\"\" (the node's disk) or Memory (a tmpfs, e.g. /dev/shm for NCCL).")
+    medium: Optional[EmptyDirMedium] = Field(None, description="Unset or \"\" (the node's disk), or Memory (a tmpfs, e.g. /dev/shm for NCCL).")
     size_limit: Optional[Quantity] = Field(None, description="Most the volume may hold (for Memory: counted against the pod's memory).")
 
 

@@ -196,7 +196,7 @@ def volumes(runtime: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[str, 
         elif volume.config_map:
             source = {"configMap": {"name": volume.config_map.name}}
         else:
-            source = {"emptyDir": {k: v for k, v in _dump(volume.empty_dir).items() if v != ""}}
+            source = {"emptyDir": {k: v for k, v in _dump(volume.empty_dir).items() if v != ""}}  # medium "": the default
         pod_volumes.append({"name": volume.name, **source})
         read_only = volume.read_only or bool(volume.secret or volume.config_map)
         mounts.append({"name": volume.name, "mountPath": volume.mount_path, "readOnly": read_only})

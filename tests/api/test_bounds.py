@@ -284,12 +284,16 @@ def test_every_spec_number_string_and_list_has_an_upper_bound(crd):
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_pass_the_operator_checks(path):
-    manifest = yaml.safe_load(path.read_text())
-    if manifest["kind"] == "FineTuneJob":
-        spec = preflight.validate(manifest["metadata"]["name"], manifest["spec"])
-        assert spec.training_config().method == spec.method
-    else:
-        assert EvalJobSpec.model_validate(manifest["spec"]).models
+    from kubetune_api.runtimes import ClusterRuntimeSpec, RuntimeSpec
+
+    for manifest in yaml.safe_load_all(path.read_text()):
+        if manifest["kind"] == "FineTuneJob":
+            spec = preflight.validate(manifest["metadata"]["name"], manifest["spec"])
+            assert spec.training_config().method == spec.method
+        elif manifest["kind"] in ("ClusterTrainingRuntime", "TrainingRuntime"):
+            (ClusterRuntimeSpec if manifest["kind"] == "ClusterTrainingRuntime" else RuntimeSpec).model_validate(manifest["spec"])
+        else:
+            assert EvalJobSpec.model_validate(manifest["spec"]).models
 
 
 def _everything(schema: dict, path: str):
