@@ -76,7 +76,10 @@ def _version(key: str, info: dict) -> ObjectVersion:
 def _check_bucket(fs, ref: ObjectRef, uri: str, field: str) -> None:
     """The bucket exists and the credentials may use it (a plain "not found" for the key would hide which)."""
     try:
-        fs.info(ref.bucket)
+        try:
+            fs.info(ref.bucket)
+        except FileNotFoundError:  # older s3fs: also an existing bucket that is empty
+            fs.ls(ref.bucket, detail=False)  # which lists as empty; a missing one raises again
     except FileNotFoundError:
         raise SourceNotFoundError(f"{field} {uri!r}: no bucket (or container) {ref.bucket!r}") from None
     except Exception as e:  # noqa: BLE001 - every failure becomes its reason
