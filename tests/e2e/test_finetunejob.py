@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubectl_utils import (apply, events_for, get_json, in_workdir, jobs_in, kubectl, succeeded_condition, wait_final,
                            wait_for, webhooks_off)
@@ -198,9 +199,37 @@ def test_operator_restart_mid_job_keeps_one_job(operator, namespace, tiny_model_
     assert len(get_json("pods", "-n", namespace)["items"]) == 1
 
 
-@pytest.mark.parametrize("manifest", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")))
-def test_every_example_is_accepted_by_the_api_server(operator, namespace, manifest):
-    path = Path(__file__).resolve().parents[2] / "examples" / manifest
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def example_runtimes(namespace):
+    """The runtimes examples name, as the admin would have made them (the webhook refuses a job
+    whose runtime does not exist): examples/runtimes.yaml's, and an empty TrainingRuntime of any
+    other name in the namespace. Returns a function that makes those of one manifest."""
+    made = []
+    shipped = {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all((EXAMPLES / "runtimes.yaml").read_text())}
+
+    def make(path):
+        for doc in yaml.safe_load_all(path.read_text()):
+            ref = (doc.get("spec") or {}).get("runtime")
+            if not ref:
+                continue
+            if ref.get("kind") == "TrainingRuntime":
+                apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "TrainingRuntime",
+                       "metadata": {"name": ref["name"], "namespace": namespace}, "spec": {}})
+            elif get_json("clustertrainingruntime", ref["name"]) is None:
+                apply(shipped[ref["name"]])
+                made.append(ref["name"])
+    yield make
+    for name in made:
+        kubectl("delete", "clustertrainingruntime", name, "--ignore-not-found", check=False)
+
+
+@pytest.mark.parametrize("manifest", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_is_accepted_by_the_api_server(operator, namespace, example_runtimes, manifest):
+    path = EXAMPLES / manifest
+    example_runtimes(path)
     result = kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
