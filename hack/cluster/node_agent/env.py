@@ -184,9 +184,11 @@ def image_id(image: str) -> str:
 
 
 def base_env(pod_name: str, image: str = "") -> dict[str, str]:
-    """The agent's environment (standing in for the image's), minus cluster access."""
+    """The agent's environment (standing in for the image's), minus cluster access and what the
+    trainer image does not set either: HF_HUB_OFFLINE (make's, for the host's own processes; a
+    pod decides per hf:// source, offline once its sources are local)."""
     env = {k: v for k, v in os.environ.items()
-           if k != "KUBECONFIG" and not k.startswith("KUBERNETES_")}
+           if k not in ("KUBECONFIG", "HF_HUB_OFFLINE") and not k.startswith("KUBERNETES_")}
     bindir = image_bindir(image)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["HOSTNAME"] = pod_name
