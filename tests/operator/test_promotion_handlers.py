@@ -5,20 +5,9 @@ import json
 import pytest
 
 from kubetune_operator import followups, kube, metrics
+from recording_api import RecordingApi
 
 EVALUATION = {"dataset": {"path": "eval.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]}}
-
-
-class FakeApi:
-    def __init__(self, ftj):
-        self.ftj, self.created, self.events, self.job, self.pods = ftj, [], [], None, []
-
-    def patch_status(self, plural, namespace, name, status):
-        self.ftj["status"] = {**self.ftj.get("status", {}), **copy.deepcopy(status)}
-
-    def ensure(self, obj):
-        self.created.append(obj)
-        return True
 
 
 @pytest.fixture
@@ -29,7 +18,7 @@ def api(monkeypatch, meta, spec_dict):
         "phase": "Succeeded", "artifacts": {"outputPath": "/w/runs/out", "modelPath": "/w/runs/out/adapter"},
         "evaluation": {"scores": {"rougeL": 0.41}},
         "conditions": [{"type": "Evaluated", "status": "True", "reason": "Evaluated"}]}}
-    fake = FakeApi(ftj)
+    fake = RecordingApi(ftj, job=None, pods=[])
     monkeypatch.setattr(kube, "read_object", lambda plural, namespace, name: copy.deepcopy(fake.ftj))
     monkeypatch.setattr(kube, "patch_status", fake.patch_status)
     monkeypatch.setattr(kube, "ensure", fake.ensure)

@@ -12,24 +12,13 @@ from kubetune_operator import kube, reconcile, shared
 from kubetune_operator.builders import FINETUNE
 from kubetune_operator.policy import Policy
 from kubetune_operator.settings import OperatorSettings
-
-
-class FakeApi:
-    def __init__(self, ftj, runtimes):
-        self.ftj, self.runtimes, self.created, self.events, self.synced = ftj, runtimes, [], [], 0
-
-    def patch_status(self, plural, namespace, name, status):
-        self.ftj["status"] = {**self.ftj.get("status", {}), **copy.deepcopy(status)}
-
-    def ensure(self, obj):
-        self.created.append(obj)
-        return True
+from recording_api import RecordingApi
 
 
 @pytest.fixture
 def fake(monkeypatch, meta, spec_dict):
     ftj = {"metadata": {**meta, "generation": 1}, "spec": {**spec_dict, "runtime": {"name": "gpu"}}, "status": {}}
-    fake = FakeApi(ftj, {"gpu": {"metadata": {"name": "gpu", "generation": 4}, "spec": {"image": "registry.example/gpu:1"}}})
+    fake = RecordingApi(ftj, synced=0, runtimes={"gpu": {"metadata": {"name": "gpu", "generation": 4}, "spec": {"image": "registry.example/gpu:1"}}})
     monkeypatch.setattr(kube, "patch_status", fake.patch_status)
     monkeypatch.setattr(kube, "ensure", fake.ensure)
     monkeypatch.setattr(kube, "read_runtime", lambda kind, namespace, name: copy.deepcopy(fake.runtimes.get(name)))
