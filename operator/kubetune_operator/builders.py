@@ -210,9 +210,10 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
         "imagePullPolicy": pull_policy.value,
         "command": command(workload, resources.gpu, nodes),
         # The operator's variables come first and the runtime cannot name them (its schema refuses).
+        # The metrics allowlist is set in every pod, empty but for an evaluator's: env wins over
+        # envFrom, so a key in a tenant's Secret that a runtime's envFrom names cannot widen it.
         "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else [])
-        + ([{"name": wire.ENV_ALLOWED_EVALUATE_METRICS, "value": ",".join(evaluate_metrics)}]
-           if workload is EVAL and evaluate_metrics else [])
+        + [{"name": wire.ENV_ALLOWED_EVALUATE_METRICS, "value": ",".join(evaluate_metrics) if workload is EVAL else ""}]
         + (runtimes.env(runtime) if runtime is not None else []),
         "resources": _resources(resources),
         "volumeMounts": mounts,

@@ -70,7 +70,8 @@ def test_an_allowed_evaluate_metric_reaches_only_evaluator_pods(meta, spec_dict)
     env = builders.job(meta, builders.EVAL, spec, evaluate_metrics=("meteor", "chrf"))["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "KUBETUNE_ALLOWED_EVALUATE_METRICS", "value": "meteor,chrf"} in env
     trainer = builders.job(meta, builders.FINETUNE, api.FineTuneJobSpec.model_validate(spec_dict), evaluate_metrics=("meteor",))
-    assert all(e["name"] != "KUBETUNE_ALLOWED_EVALUATE_METRICS" for e in trainer["spec"]["template"]["spec"]["containers"][0]["env"])
+    # Set, and empty, in every other pod: a runtime's envFrom (a tenant's Secret) cannot supply it.
+    assert {"name": "KUBETUNE_ALLOWED_EVALUATE_METRICS", "value": ""} in trainer["spec"]["template"]["spec"]["containers"][0]["env"]
 
 
 def test_selective_last_layers_beyond_any_model_is_refused(spec_dict):
