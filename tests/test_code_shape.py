@@ -24,3 +24,10 @@ def test_module_and_function_sizes(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert long == [], f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_test_modules_have_unique_basenames():
+    """The test folders are not packages (pytest's rootdir imports): two test modules of one
+    name stop `make test` at collection, whichever folders they sit in."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
