@@ -20,7 +20,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from kubetune_api.base import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_LIST, MAX_PATH, ApiModel
 from kubetune_api.resources import (LABEL_VALUE_PATTERN, MAX_QUANTITY, QUALIFIED_NAME_PATTERN, QUANTITY_PATTERN, ImagePullPolicy,
                                     PodSecurity, Toleration)
-from kubetune_api.wire import (DEFAULT_MODEL_CACHE_PATH, ENV_HUB_ENDPOINT, ENV_HUB_TOKEN, RESERVED_ENV, RESERVED_ENV_PREFIX,
+from kubetune_api.wire import (DEFAULT_IMAGE, DEFAULT_MODEL_CACHE_PATH, ENV_HUB_ENDPOINT, ENV_HUB_TOKEN, RESERVED_ENV, RESERVED_ENV_PREFIX,
                                RESERVED_MOUNT_PATHS, RESERVED_VOLUMES)
 
 # A C identifier, as shells and most programs take env names (Kubernetes allows more).
@@ -207,7 +207,7 @@ class RuntimeSpec(ApiModel):
     """What the pods of a job naming this runtime get. A field set here is the runtime's: a job
     setting it too is refused at apply."""
 
-    image: Optional[str] = Field(None, min_length=1, max_length=1024, description="Container image (with the kubetune-train, kubetune-eval and kubetune-promote commands).")
+    image: Optional[str] = Field(None, min_length=1, max_length=1024, description=f"Container image (with the kubetune-train, kubetune-eval and kubetune-promote commands); unset: the job's own image if the policy lets it name one, else the operator's trainer image setting (by default {DEFAULT_IMAGE}).")
     image_pull_policy: Optional[ImagePullPolicy] = Field(None, description="Always, IfNotPresent or Never.")
     image_pull_secrets: list[ObjectRef] = Field(default_factory=list, max_length=16, description="Secrets in the job's namespace to pull the image with (a private registry).")
     service_account_name: Optional[str] = Field(

@@ -109,7 +109,9 @@ def test_every_panel_and_alert_query_returns_data(operator, prometheus, namespac
 
     def ftj(name, **spec):
         body = {"model": {"path": str(tiny_model_dir)}, "dataset": dataset, "method": "lora", "lora": {"r": 4, "alpha": 8},
-                "training": {"maxSteps": 600, "batchSize": 4, "learningRate": 0.01},
+                # Long enough (about 15 s on 2 cores) for several report reads and scrapes while it
+                # runs: 600 steps took under 4 s, between two reads of the pod's report.
+                "training": {"maxSteps": 3000, "batchSize": 4, "learningRate": 0.01},
                 "output": {"path": in_workdir(workdir / name)}, "resources": {"gpu": 1}, **spec}
         apply({"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name, "namespace": namespace},
                "spec": body})
