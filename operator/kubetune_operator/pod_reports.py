@@ -9,6 +9,7 @@ copied into the status for people to see. The operator decides nothing from them
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any, Callable, Optional
@@ -23,6 +24,9 @@ log = logging.getLogger("kubetune.operator")
 # Lines of the log's tail to look through, fewer each time the tail is longer than the byte
 # limit (a long line after the report would otherwise push it out of what is read).
 TAIL_LINES = (64, 8, 1)
+# When the last 64 lines hold no report, this many: a trainer that logs every step writes
+# hundreds of lines between two reports (one every 2 s at most).
+WIDE_TAIL_LINES = 2048
 READ_LIMIT = 4 * MAX_REPORT_BYTES
 REASONS = frozenset(reason.value for reason in Reason)
 
@@ -57,22 +61,34 @@ def validated(data: Any, model: type[BaseModel]) -> dict[str, Any]:
 def from_log(read: LogReader, namespace: str, pod: str, container: str, model: type[BaseModel]) -> Optional[dict[str, Any]]:
     """The latest report line in the container's log, validated; None when there is none or the
     log cannot be read (the pod is gone, or the node serves no logs)."""
+    try:
+        line = _latest_report_line(functools.partial(read, namespace, pod, container))
+    except Exception as exc:  # noqa: BLE001 - any failure to read means: no report from the log
+        log.debug(f"cannot read the log of {namespace}/{pod}: {exc}")
+        return None
+    if line is None or len(line) > MAX_REPORT_BYTES:
+        return None
+    try:
+        return validated(json.loads(line), model)
+    except ValueError:
+        return None
+
+
+def _latest_report_line(read: Callable[[int, int], str]) -> Optional[str]:
+    """The last report line of the tail: of its last 64 lines (fewer while they pass the byte
+    limit), else of its last WIDE_TAIL_LINES. The byte limit keeps the start of what the lines
+    select, so a cut wide read still holds the older reports, whole lines only."""
     for lines in TAIL_LINES:
-        try:
-            text = read(namespace, pod, container, lines, READ_LIMIT)
-        except Exception as exc:  # noqa: BLE001 - any failure to read means: no report from the log
-            log.debug(f"cannot read the log of {namespace}/{pod}: {exc}")
-            return None
-        if len(text.encode()) >= READ_LIMIT and lines != TAIL_LINES[-1]:
-            continue  # cut short: look at fewer lines
-        line = latest_line(text)
-        if line is None or len(line) > MAX_REPORT_BYTES:
-            return None
-        try:
-            return validated(json.loads(line), model)
-        except ValueError:
-            return None
-    return None
+        text = read(lines, READ_LIMIT)
+        if len(text.encode()) < READ_LIMIT:
+            break
+    found = latest_line(text)
+    if found is not None or lines != TAIL_LINES[0]:
+        return found
+    wide = read(WIDE_TAIL_LINES, READ_LIMIT)
+    if len(wide.encode()) >= READ_LIMIT:
+        wide = wide[:wide.rfind("\n") + 1]
+    return latest_line(wide)
 
 
 def model_for(kind: str) -> type[BaseModel]:

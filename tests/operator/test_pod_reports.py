@@ -35,6 +35,32 @@ def test_a_long_tail_is_read_again_with_fewer_lines():
     assert calls == [64, 8, 1]
 
 
+def test_a_report_hundreds_of_step_lines_back_is_found_in_the_wide_tail():
+    steps = [f"INFO step {i}/3000 train loss 1.0" for i in range(400)]
+    log = "\n".join([_line({"progress": {"step": 5}})] + steps + [_line({"progress": {"step": 6}})] + steps)
+    calls = []
+    assert pod_reports.from_log(_reader(log, calls), "ns", "p", "trainer", PodReport)["progress"]["step"] == 6
+    assert calls == [64, pod_reports.WIDE_TAIL_LINES]
+
+
+def test_a_wide_tail_cut_by_the_byte_limit_gives_its_last_whole_report():
+    # The byte limit keeps the start of the selected lines: here it cuts report 2 mid-line and drops report 3.
+    first, cut = _line({"progress": {"step": 1}}), _line({"progress": {"step": 2}, "lineage": {"configHash": "y" * 3000}})
+    filler = "x" * 200
+    before = (pod_reports.READ_LIMIT - len(first) - 1 - 1500) // (len(filler) + 1)  # report 2 starts 1,500 bytes short
+    after = pod_reports.WIDE_TAIL_LINES - 3 - 64 - before
+    window = [first] + [filler] * before + [cut] + [filler] * after + [_line({"progress": {"step": 3}})] + ["z"] * 64
+    calls = []
+    report = pod_reports.from_log(_reader("\n".join([filler] * 100 + window), calls), "ns", "p", "trainer", PodReport)
+    assert report["progress"]["step"] == 1 and calls == [64, pod_reports.WIDE_TAIL_LINES]
+
+
+def test_no_report_line_anywhere_is_no_report_after_two_reads():
+    calls = []
+    assert pod_reports.from_log(_reader("\n".join(["step"] * 5000), calls), "ns", "p", "trainer", PodReport) is None
+    assert calls == [64, pod_reports.WIDE_TAIL_LINES]
+
+
 @pytest.mark.parametrize("payload", [
     {"progress": {"step": -1}},  # out of its bounds
     {"results": [{"model": "m", "scores": {f"k{i}": 1.0 for i in range(50_000)}}]},  # 50,000 score keys
