@@ -79,6 +79,16 @@ def _seconds_to_verdict(obj: dict) -> float:
     return (parse(condition_of(obj)["lastTransitionTime"]) - parse(obj["metadata"]["creationTimestamp"])).total_seconds()
 
 
+def _pod_accounts(pods: list) -> list:
+    """What each pod's status says about how it ended: enough to tell a retry's cause from a CI log."""
+    def account(pod):
+        status = pod.get("status") or {}
+        containers = {c["name"]: (c.get("state") or {}).get("terminated") for c in status.get("containerStatuses") or []}
+        return {"name": pod["metadata"]["name"], "phase": status.get("phase"), "reason": status.get("reason"),
+                "message": (status.get("message") or "")[:200], "containers": containers}
+    return [account(p) for p in pods]
+
+
 def _judge(applied: dict[str, Case], objects: dict[str, dict], pods: dict[str, list]) -> dict[str, list]:
     """Each applied case's outcome; 'gaps' and 'wrong' hold what breaks the rules."""
     outcome = collections.defaultdict(list)
@@ -96,7 +106,8 @@ def _judge(applied: dict[str, Case], objects: dict[str, dict], pods: dict[str, l
         elif case.expect == CHECK and (reason not in case.reasons or len(pods.get(name, [])) > 1
                                        or any(p["status"].get("phase") != "Failed" for p in pods.get(name, []))):
             outcome["wrong"].append(f"{name} ({case.what}): Failed {reason} with {len(pods.get(name, []))} pod(s); "
-                                    f"expected {sorted(case.reasons)}, one failed pod at most")
+                                    f"expected {sorted(case.reasons)}, one failed pod at most; lastFailure "
+                                    f"{obj['status'].get('lastFailure')}; pods: {_pod_accounts(pods.get(name, []))}")
         else:
             outcome["check" if pods.get(name) else "operator"].append(name)
     return outcome
