@@ -4,11 +4,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import time
+from typing import Callable
 
 import kopf
 
 from kubetune_operator import identity, webhook
 from kubetune_operator.settings import OperatorSettings
+
+log = logging.getLogger("kubetune.operator")
+# kopf ends the whole operator on some watch errors: a 404 while a restarted API server does not
+# serve the CRDs yet (nolar/kopf#1108), or an API server gone for longer than kopf's retries.
+# Like controller-runtime's informers, the operator keeps going: it starts kopf again after a
+# pause. Failing over and over, it exits, and the Deployment's restarts (with back-off) take over.
+RESTART_PAUSE_SECONDS = 5.0
+MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 600.0
 
 
 def _webhook_flags(parser: argparse.ArgumentParser, defaults: OperatorSettings) -> None:
@@ -116,13 +126,32 @@ def main(argv: list[str] | None = None) -> None:
     settings = resolve_identity(settings)
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    asyncio.run(kopf.operator(
+    run_restarting(lambda: asyncio.run(kopf.operator(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=True,  # one replica (Recreate strategy); no kopf peering CRDs needed
         liveness_endpoint=liveness,
         memo=kopf.Memo(config=settings),
-    ))
+    )))
+
+
+def run_restarting(run: Callable[[], None], sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> None:
+    """Calls run() until it returns (a stop signal). When it raises, calls it again after a pause,
+    unless that was its (MAX_RESTARTS + 1)th failure within RESTART_WINDOW_SECONDS: then the error ends the process."""
+    failures: list[float] = []
+    while True:
+        try:
+            run()
+            return
+        except Exception as exc:  # noqa: BLE001 - kopf stops on any error of its root tasks
+            now = clock()
+            failures = [t for t in failures if now - t < RESTART_WINDOW_SECONDS] + [now]
+            if len(failures) > MAX_RESTARTS:
+                raise
+            log.error(f"kopf stopped ({type(exc).__name__}: {exc}); starting it again in {RESTART_PAUSE_SECONDS:g} s "
+                      f"(restart {len(failures)} of at most {MAX_RESTARTS} in {RESTART_WINDOW_SECONDS:g} s)")
+            sleep(RESTART_PAUSE_SECONDS)
 
 
 if __name__ == "__main__":

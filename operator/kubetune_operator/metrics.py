@@ -301,5 +301,11 @@ def timed(handler: str, kind: Optional[str] = None) -> Callable[[Callable[..., A
     return wrap
 
 
+_serving: set[tuple[str, int]] = set()
+
+
 def serve(port: int, address: str = "0.0.0.0") -> None:
-    start_http_server(port, addr=address, registry=REGISTRY)
+    """Serves /metrics, once per process: kopf's startup runs again when main restarts kopf."""
+    if (address, port) not in _serving:
+        start_http_server(port, addr=address, registry=REGISTRY)
+        _serving.add((address, port))

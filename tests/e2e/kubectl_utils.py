@@ -118,6 +118,7 @@ class OperatorProcess:
         self.webhook_port = free_port()
         self.log_path = log_path
         self.failure_policy = "Ignore"
+        self.command = [str(OPERATOR_BIN)]  # a test may run it through a wrapper
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
@@ -125,7 +126,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG), "KUBETUNE_REPORT_SECONDS": "2"}
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
-            [str(OPERATOR_BIN), "--metrics-port", str(self.metrics_port),
+            [*self.command, "--metrics-port", str(self.metrics_port),
              "--metrics-address", "127.0.0.1", "--health-port", "0", *self.webhook_args()],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
