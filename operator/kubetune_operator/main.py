@@ -13,10 +13,10 @@ from kubetune_operator import identity, webhook
 from kubetune_operator.settings import OperatorSettings
 
 log = logging.getLogger("kubetune.operator")
-# kopf ends the whole operator on some watch errors: a 404 while a restarted API server does not
-# serve the CRDs yet (nolar/kopf#1108), or an API server gone for longer than kopf's retries.
-# Like controller-runtime's informers, the operator keeps going: it starts kopf again after a
-# pause. Failing over and over, it exits, and the Deployment's restarts (with back-off) take over.
+# kopf ends its whole run on some watch errors, such as a 404 while a restarted API server does
+# not serve the CRDs yet (nolar/kopf#1108). Like controller-runtime's informers, the operator
+# keeps going: it starts kopf again after a pause. Failing over and over, it exits, and the
+# Deployment's restarts (with back-off) take over.
 RESTART_PAUSE_SECONDS = 5.0
 MAX_RESTARTS, RESTART_WINDOW_SECONDS = 5, 600.0
 
