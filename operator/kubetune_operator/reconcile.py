@@ -274,16 +274,19 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
         current = obj.get("status") or {}
         if current.get("phase") in FINAL:
             return  # final: nothing that happens to the children changes the outcome
+        attempt = current.get("attempt") or 1
+        job_name = attempts.job_name(builders.child_name(name, workload), attempt)
+        # The Job before its pods: the Job controller marks a Job Failed only after it saw its pod
+        # fail, so pods listed afterwards show that failure. Listed before, a pod could still look
+        # running beside a Failed Job, which reads as a pod gone: an infrastructure retry.
+        job = kube.read_job(namespace, job_name)
+        if job is not None and not builders.owned_by(job, obj["metadata"]["uid"]):
+            job = None  # a look-alike: the attempt's own Job is missing
         _, pods = owned_children(workload, obj)
         records = ledger.update(current.get("pods") or [], pods, shared.now())
         if obj["spec"].get("suspend") or current.get("phase") == api.Phase.Suspended.value:
             suspend_or_resume(workload, obj, records)
             return
-        attempt = current.get("attempt") or 1
-        job_name = attempts.job_name(builders.child_name(name, workload), attempt)
-        job = kube.read_job(namespace, job_name)
-        if job is not None and not builders.owned_by(job, obj["metadata"]["uid"]):
-            job = None  # a look-alike: the attempt's own Job is missing
         attempt_pods = [p for p in pods if attempts.attempt_of(p) == attempt]
         seen, verdict = _judge(workload, obj, attempt, job, attempt_pods)
         nodes = (obj["spec"].get("resources") or {}).get("nodes") or 1
