@@ -186,7 +186,6 @@ def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observa
     return patch
 
 
-
 def _older_than(obj: Optional[dict[str, Any]], seconds: float) -> bool:
     created = ((obj or {}).get("metadata") or {}).get("creationTimestamp")
     return bool(created) and (shared.parse_time(shared.now()) - shared.parse_time(created)).total_seconds() >= seconds
@@ -276,9 +275,7 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
             return  # final: nothing that happens to the children changes the outcome
         attempt = current.get("attempt") or 1
         job_name = attempts.job_name(builders.child_name(name, workload), attempt)
-        # The Job before its pods: the Job controller marks a Job Failed only after it saw its pod
-        # fail, so pods listed afterwards show that failure. Listed before, a pod could still look
-        # running beside a Failed Job, which reads as a pod gone: an infrastructure retry.
+        # The Job first: pods listed after a Failed Job show why it failed (not "pod gone", a retry).
         job = kube.read_job(namespace, job_name)
         if job is not None and not builders.owned_by(job, obj["metadata"]["uid"]):
             job = None  # a look-alike: the attempt's own Job is missing
