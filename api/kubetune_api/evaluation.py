@@ -97,6 +97,11 @@ class RougeSpec(ApiModel):
     bootstrap_samples: int = Field(1000, ge=10, le=100000, description="Bootstrap resamples for confidence intervals.")
 
 
+class DeltaIntervalSpec(ApiModel):
+    level: float = Field(0.95, ge=0.5, le=0.999, description="Confidence level of each delta's paired-bootstrap interval (results[].deltaLow/deltaHigh): the rows resampled alike for both models.")
+    samples: int = Field(1000, ge=100, le=100000, description="Bootstrap resamples (seeded with generation.seed, so intervals repeat).")
+
+
 class BleuTokenizer(str, Enum):
     t13a = "13a"
     intl = "intl"
@@ -171,6 +176,7 @@ class EvalConfig(ApiModel):
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
     bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
+    delta_interval: DeltaIntervalSpec = Field(default_factory=DeltaIntervalSpec, description="Paired-bootstrap intervals of each delta against the first model (scores that are a sum over rows: ROUGE, exact match, token F1, accuracy, perplexity; not BLEU).")
     samples: int = Field(3, ge=0, le=50, description="Predictions per model (per task in a suite) copied into the status as samples.")
     output: OutputSpec = Field(description="Where scores.json, report.md and predictions-<model>.jsonl (predictions-<task>-<model>.jsonl in a suite) are written.")
 

@@ -26,11 +26,13 @@ class PromotionRule(ApiModel):
     metric: str = Field(min_length=1, max_length=128, description="A score name as in status.evaluation.scores (e.g. rougeL, exactMatch, bleu, accuracy).")
     min_score: Optional[float] = Field(None, description="The tuned model's score must be at least this.")
     min_delta: Optional[float] = Field(None, description="Tuned minus base must be at least this (status.evaluation.delta).")
+    min_delta_lower_bound: Optional[float] = Field(
+        None, description="The lower end of the delta's paired-bootstrap interval (status.evaluation.deltaLow, at evaluation.deltaInterval.level) must be at least this: 0 asks for an improvement that is not chance.")
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> "PromotionRule":
-        if self.min_score is None and self.min_delta is None:
-            raise ValueError(f"promotion.rules[{self.metric}]: set minScore and/or minDelta")
+        if self.min_score is None and self.min_delta is None and self.min_delta_lower_bound is None:
+            raise ValueError(f"promotion.rules[{self.metric}]: set minScore, minDelta and/or minDeltaLowerBound")
         return self
 
 
@@ -56,14 +58,17 @@ class PromotionSpec(ApiModel):
 class RuleCheck(str, Enum):
     min_score = "minScore"
     min_delta = "minDelta"
+    min_delta_lower_bound = "minDeltaLowerBound"
     max_forgetting = "maxForgetting"
 
 
 class RuleResult(ApiModel):
     metric: ShortText = Field(description="The metric the rule is about.")
-    check: RuleCheck = Field(description="minScore, minDelta or maxForgetting.")
+    check: RuleCheck = Field(description="minScore, minDelta, minDeltaLowerBound or maxForgetting.")
     threshold: float = Field(description="The bound the rule sets.")
-    value: Optional[float] = Field(None, description="The measured value; absent when the evaluation did not report it.")
+    value: Optional[float] = Field(None, description="The measured value (minDeltaLowerBound: the interval's lower end); absent when the evaluation did not report it.")
+    high: Optional[float] = Field(None, description="minDeltaLowerBound: the interval's upper end.")
+    level: Optional[float] = Field(None, ge=0, le=1, description="minDeltaLowerBound: the interval's confidence level.")
     passed: bool = Field(description="Whether the rule holds.")
 
 

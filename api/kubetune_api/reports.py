@@ -162,6 +162,9 @@ class ModelResult(ApiModel):
     model: ShortText = Field(description="The model's name in the EvalJob spec.")
     scores: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Metric name -> corpus score (e.g. rouge1, rougeL, bleu, exactMatch, accuracy, perplexity); ROUGE is F1 in 0-1, BLEU 0-100. Precision, recall and confidence intervals are in scores.json. A suite's status.results (the aggregate): '<task>/<metric>' and 'mean'.")
     delta: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Score minus the first model's score, per metric.")
+    delta_low: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Per metric, the lower end of the delta's paired-bootstrap interval (spec.deltaInterval); scores that are not a sum over rows (BLEU) have none.")
+    delta_high: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Per metric, the upper end of that interval.")
+    delta_level: Optional[float] = Field(None, ge=0, le=1, description="The intervals' confidence level.")
     examples: int = Field(0, ge=0, description="Examples scored.")
     predictions_path: Optional[PathText] = Field(None, description="JSONL of this model's predictions.")
 

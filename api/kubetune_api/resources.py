@@ -17,7 +17,7 @@ from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMA
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask
-from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
 from kubetune_api.sources import check_model_uri
@@ -169,6 +169,7 @@ class FineTuneEvaluation(ApiModel):
     rouge: RougeSpec = Field(default_factory=RougeSpec, description="ROUGE settings.")
     bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
+    delta_interval: DeltaIntervalSpec = Field(default_factory=DeltaIntervalSpec, description="Paired-bootstrap intervals of each delta, tuned minus base (what promotion's minDeltaLowerBound reads).")
     retention: Optional[EvalDataset] = Field(
         None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")
 
@@ -334,6 +335,9 @@ class EvaluationSummary(ApiModel):
     phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
     scores: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="The tuned model's scores.")
     delta: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Tuned minus base, per metric.")
+    delta_low: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Lower end of each delta's paired-bootstrap interval (evaluation.deltaInterval).")
+    delta_high: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Upper end of that interval.")
+    delta_level: Optional[float] = Field(None, ge=0, le=1, description="The intervals' confidence level.")
     retention_eval_job: Optional[ObjectName] = Field(None, description="The EvalJob scoring base and tuned on the retention data.")
     retention_phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
     forgetting: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Tuned minus base on the retention data (e.g. perplexity up = forgetting).")

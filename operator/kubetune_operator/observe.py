@@ -210,7 +210,8 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
     if scores is not None:
         tuned = _tuned_result(scores)
         summary.update(phase=(scores.get("status") or {}).get("phase"), scores=tuned.get("scores") or {},
-                       delta=tuned.get("delta") or {})
+                       delta=tuned.get("delta") or {}, deltaLow=tuned.get("deltaLow") or None,
+                       deltaHigh=tuned.get("deltaHigh") or None, deltaLevel=tuned.get("deltaLevel"))
     if retention_name:
         summary["retentionEvalJob"] = retention_name
         if retention is not None:

@@ -25,6 +25,13 @@ def _result(metric: str, check: RuleCheck, threshold: float, value: Optional[flo
     return {"metric": metric, "check": check.value, "threshold": threshold, "value": value, "passed": passed}
 
 
+def _interval_result(metric: str, threshold: float, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """minDeltaLowerBound: the interval's lower end against the bound (no interval, no pass)."""
+    low, high = (evaluation.get("deltaLow") or {}).get(metric), (evaluation.get("deltaHigh") or {}).get(metric)
+    result = _result(metric, RuleCheck.min_delta_lower_bound, threshold, low)
+    return {**result, **({"high": high, "level": evaluation.get("deltaLevel")} if low is not None else {})}
+
+
 def gate(spec: PromotionSpec, evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     """Every rule of the gate with its measured value (status.promotion.rules)."""
     scores, delta = evaluation.get("scores") or {}, evaluation.get("delta") or {}
@@ -35,23 +42,32 @@ def gate(spec: PromotionSpec, evaluation: dict[str, Any]) -> list[dict[str, Any]
             results.append(_result(rule.metric, RuleCheck.min_score, rule.min_score, scores.get(rule.metric)))
         if rule.min_delta is not None:
             results.append(_result(rule.metric, RuleCheck.min_delta, rule.min_delta, delta.get(rule.metric)))
+        if rule.min_delta_lower_bound is not None:
+            results.append(_interval_result(rule.metric, rule.min_delta_lower_bound, evaluation))
     for metric, bound in spec.max_forgetting.items():
         results.append(_result(metric, RuleCheck.max_forgetting, bound, forgetting.get(metric)))
     return results
 
 
 _WHERE = {RuleCheck.min_score.value: "scores", RuleCheck.min_delta.value: "delta",
-          RuleCheck.max_forgetting.value: "forgetting"}
+          RuleCheck.min_delta_lower_bound.value: "deltaLow", RuleCheck.max_forgetting.value: "forgetting"}
 
 
 def rule_line(result: dict[str, Any]) -> str:
     """'rougeL 0.4100 ≥ 0.3000 ✓', 'delta exactMatch +0.0200 ≥ +0.0500 ✗',
+    'delta rougeL 95% interval [-0.0040, +0.0310]: lower end -0.0040 ≥ +0.0000 ✗',
     'forgetting perplexity +1.2000 ≤ +0.5000 ✗', or the metric missing."""
     check, metric, threshold = result["check"], result["metric"], result["threshold"]
     signed = check != RuleCheck.min_score.value
     label = metric if not signed else f"{_WHERE[check]} {metric}"
+    if result.get("value") is None and check == RuleCheck.min_delta_lower_bound.value:
+        return f"delta {metric} has no interval (not in status.evaluation.deltaLow; BLEU has none) ✗"
     if result.get("value") is None:
         return f"{label} missing (not in status.evaluation.{_WHERE[check]}) ✗"
+    if check == RuleCheck.min_delta_lower_bound.value:
+        level = f"{result['level'] * 100:g}% " if result.get("level") is not None else ""
+        high = f"{result['high']:+.4f}" if result.get("high") is not None else "?"
+        label = f"delta {metric} {level}interval [{result['value']:+.4f}, {high}]: lower end"
     number = "{:+.4f}" if signed else "{:.4f}"
     op = "≤" if check == RuleCheck.max_forgetting.value else "≥"
     mark = "✓" if result["passed"] else "✗"

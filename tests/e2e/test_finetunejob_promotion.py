@@ -43,14 +43,17 @@ def gated_job(namespace, model, data, workdir, rules, merge=False):
 def test_a_passing_gate_promotes_a_model_that_reloads(operator, namespace, tiny_model_dir, qa_file, workdir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rules = [{"metric": "rougeL", "minScore": 0.0}, {"metric": "exactMatch", "minDelta": -1.0}]
+    rules = [{"metric": "rougeL", "minScore": 0.0}, {"metric": "exactMatch", "minDelta": -1.0, "minDeltaLowerBound": -1.0}]
     ftj = gated_job(namespace, tiny_model_dir, qa_file, workdir, rules, merge=True)
     promoted = condition(ftj, "Promoted")
     assert (promoted["status"], promoted["reason"]) == ("True", "Promoted"), promoted
     assert "rougeL" in promoted["message"] and "✓" in promoted["message"]
     promotion = ftj["status"]["promotion"]
     assert promotion["phase"] == "Succeeded" and promotion["jobName"] == "gated-promote"
-    assert [r["passed"] for r in promotion["rules"]] == [True, True]
+    assert [r["passed"] for r in promotion["rules"]] == [True, True, True]
+    evaluation, bound = ftj["status"]["evaluation"], promotion["rules"][2]
+    assert bound["check"] == "minDeltaLowerBound" and bound["level"] == evaluation["deltaLevel"] == 0.95
+    assert bound["value"] == evaluation["deltaLow"]["exactMatch"] <= evaluation["delta"]["exactMatch"] <= bound["high"]
 
     destination = workdir / "promoted"
     assert {"model", "README.md", "training_summary.json", "scores.json", "promotion.json"} <= {p.name for p in destination.iterdir()}

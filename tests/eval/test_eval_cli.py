@@ -52,6 +52,11 @@ def test_cli_compares_base_and_adapter(tiny_model_dir, tiny_adapter, eval_file, 
     assert base["delta"] == {} and tuned["delta"]["bleu"] == pytest.approx(tuned["scores"]["bleu"] - base["scores"]["bleu"])
     assert scores["signatures"]["bleu"].startswith("nrefs:1|") and scores["signatures"]["rouge"].startswith("rouge-score|")
     assert scores["config"]["models"][1]["adapter"] == str(tiny_adapter) and base["evaluateSeconds"] > 0
+    # Each delta that is a mean over rows has its paired-bootstrap interval around it; BLEU has none.
+    assert "deltaInterval" not in base and tuned["deltaLevel"] == 0.95
+    assert set(tuned["deltaInterval"]) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "exactMatch", "tokenF1"}
+    for metric, (low, high) in tuned["deltaInterval"].items():
+        assert low <= tuned["delta"][metric] <= high, metric
 
     predictions = [[json.loads(line) for line in (out / f"predictions-{m}.jsonl").read_text().splitlines()]
                    for m in ("base", "tuned")]
@@ -63,6 +68,8 @@ def test_cli_compares_base_and_adapter(tiny_model_dir, tiny_adapter, eval_file, 
     statuses = api.reports()  # each line holds everything reported so far
     assert statuses[-1]["progress"] == {"model": "tuned", "done": 24, "total": 24, "percent": 100.0}
     assert [r["model"] for r in statuses[-1]["results"]] == ["base", "tuned"]
+    shown = statuses[-1]["results"][1]
+    assert shown["deltaLow"] == {k: v[0] for k, v in tuned["deltaInterval"].items()} and shown["deltaLevel"] == 0.95
     assert "rouge1Precision" not in statuses[-1]["results"][0]["scores"]  # detail stays in scores.json
     assert [s["model"] for s in statuses[-1]["samples"]] == ["base", "base", "tuned", "tuned"]
     assert any(s.get("progress", {}).get("done") == 5 for s in statuses)  # progress after the first batch

@@ -1,10 +1,14 @@
 """Promotion gates: the spec's rules, the pure gate decision, and the promotion pod's objects."""
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
 import kubetune_api as api
 from kubetune_api.promotion import PromoteConfig, PromotionSpec
-from kubetune_operator import builders, preflight, promotion
+from kubetune_operator import builders, observe, preflight, promotion
+from kubetune_trainer.evaluation.bootstrap import mean_of, paired_interval
 
 EVALUATION = {"dataset": {"path": "eval.jsonl", "promptTemplate": "{{ q }}", "referenceFields": ["a"]}}
 RETENTION = {**EVALUATION, "retention": {"path": "text.jsonl", "promptTemplate": "{{ t }}", "textField": "t"}}
@@ -31,7 +35,7 @@ def test_a_gated_spec_passes(spec_dict):
 @pytest.mark.parametrize("block, evaluation, extra, words", [
     ({"destination": "d", "rules": [{"metric": "rougeL", "minScore": 0.3}]}, None, {}, "needs an evaluation block"),
     ({"destination": "d", "maxForgetting": {"perplexity": 1}}, EVALUATION, {}, "needs evaluation.retention"),
-    ({"destination": "d", "rules": [{"metric": "rougeL"}]}, RETENTION, {}, "set minScore and/or minDelta"),
+    ({"destination": "d", "rules": [{"metric": "rougeL"}]}, RETENTION, {}, "set minScore, minDelta and/or minDeltaLowerBound"),
     ({"destination": "../../elsewhere"}, RETENTION, {}, "leaves the working directory"),
     ({"destination": "/etc/models"}, RETENTION, {}, "promotion.destination: '/etc/models' is outside the job's writable volumes"),
     ({"destination": "d", "mergeAdapter": True}, RETENTION, {"method": "ia3"}, "method ia3 has no LoRA adapter to merge"),
@@ -77,6 +81,49 @@ def test_a_missing_metric_fails_with_a_clear_line():
     results = _gate(EVALUATED, [{"metric": "bleu", "minScore": 1.0}])
     assert results == [{"metric": "bleu", "check": "minScore", "threshold": 1.0, "value": None, "passed": False}]
     assert promotion.gate_verdict(results, "True")[2] == "promotion gate failed: bleu missing (not in status.evaluation.scores) ✗"
+
+
+ROW_SCORES = json.loads((Path(__file__).parents[1] / "fixtures" / "row_scores" / "dialogsum_rouge1.json").read_text())["rouge1"]
+
+
+def _evaluated_on_recorded_rows(base: str, tuned: str) -> dict:
+    """status.evaluation as the operator mirrors it from an EvalJob that scored two recorded
+    outputs (per-row ROUGE-1 on 500 DialogSum dialogues, bench/gate_noise.py)."""
+    first, other = mean_of(ROW_SCORES[base]), mean_of(ROW_SCORES[tuned])
+    low, high = paired_interval(first, other, level=0.95, samples=1000, seed=42)
+    delta = other.score() - first.score()
+    results = [{"model": "base", "scores": {"rouge1": first.score()}},
+               {"model": "tuned", "scores": {"rouge1": other.score()}, "delta": {"rouge1": delta},
+                "deltaLow": {"rouge1": low}, "deltaHigh": {"rouge1": high}, "deltaLevel": 0.95}]
+    evaljob = {"status": {"phase": "Succeeded", "results": results}}
+    summary, verdict = observe.evaluation_summary("demo-eval", evaljob, None, None)
+    assert verdict[0] == "True"
+    return summary
+
+
+def test_a_gain_within_the_noise_passes_min_delta_and_fails_its_lower_bound():
+    # Two human summaries of equal skill: the second scores higher by chance.
+    evaluation = _evaluated_on_recorded_rows("human2", "human3")
+    results = _gate(evaluation, [{"metric": "rouge1", "minDelta": 0.0, "minDeltaLowerBound": 0.0}])
+    (point, bound) = results
+    assert point["passed"] and point["value"] > 0
+    assert not bound["passed"] and bound["value"] < 0 < bound["high"] and bound["level"] == 0.95
+    line = promotion.gate_verdict(results, "True")[2]
+    assert f"delta rouge1 95% interval [{bound['value']:+.4f}, {bound['high']:+.4f}]: lower end {bound['value']:+.4f} ≥ +0.0000 ✗" in line
+
+
+def test_a_clear_gain_passes_its_lower_bound():
+    # The dialogue's first turn as the base, a human summary as the tuned output.
+    results = _gate(_evaluated_on_recorded_rows("lead", "human2"), [{"metric": "rouge1", "minDeltaLowerBound": 0.3}])
+    assert results[0]["passed"] and 0.3 <= results[0]["value"] < results[0]["high"]
+    assert promotion.gate_verdict(results, "True") is None
+
+
+def test_a_metric_without_an_interval_fails_its_lower_bound_saying_so():
+    results = _gate({"delta": {"bleu": 3.0}}, [{"metric": "bleu", "minDeltaLowerBound": 0.0}])
+    assert not results[0]["passed"]
+    assert promotion.gate_verdict(results, "True")[2] == (
+        "promotion gate failed: delta bleu has no interval (not in status.evaluation.deltaLow; BLEU has none) ✗")
 
 
 def test_a_failed_evaluation_fails_the_gate():

@@ -107,11 +107,19 @@ def rouge(predictions: list[str], references: list[list[str]], spec: RougeSpec |
           seed: int = 0) -> tuple[dict, str]:
     """(scores, signature). Keys: rouge1 (F1), rouge1Precision, rouge1Recall, ... and with
     spec.confidence_interval also rouge1Low/rouge1High (bootstrap 95% interval of the F1 mean)."""
+    scores, signature_, _ = rouge_with_rows(predictions, references, spec, seed)
+    return scores, signature_
+
+
+def rouge_with_rows(predictions: list[str], references: list[list[str]], spec: RougeSpec | None = None,
+                    seed: int = 0) -> tuple[dict, str, dict[str, list[float]]]:
+    """rouge()'s (scores, signature), and each ROUGE type's F1 per row."""
     spec = spec or RougeSpec()
     per_example, splitter = score_examples(predictions, references, spec)
+    rows = {kind: [float(s[kind].fmeasure) for s in per_example] for kind in ROUGE_TYPES}
     scores = {}
     for kind in ROUGE_TYPES:
-        scores[kind] = float(np.mean([s[kind].fmeasure for s in per_example]))
+        scores[kind] = float(np.mean(rows[kind]))
         scores[f"{kind}Precision"] = float(np.mean([s[kind].precision for s in per_example]))
         scores[f"{kind}Recall"] = float(np.mean([s[kind].recall for s in per_example]))
     if spec.confidence_interval:
@@ -122,4 +130,4 @@ def rouge(predictions: list[str], references: list[list[str]], spec: RougeSpec |
         np.random.seed(seed)
         for kind, interval in aggregator.aggregate().items():
             scores[f"{kind}Low"], scores[f"{kind}High"] = float(interval.low.fmeasure), float(interval.high.fmeasure)
-    return scores, signature(spec, splitter)
+    return scores, signature(spec, splitter), rows

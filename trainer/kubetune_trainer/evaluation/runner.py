@@ -26,6 +26,7 @@ from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, Mod
 from kubetune_trainer.checks import check_evaluation
 from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.suite import MEAN, TaskRun, aggregate, report_markdown
+from kubetune_trainer.evaluation.tasks.base import Statistics
 from kubetune_trainer.lineage import evaluation_lineage
 from kubetune_trainer.outputs import resolve_output_dir
 from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
@@ -70,8 +71,9 @@ def output_file(directory: Path, name: str) -> Path:
 
 
 def evaluate_task(run: TaskRun, model, tokenizer, spec: EvalModel, load_seconds: float,
-                  progress: Progress) -> tuple[dict, list[dict]]:
-    """Runs and scores one loaded model on one task: (its entry in scores.json, its records)."""
+                  progress: Progress) -> tuple[dict, list[dict], Statistics]:
+    """Runs and scores one loaded model on one task: (its entry in scores.json, its records, the
+    per-row statistics of its scores)."""
     started = time.perf_counter()
     torch.manual_seed(run.config.generation.seed)  # sampled generations repeat for the same seed
     batch_size = run.config.generation.batch_size
@@ -84,10 +86,10 @@ def evaluate_task(run: TaskRun, model, tokenizer, spec: EvalModel, load_seconds:
             truncated += chunk_truncated
             bar.update(len(chunk))
             progress.advance(len(chunk))
-    scores, signatures = run.task.scores(records, run.metrics)
+    scores, signatures, statistics = run.task.scored(records, run.metrics)
     return {"model": spec.name, "path": spec.path, "adapter": spec.adapter, "scores": scores, "examples": len(run.items),
             "truncatedPrompts": truncated, "loadSeconds": load_seconds,
-            "evaluateSeconds": round(time.perf_counter() - started, 3), "signatures": signatures}, records
+            "evaluateSeconds": round(time.perf_counter() - started, 3), "signatures": signatures}, records, statistics
 
 
 def _termination_report(report: EvalPodReport, message: str) -> EvalPodReport:
@@ -123,10 +125,10 @@ class Evaluation:
         model, tokenizer = load_eval_model(spec)
         load_seconds = round(time.perf_counter() - started, 3)
         for run in self.runs:
-            entry, records = evaluate_task(run, model, tokenizer, spec, load_seconds, self.progress)
+            entry, records, statistics = evaluate_task(run, model, tokenizer, spec, load_seconds, self.progress)
             predictions = output_file(self.output, run.predictions_name(spec.name))
             predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-            result = run.add(entry, records, predictions)
+            result = run.add(entry, records, predictions, statistics)
             log.info("%s%s: %s", spec.name, f" {run.name}" if run.name else "", json.dumps(result.scores))
             self.reporter.report(self.report())
         del model  # free its memory before the next model loads

@@ -19,7 +19,9 @@ from kubetune_api.evaluation import EvalConfig
 from kubetune_api.reports import ModelResult, Sample, SuiteTaskResult
 from kubetune_trainer.evaluation.dataset import load_items
 from kubetune_trainer.evaluation.metrics import resolve_metrics
+from kubetune_trainer.evaluation.bootstrap import delta_intervals
 from kubetune_trainer.evaluation.tasks import task_for
+from kubetune_trainer.evaluation.tasks.base import Statistics
 
 MEAN = "mean"
 
@@ -33,21 +35,31 @@ class TaskRun:
         self.metrics = resolve_metrics(config)  # Hub metrics load (or fail) before any model
         self.items, self.rows = load_items(config, self.task)
         self.entries: list[dict] = []
+        self.first_statistics: Statistics = {}  # the first model's: the deltas' intervals pair with it
         self.results: list[ModelResult] = []
         self.samples: list[Sample] = []
 
     def predictions_name(self, model: str) -> str:
         return f"predictions-{model}.jsonl" if self.name is None else f"predictions-{self.name}-{model}.jsonl"
 
-    def add(self, entry: dict, records: list[dict], predictions: Path) -> ModelResult:
-        """Keeps one model's entry (with its delta against the first model), result and samples."""
+    def add(self, entry: dict, records: list[dict], predictions: Path, statistics: Statistics) -> ModelResult:
+        """Keeps one model's entry (with its delta against the first model and that delta's
+        paired-bootstrap interval), result and samples."""
         entry["predictionsPath"] = str(predictions)
         first = self.entries[0]["scores"] if self.entries else None
         entry["delta"] = {k: v - first[k] for k, v in entry["scores"].items() if k in first} if first is not None else {}
+        spec = self.config.delta_interval
+        intervals = delta_intervals(self.first_statistics, statistics, list(self.task.headline(entry["delta"])),
+                                    spec.level, spec.samples, self.config.generation.seed) if self.entries else {}
+        if intervals:
+            entry.update(deltaInterval={k: list(v) for k, v in intervals.items()}, deltaLevel=spec.level)
+        self.first_statistics = self.first_statistics if self.entries else statistics
         self.entries.append(entry)
         result = ModelResult(model=entry["model"], scores=self.task.headline(entry["scores"]),
                              delta=self.task.headline(entry["delta"]), examples=len(self.items),
-                             predictions_path=str(predictions))
+                             delta_low={k: low for k, (low, _) in intervals.items()},
+                             delta_high={k: high for k, (_, high) in intervals.items()},
+                             delta_level=spec.level if intervals else None, predictions_path=str(predictions))
         self.results.append(result)
         self.samples += [s.model_copy(update={"task": self.name}) for s in self.task.samples(entry["model"], records)]
         return result

@@ -39,17 +39,23 @@ def _f1(prediction: list[str], reference: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def exact_match_rows(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> list[float]:
+    """Per row, 1.0 when the prediction matches any reference after normalization."""
+    return [float(max(normalize(p, spec) == normalize(r, spec) for r in refs)) for p, refs in zip(predictions, references)]
+
+
+def token_f1_rows(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> list[float]:
+    """Per row, the best token F1 against its references."""
+    return [max(_f1(normalize(p, spec).split(), normalize(r, spec).split()) for r in refs)
+            for p, refs in zip(predictions, references)]
+
+
 def exact_match(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> float:
-    return sum(
-        max(normalize(p, spec) == normalize(r, spec) for r in refs) for p, refs in zip(predictions, references)
-    ) / len(predictions)
+    return sum(exact_match_rows(predictions, references, spec)) / len(predictions)
 
 
 def token_f1(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> float:
-    return sum(
-        max(_f1(normalize(p, spec).split(), normalize(r, spec).split()) for r in refs)
-        for p, refs in zip(predictions, references)
-    ) / len(predictions)
+    return sum(token_f1_rows(predictions, references, spec)) / len(predictions)
 
 
 def bleu_metric(tokenize: str = "13a") -> BLEU:

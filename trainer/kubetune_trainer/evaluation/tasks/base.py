@@ -14,9 +14,11 @@ from kubetune_api.catalog import EvalTask
 from kubetune_api.errors import DataError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.reports import Sample
+from kubetune_trainer.evaluation.bootstrap import RowStatistic
 from kubetune_trainer.examples import Row
 from kubetune_trainer.templates import compile_template, render_prompt, template_variables
 
+Statistics = dict[str, RowStatistic]  # score name -> its per-row statistic
 SAMPLE_CHARS = 300  # of each text copied into the status as a sample
 # Score keys kept in scores.json only: the status (and termination message) carry the rest.
 DETAIL_SUFFIXES = ("Precision", "Recall", "Low", "High")
@@ -77,6 +79,12 @@ class Task:
 
     def scores(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str]]:
         """(scores, metric signatures) of one model's records; `metrics` as resolve_metrics returns."""
+        scores, signatures, _ = self.scored(records, metrics)
+        return scores, signatures
+
+    def scored(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str], Statistics]:
+        """scores() and the per-row statistics of each score that is a sum over rows (what the
+        paired-bootstrap intervals of the deltas resample)."""
         raise NotImplementedError
 
     def samples(self, model_name: str, records: list[dict]) -> list[Sample]:

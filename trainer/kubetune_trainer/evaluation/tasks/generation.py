@@ -2,15 +2,19 @@
 ROUGE, BLEU, exact match and token F1 (built in) or an `evaluate` metric from the Hub."""
 from __future__ import annotations
 
+from typing import Optional
+
 from kubetune_api.catalog import EvalTask
 from kubetune_api.reports import Sample
 from kubetune_trainer.evaluation import textmetrics
 from kubetune_trainer.evaluation.metrics import hub_scores
-from kubetune_trainer.evaluation.rouge import rouge
-from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, strings
+from kubetune_trainer.evaluation.bootstrap import mean_of
+from kubetune_trainer.evaluation.rouge import rouge_with_rows
+from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, Statistics, strings
 from kubetune_trainer.examples import Row
 
 Predictions, References = list[str], list[list[str]]
+Scored = tuple[dict[str, float], Optional[str], dict[str, list[float]]]
 
 
 class Generation(PromptTask):
@@ -31,35 +35,38 @@ class Generation(PromptTask):
         return [{"line": i.line, "prompt": i.prompt, "prediction": o, "references": i.references}
                 for i, o in zip(items, outputs)], truncated
 
-    def scores(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str]]:
+    def scored(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str], Statistics]:
         predictions, references = [r["prediction"] for r in records], [r["references"] for r in records]
-        scores, signatures = {}, {}
+        scores, signatures, statistics = {}, {}, {}
         for name, hub_metric in metrics.items():
             if name in self.builtin_metrics():
-                values, signature = getattr(self, f"_{name}")(predictions, references)
+                values, signature, rows = getattr(self, f"_{name}")(predictions, references)
                 scores.update(values)
+                statistics.update({key: mean_of(per_row) for key, per_row in rows.items()})
                 if signature:
                     signatures[name] = signature
             else:
                 scores.update(hub_scores(name, hub_metric, predictions, references))
-        return scores, signatures
+        return scores, signatures, statistics
 
     def samples(self, model_name: str, records: list[dict]) -> list[Sample]:
         return [self.sample(model_name, r["prompt"], r["prediction"], r["references"][0])
                 for r in records[: self.config.samples]]
 
     # The built-in metrics, one method per name in kubetune_api.catalog.TASKS[generation].metrics:
-    # (scores, signature or None).
+    # (scores, signature or None, per-row values of the scores that are a mean over rows).
 
-    def _rouge(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
-        return rouge(predictions, references, self.config.rouge, self.config.generation.seed)
+    def _rouge(self, predictions: Predictions, references: References) -> Scored:
+        return rouge_with_rows(predictions, references, self.config.rouge, self.config.generation.seed)
 
-    def _bleu(self, predictions: Predictions, references: References) -> tuple[dict[str, float], str]:
+    def _bleu(self, predictions: Predictions, references: References) -> Scored:
         score, signature = textmetrics.bleu(predictions, references, self.config.bleu.tokenize.value)
-        return {"bleu": score}, signature
+        return {"bleu": score}, signature, {}  # corpus n-gram counts: not a mean over rows
 
-    def _exact_match(self, predictions: Predictions, references: References) -> tuple[dict[str, float], None]:
-        return {"exactMatch": textmetrics.exact_match(predictions, references, self.config.exact_match)}, None
+    def _exact_match(self, predictions: Predictions, references: References) -> Scored:
+        rows = textmetrics.exact_match_rows(predictions, references, self.config.exact_match)
+        return {"exactMatch": sum(rows) / len(rows)}, None, {"exactMatch": rows}
 
-    def _token_f1(self, predictions: Predictions, references: References) -> tuple[dict[str, float], None]:
-        return {"tokenF1": textmetrics.token_f1(predictions, references, self.config.exact_match)}, None
+    def _token_f1(self, predictions: Predictions, references: References) -> Scored:
+        rows = textmetrics.token_f1_rows(predictions, references, self.config.exact_match)
+        return {"tokenF1": sum(rows) / len(rows)}, None, {"tokenF1": rows}

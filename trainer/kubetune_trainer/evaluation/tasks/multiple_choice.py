@@ -5,13 +5,19 @@ from __future__ import annotations
 from kubetune_api.catalog import EvalTask
 from kubetune_api.errors import DataError
 from kubetune_api.reports import Sample
-from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, strings
+from kubetune_trainer.evaluation.bootstrap import mean_of
+from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, Statistics, strings
 from kubetune_trainer.examples import Row
 
 
+def choice_rows(records: list[dict]) -> dict[str, list[float]]:
+    """accuracy and accuracyNorm per row: 1.0 where the pick is the answer."""
+    return {"accuracy": [float(r["prediction"] == r["answer"]) for r in records],
+            "accuracyNorm": [float(r["predictionNorm"] == r["answer"]) for r in records]}
+
+
 def choice_scores(records: list[dict]) -> dict[str, float]:
-    return {"accuracy": sum(r["prediction"] == r["answer"] for r in records) / len(records),
-            "accuracyNorm": sum(r["predictionNorm"] == r["answer"] for r in records) / len(records)}
+    return {name: sum(rows) / len(rows) for name, rows in choice_rows(records).items()}
 
 
 class MultipleChoice(PromptTask):
@@ -43,8 +49,8 @@ class MultipleChoice(PromptTask):
                                 self.dataset.chat_template)
         return records, sum(r["truncated"] for r in records)
 
-    def scores(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str]]:
-        return choice_scores(records), {}
+    def scored(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str], Statistics]:
+        return choice_scores(records), {}, {name: mean_of(rows) for name, rows in choice_rows(records).items()}
 
     def samples(self, model_name: str, records: list[dict]) -> list[Sample]:
         return [self.sample(model_name, r["prompt"], r["choices"][r["prediction"]], r["choices"][r["answer"]])

@@ -5,7 +5,8 @@ import math
 
 from kubetune_api.catalog import EvalTask
 from kubetune_api.errors import DataError
-from kubetune_trainer.evaluation.tasks.base import Item, Task
+from kubetune_trainer.evaluation.bootstrap import perplexity_of
+from kubetune_trainer.evaluation.tasks.base import Item, Statistics, Task
 from kubetune_trainer.examples import Row
 
 
@@ -35,5 +36,6 @@ class Perplexity(Task):
         spec = self.config.generation
         return score_texts(model, tokenizer, items, spec.max_input_length, spec.batch_size), 0
 
-    def scores(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str]]:
-        return perplexity_scores(records), {}
+    def scored(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str], Statistics]:
+        statistic = perplexity_of([r["nll"] for r in records], [r["tokens"] for r in records])
+        return perplexity_scores(records), {}, {"perplexity": statistic}
