@@ -54,53 +54,16 @@ def build_model(tokenizer, seed: int = 0):
     return LlamaForCausalLM(config)
 
 
-def _permute(w, n_head):
-    """llama.cpp's row order for q/k (rotary halves interleaved); transformers undoes it on load."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def write_gguf(model, tokenizer, path: Path) -> Path:
-    """Writes a float32 llama GGUF file the way llama.cpp's converter lays it out."""
-    import gguf
+    """Writes a float32 llama GGUF file as llama.cpp's converter lays it out, through the
+    promotion's exporter (tests/trainer/test_gguf_export.py checks it against llama.cpp's own)."""
+    import tempfile
 
-    c = model.config
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("tiny")
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_vocab_size(c.vocab_size)
-    bpe = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    tokens = sorted(bpe["vocab"], key=bpe["vocab"].get)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(tokens)
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in bpe["merges"]])
-    w.add_token_types([3 if t in tokenizer.all_special_tokens else 1 for t in tokens])  # 3: control
-    w.add_bos_token_id(tokenizer.bos_token_id)
-    w.add_eos_token_id(tokenizer.eos_token_id)
+    from kubetune_api.promotion import GgufQuantization
+    from kubetune_trainer.gguf_export import export_gguf
 
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
-    for i in range(c.num_hidden_layers):
-        for hf, cpp in [("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm"),
-                        ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
-                        ("self_attn.o_proj", "attn_output"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
-                        ("mlp.down_proj", "ffn_down")]:
-            names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{cpp}.weight"
-    for name, tensor in model.state_dict().items():
-        array = tensor.float().numpy()
-        if name.endswith("q_proj.weight"):
-            array = _permute(array, c.num_attention_heads)
-        elif name.endswith("k_proj.weight"):
-            array = _permute(array, c.num_key_value_heads)
-        w.add_tensor(names[name], array)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    with tempfile.TemporaryDirectory() as checkpoint:
+        model.save_pretrained(checkpoint)
+        tokenizer.save_pretrained(checkpoint)
+        export_gguf(Path(checkpoint), path, GgufQuantization.F32, "tiny")
     return path

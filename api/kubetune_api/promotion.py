@@ -36,6 +36,25 @@ class PromotionRule(ApiModel):
         return self
 
 
+class ExportFormat(str, Enum):
+    gguf = "gguf"
+
+
+class GgufQuantization(str, Enum):
+    """Weight types the exporter writes (numpy, through the gguf package) and llama.cpp and
+    transformers read; 1-D tensors (norms) stay F32 whatever is chosen, as llama.cpp keeps them."""
+
+    F32 = "F32"
+    F16 = "F16"
+    BF16 = "BF16"
+    Q8_0 = "Q8_0"
+
+
+class ModelExport(ApiModel):
+    format: ExportFormat = Field(ExportFormat.gguf, description="gguf: one llama.cpp file, model.<quantization>.gguf, next to the promoted model (Llama-architecture models with a byte-level BPE tokenizer).")
+    quantization: GgufQuantization = Field(GgufQuantization.F16, description="F32, F16, BF16 or Q8_0 (8-bit blocks; a matrix whose rows do not split into blocks of 32 stays F16).")
+
+
 class PromotionSpec(ApiModel):
     """When and where a tuned model is promoted once training and evaluation succeed."""
 
@@ -47,6 +66,8 @@ class PromotionSpec(ApiModel):
         min_length=1, max_length=4096,
         description="Where the promoted model goes: a directory relative to the container's working directory (no '..' that leaves it) or absolute on one of the job's writable volumes, or an object-store URI (s3://, gs://, az://; the image needs s3fs, gcsfs or adlfs). It must not exist yet.")
     merge_adapter: bool = Field(False, description="Merge the LoRA adapter into the base model and promote a full model (methods lora and qlora).")
+    export: Optional[ModelExport] = Field(
+        None, description="Also write the promoted model in another format next to it. Needs a full model: method full or selective, or lora/qlora with mergeAdapter (or lora.mergeOnSave).")
 
     @model_validator(mode="after")
     def _relative_stays_inside(self) -> "PromotionSpec":
@@ -95,6 +116,7 @@ class PromoteConfig(ApiModel):
     adapter: bool = Field(description="Whether model_path is a PEFT adapter.")
     base_model: Optional[ModelSource] = Field(None, description="The base model, to merge the adapter into.")
     merge_adapter: bool = Field(False, description="Merge the adapter into the base and promote a full model.")
+    export: Optional[ModelExport] = Field(None, description="As in spec.promotion.export.")
     files: dict[str, str] = Field(default_factory=dict, description="Name in the destination -> source file, copied when it exists.")
     destination: str = Field(min_length=1, description="As in spec.promotion.destination.")
     record: dict[str, Any] = Field(default_factory=dict, description="Written as promotion.json: the gate, evaluation and lineage.")
@@ -103,6 +125,8 @@ class PromoteConfig(ApiModel):
     def _mergeable(self) -> "PromoteConfig":
         if self.merge_adapter and (not self.adapter or self.base_model is None):
             raise ValueError("mergeAdapter needs an adapter and its base model")
+        if self.export is not None and self.adapter and not self.merge_adapter:
+            raise ValueError("export needs a full model: an adapter must be merged (mergeAdapter)")
         return self
 
 

@@ -16,7 +16,7 @@ from pydantic import Field, StringConstraints, model_validator
 from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_CONDITIONS, MAX_MODELS, MAX_PATH,
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
-from kubetune_api.catalog import BuiltinMetric, EvalTask
+from kubetune_api.catalog import BuiltinMetric, EvalTask, produces_full_model
 from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
@@ -207,6 +207,9 @@ class FineTuneJobSpec(Placement, TrainingConfig):
         if promotion.merge_adapter and (self.method.value not in ("lora", "qlora") or self.lora.merge_on_save):
             raise ValueError(f"promotion.mergeAdapter: method {self.method.value} "
                              f"{'already saves a full model' if self.lora.merge_on_save else 'has no LoRA adapter to merge'}")
+        if promotion.export is not None and not (promotion.merge_adapter or produces_full_model(self.method, self.lora.merge_on_save)):
+            raise ValueError(f"promotion.export: needs a full model, and method {self.method.value} saves an adapter: "
+                             "set promotion.mergeAdapter (methods lora and qlora) or use method full")
         if not is_object_store(promotion.destination):
             self.check_output_path(promotion.destination, "promotion.destination")
         return self

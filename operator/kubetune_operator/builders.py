@@ -319,7 +319,7 @@ def promote_config(meta: dict[str, Any], spec: api.FineTuneJobSpec, status: dict
         model_path=layout.trained_model(output, spec.method, spec.lora.merge_on_save),
         adapter=not produces_full_model(spec.method, spec.lora.merge_on_save),
         base_model=spec.model if spec.promotion.merge_adapter else None, merge_adapter=spec.promotion.merge_adapter,
-        files=files, destination=spec.promotion.destination, record=record)
+        export=spec.promotion.export, files=files, destination=spec.promotion.destination, record=record)
 
 
 def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: PromoteConfig,

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import kubetune_api as api
-from kubetune_api.promotion import PromoteConfig, PromotionSpec
+from kubetune_api.promotion import ModelExport, PromoteConfig, PromotionSpec
 from kubetune_operator import builders, observe, preflight, promotion
 from kubetune_trainer.evaluation.bootstrap import mean_of, paired_interval
 
@@ -40,9 +40,22 @@ def test_a_gated_spec_passes(spec_dict):
     ({"destination": "/etc/models"}, RETENTION, {}, "promotion.destination: '/etc/models' is outside the job's writable volumes"),
     ({"destination": "d", "mergeAdapter": True}, RETENTION, {"method": "ia3"}, "method ia3 has no LoRA adapter to merge"),
     ({"destination": "d", "mergeAdapter": True}, RETENTION, {"lora": {"mergeOnSave": True}}, "already saves a full model"),
-], ids=["no-evaluation", "no-retention", "no-bound", "escaping", "not-a-volume", "merge-ia3", "merge-merged"])
+    ({"destination": "d", "export": {"format": "gguf"}}, RETENTION, {},
+     "promotion.export: needs a full model, and method lora saves an adapter: set promotion.mergeAdapter"),
+    ({"destination": "d", "export": {}}, RETENTION, {"method": "ia3"}, "promotion.export: needs a full model, and method ia3"),
+    ({"destination": "d", "export": {"quantization": "Q4_K"}}, RETENTION, {}, "export.quantization"),
+], ids=["no-evaluation", "no-retention", "no-bound", "escaping", "not-a-volume", "merge-ia3", "merge-merged",
+        "export-adapter", "export-ia3", "export-unknown-type"])
 def test_promotion_rules_the_schema_cannot_express(spec_dict, block, evaluation, extra, words):
     assert words in _refused(_spec(spec_dict, block, evaluation, **extra))
+
+
+@pytest.mark.parametrize("block, extra", [
+    ({"mergeAdapter": True}, {}), ({}, {"lora": {"mergeOnSave": True}}), ({}, {"method": "full"}), ({}, {"method": "selective", "selective": {"lastLayers": 1}}),
+], ids=["merged-lora", "merge-on-save", "full", "selective"])
+def test_export_passes_for_a_full_model(spec_dict, block, extra):
+    parsed = preflight.validate("demo", _spec(spec_dict, {"destination": "d", "export": {"format": "gguf"}, **block}, **extra))
+    assert (parsed.promotion.export.format.value, parsed.promotion.export.quantization.value) == ("gguf", "F16")
 
 
 def test_object_store_and_volume_destinations_pass(spec_dict):
@@ -185,3 +198,7 @@ def test_promote_config_names_the_artifacts_scores_and_record(meta, spec_dict):
     assert merged.merge_adapter and merged.base_model == spec.model
     full = builders.promote_config(meta, spec.model_copy(update={"method": api.Method.full}), {}, [])
     assert (full.adapter, full.model_path) == (False, "runs/out/model")
+    assert config.export is None
+    exported = builders.promote_config(meta, spec.model_copy(update={"method": api.Method.full, "promotion": spec.promotion.model_copy(
+        update={"export": ModelExport(quantization="Q8_0")})}), {}, [])
+    assert exported.export.quantization.value == "Q8_0" and PromoteConfig.model_validate(exported.model_dump()).export == exported.export

@@ -95,6 +95,40 @@ def test_merged_adapter_reloads_as_a_plain_model(tiny_model_dir, trained, tmp_pa
     assert json.loads((destination / "promotion.json").read_text())["merged"] is True
 
 
+def test_merged_adapter_is_exported_as_gguf_next_to_the_model(tiny_model_dir, trained, tmp_path):
+    import hashlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    destination = tmp_path / "exported"
+    config = promote_config(tmp_path, trained, destination, mergeAdapter=True, baseModel={"path": str(tiny_model_dir)},
+                            export={"format": "gguf", "quantization": "F32"})
+    assert promote.main(["--config", config]) == 0
+
+    gguf_file = destination / "model.F32.gguf"
+    assert sorted(p.name for p in destination.iterdir()) == [
+        "README.md", "model", "model.F32.gguf", "promotion.json", "scores.json", "training_summary.json"]
+    exported = AutoModelForCausalLM.from_pretrained(destination, gguf_file=gguf_file.name)
+    ids = AutoTokenizer.from_pretrained(destination, gguf_file=gguf_file.name)("Which animal is red cat?\nAnswer:", return_tensors="pt").input_ids
+    assert ids[0].tolist() == AutoTokenizer.from_pretrained(destination / "model")("Which animal is red cat?\nAnswer:").input_ids
+    with torch.no_grad():
+        from_gguf = exported.eval()(ids).logits
+    assert torch.allclose(from_gguf, logits(AutoModelForCausalLM.from_pretrained(destination / "model"), destination / "model"), atol=1e-4)
+    record = json.loads((destination / "promotion.json").read_text())
+    assert record["export"] == {"format": "gguf", "file": "model.F32.gguf", "quantization": "F32", "bytes": gguf_file.stat().st_size,
+                                "sha256": hashlib.sha256(gguf_file.read_bytes()).hexdigest()}
+    assert "model.F32.gguf" in record["files"]
+
+
+def test_an_unexportable_model_leaves_nothing_at_the_destination(trained, tmp_path, termination_log):
+    """The trained model dir is an adapter: export refuses before anything is promoted."""
+    destination = tmp_path / "exported"
+    config = promote_config(tmp_path, trained, destination, export={"quantization": "Q8_0"})
+    assert promote.main(["--config", config]) == 2
+    assert not destination.exists() and no_staging_left(tmp_path)
+    assert "export needs a full model" in json.loads(termination_log.read_text())["error"]
+
+
 def test_a_failure_mid_copy_leaves_nothing_at_the_destination(trained, tmp_path, termination_log):
     destination = tmp_path / "serving" / "v1"
     # A directory where a file is expected: the copy fails after the adapter is staged.

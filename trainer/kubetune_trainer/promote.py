@@ -2,7 +2,8 @@
 
 Copies a FineTuneJob's adapter or model (with its tokenizer), model card, training summary,
 evaluation scores and a record of the gate and lineage (promotion.json) to the destination,
-merging a LoRA adapter into its base model first when asked. Everything is staged in a
+merging a LoRA adapter into its base model first when asked, and a GGUF file of the model next
+to it when spec.promotion.export asks (kubetune_trainer.gguf_export). Everything is staged in a
 temporary sibling directory and renamed into place at the end, so a failure leaves nothing at
 the destination; an object-store destination (fsspec) is staged locally, uploaded, and
 removed again if the upload fails. A destination that exists already is refused.
@@ -12,6 +13,7 @@ Exit codes and the termination message as in kubetune_trainer.entrypoint.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +50,19 @@ def _merged(config: PromoteConfig, directory: Path) -> None:
     AutoTokenizer.from_pretrained(config.model_path).save_pretrained(directory)
 
 
+def _exported(config: PromoteConfig, model_dir: Path) -> dict:
+    """Writes the model as config.export asks, next to its directory; its entry in promotion.json."""
+    from kubetune_trainer.gguf_export import export_gguf, file_name
+
+    quantization = config.export.quantization
+    target = model_dir.parent / file_name(quantization)
+    export_gguf(model_dir, target, quantization, name=config.record.get("fineTuneJob", {}).get("name") or model_dir.name)
+    with target.open("rb") as f:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"format": config.export.format.value, "file": target.name, "quantization": quantization.value,
+            "bytes": target.stat().st_size, "sha256": sha256}
+
+
 def stage(config: PromoteConfig, staging: Path) -> Path:
     """Writes everything the destination gets into `staging`; returns the model's directory there."""
     source = Path(config.model_path)
@@ -59,6 +74,7 @@ def stage(config: PromoteConfig, staging: Path) -> Path:
     else:
         model_dir = staging / (layout.ADAPTER_DIR if config.adapter else layout.MODEL_DIR)
         shutil.copytree(source, model_dir)
+    exported = _exported(config, model_dir) if config.export is not None else None
     for name, path in config.files.items():
         if Path(path).exists():
             shutil.copy2(path, staging / name)
@@ -66,6 +82,8 @@ def stage(config: PromoteConfig, staging: Path) -> Path:
             log.warning("%s: %s does not exist; not promoted", name, path)
     record = {**config.record, "source": config.model_path, "merged": config.merge_adapter,
               "model": model_dir.name, "files": sorted(p.name for p in staging.iterdir())}
+    if exported is not None:
+        record["export"] = exported
     (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return model_dir
 
