@@ -166,6 +166,7 @@ class ModelResult(ApiModel):
     delta_high: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Per metric, the upper end of that interval.")
     delta_level: Optional[float] = Field(None, ge=0, le=1, description="The intervals' confidence level.")
     examples: int = Field(0, ge=0, description="Examples scored.")
+    cached: Optional[bool] = Field(None, description="The predictions came from an earlier evaluation (spec.reusePredictions): the model did not run.")
     predictions_path: Optional[PathText] = Field(None, description="JSONL of this model's predictions.")
 
 
@@ -190,6 +191,20 @@ class SuiteTaskResult(ApiModel):
     results: list[ModelResult] = Field(default_factory=list, max_length=MAX_MODELS, description="This task's scores per model, with deltas against the first.")
 
 
+class Contamination(ApiModel):
+    """How many evaluation rows overlap the training data (spec.contamination)."""
+
+    action: ShortText = Field(description="flag or refuse (a refused job fails instead).")
+    ngram: int = Field(ge=1, description="Words in the n-grams compared.")
+    rows: int = Field(0, ge=0, description="Evaluation rows compared (every task's, in a suite).")
+    overlapping: int = Field(0, ge=0, description="Rows that share an n-gram or an identical field with a training row.")
+    identical: int = Field(0, ge=0, description="Of those, rows with a field identical to a training row's.")
+    lines: list[PathText] = Field(default_factory=list, max_length=20, description="The first overlapping rows: '<file> line <n>'.")
+    training_files: int = Field(0, ge=0, description="Training files read.")
+    training_rows: int = Field(0, ge=0, description="Training rows read.")
+    unread_files: list[PathText] = Field(default_factory=list, max_length=20, description="Training files that could not be read (missing, or not mounted in this pod), left out of the comparison (with action refuse, the job fails instead).")
+
+
 class EvalPodReport(ApiModel):
     """What an evaluator pod reports (its log's report line), and the summary in its termination message."""
 
@@ -197,5 +212,6 @@ class EvalPodReport(ApiModel):
     results: Optional[list[ModelResult]] = Field(None, max_length=MAX_MODELS)
     suite: Optional[list[SuiteTaskResult]] = Field(None, max_length=MAX_SUITE_TASKS)
     samples: Optional[list[Sample]] = Field(None, max_length=MAX_SAMPLES)
+    contamination: Optional[Contamination] = None
     artifacts: Optional[EvalArtifacts] = None
     lineage: Optional[Lineage] = None

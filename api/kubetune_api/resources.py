@@ -17,12 +17,12 @@ from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMA
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask, produces_full_model
-from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
+from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, ContaminationSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset)
 from kubetune_api.paths import is_under
 from kubetune_api.sources import check_model_uri
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
-from kubetune_api.reports import Artifacts, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
+from kubetune_api.reports import Artifacts, Contamination, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
 from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
 from kubetune_api.wire import DEFAULT_IMAGE, DEFAULT_RUN_AS_USER, RESERVED_MOUNT_PATHS, RESERVED_VOLUMES
 
@@ -170,6 +170,7 @@ class FineTuneEvaluation(ApiModel):
     bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
     delta_interval: DeltaIntervalSpec = Field(default_factory=DeltaIntervalSpec, description="Paired-bootstrap intervals of each delta, tuned minus base (what promotion's minDeltaLowerBound reads).")
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="Overlap of the evaluation rows with this job's training files (added by the operator), checked before any model loads.")
     retention: Optional[EvalDataset] = Field(
         None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")
 
@@ -344,6 +345,8 @@ class EvaluationSummary(ApiModel):
     retention_eval_job: Optional[ObjectName] = Field(None, description="The EvalJob scoring base and tuned on the retention data.")
     retention_phase: Optional[Phase] = Field(None, description="That EvalJob's phase.")
     forgetting: Scores = Field(default_factory=dict, max_length=MAX_SCORES, description="Tuned minus base on the retention data (e.g. perplexity up = forgetting).")
+    contaminated_rows: Optional[int] = Field(None, ge=0, description="Evaluation rows that overlap the training data (the EvalJob's status.contamination).")
+    cached_models: list[ShortText] = Field(default_factory=list, max_length=MAX_MODELS, description="Models whose predictions came from an earlier evaluation (the base model, on a second job from the same base and eval set).")
 
 
 class FineTuneJobStatus(JobStatus):
@@ -369,6 +372,7 @@ class EvalJobStatus(JobStatus):
         description="Scores per model, with deltas against the first. For a suite (spec.tasks), the aggregate table: each model's '<task>/<metric>' scores and 'mean', the unweighted mean over the non-perplexity tasks of each task's primary score (the first score of its first metric; BLEU divided by 100).")
     suite: list[SuiteTaskResult] = Field(default_factory=list, max_length=MAX_SUITE_TASKS, description="A suite's scores per task and model (spec.tasks).")
     samples: list[Sample] = Field(default_factory=list, max_length=MAX_SAMPLES, description="A few predictions per model.")
+    contamination: Optional[Contamination] = Field(None, description="Evaluation rows that overlap the training data (spec.contamination), reported by the evaluator before any model loads.")
     artifacts: Optional[EvalArtifacts] = Field(None, description="Where the evaluator wrote scores and predictions.")
     lineage: Optional[Lineage] = Field(None, description="What the evaluation was made of, by content: data files, models and adapters, config, versions (reported by the pod) and the image (by the operator).")
 

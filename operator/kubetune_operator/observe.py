@@ -208,10 +208,11 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
     jobs = {scores_name: scores, **({retention_name: retention} if retention_name else {})}
     summary: dict[str, Any] = {"evalJob": scores_name}
     if scores is not None:
-        tuned = _tuned_result(scores)
-        summary.update(phase=(scores.get("status") or {}).get("phase"), scores=tuned.get("scores") or {},
-                       delta=tuned.get("delta") or {}, deltaLow=tuned.get("deltaLow") or None,
-                       deltaHigh=tuned.get("deltaHigh") or None, deltaLevel=tuned.get("deltaLevel"))
+        tuned, shown = _tuned_result(scores), scores.get("status") or {}
+        summary.update(phase=shown.get("phase"), scores=tuned.get("scores") or {}, delta=tuned.get("delta") or {},
+                       deltaLow=tuned.get("deltaLow") or None, deltaHigh=tuned.get("deltaHigh") or None,
+                       deltaLevel=tuned.get("deltaLevel"), contaminatedRows=(shown.get("contamination") or {}).get("overlapping"),
+                       cachedModels=[r["model"] for r in shown.get("results") or [] if r.get("cached")] or None)
     if retention_name:
         summary["retentionEvalJob"] = retention_name
         if retention is not None:
@@ -230,6 +231,10 @@ def evaluation_summary(scores_name: str, scores: Optional[dict[str, Any]], reten
         message = f"tuned vs base: {_deltas(summary.get('delta') or {})}"
         if retention_name:
             message += f"; on retention data: {_deltas(summary.get('forgetting') or {})}"
+        if summary.get("cachedModels"):
+            message += f"; predictions of {', '.join(summary['cachedModels'])} reused from an earlier evaluation"
+        if summary.get("contaminatedRows"):
+            message += f"; {summary['contaminatedRows']} evaluation rows overlap the training data (EvalJob status.contamination)"
         return summary, (conditions.TRUE, Reason.Evaluated.value, message)
     return summary, (conditions.UNKNOWN, Reason.Evaluating.value, "evaluating base vs tuned")
 

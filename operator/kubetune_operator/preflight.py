@@ -19,7 +19,7 @@ import kubetune_api as api
 from kubetune_api import layout
 from kubetune_api.catalog import hub_metric_names, produces_full_model
 from kubetune_api.errors import MetricError, Reason
-from kubetune_api.evaluation import EvalConfig, EvalModel
+from kubetune_api.evaluation import MAX_TRAINING_FILES, EvalConfig, EvalModel, TrainingFile
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -123,10 +123,31 @@ def validate_eval(name: str, spec: dict, lookup: Callable[[str], Optional[dict]]
     `lookup(name)` reads a FineTuneJob in the EvalJob's namespace (None when absent); names
     reach it only after the schema checked they are valid Kubernetes names."""
     parsed = validate_eval_spec(name, spec, allowed_metrics)
-    models = [tuned_model(ref, lookup(ref.fine_tune_job)) if ref.fine_tune_job
+    jobs = {ref.fine_tune_job: lookup(ref.fine_tune_job) for ref in parsed.models if ref.fine_tune_job}
+    models = [tuned_model(ref, jobs[ref.fine_tune_job]) if ref.fine_tune_job
               else EvalModel(name=ref.name, path=ref.path, adapter=ref.adapter, dtype=ref.dtype)
               for ref in parsed.models]
-    return parsed, parsed.eval_config(models)
+    return parsed, with_training_files(parsed.eval_config(models), [job["spec"] for job in jobs.values()])
+
+
+def with_training_files(config: EvalConfig, trained: list[dict]) -> EvalConfig:
+    """The config whose contamination check also reads what these FineTuneJob specs trained on:
+    the dataset's file, or each mixture task's (from the specs, never from what a pod reported)."""
+    contamination = config.contamination
+    known = {(f.path, f.format) for f in contamination.training_files}
+    added = []
+    for spec in trained:
+        dataset = spec.get("dataset") or {}
+        for part in dataset.get("tasks") or [dataset]:
+            found = TrainingFile(path=part.get("path", ""), format=part.get("format", "auto")) if part.get("path") else None
+            if found is not None and (found.path, found.format) not in known:
+                known.add((found.path, found.format))
+                added.append(found)
+    if len(contamination.training_files) + len(added) > MAX_TRAINING_FILES:
+        raise Invalid(Reason.InvalidSpec, f"spec.contamination.trainingFiles: with the fineTuneJob models' training files "
+                                          f"there are {len(contamination.training_files) + len(added)}, more than {MAX_TRAINING_FILES}")
+    files = contamination.model_copy(update={"training_files": [*contamination.training_files, *added]})
+    return config.model_copy(update={"contamination": files})
 
 
 # After creation only spec.suspend may change: the webhook refuses other changes, and without

@@ -31,7 +31,7 @@ SUSPENDED = api.CONDITION_SUSPENDED
 SPECS = {FINETUNE.kind: api.FineTuneJobSpec, EVAL.kind: api.EvalJobSpec}
 WORKLOADS = {FINETUNE.kind: FINETUNE, EVAL.kind: EVAL}
 # Status fields that show what the pod reports (validated; never the basis of a decision).
-POD_FIELDS = ("progress", "metrics", "artifacts", "results", "suite", "samples")
+POD_FIELDS = ("progress", "metrics", "artifacts", "results", "suite", "samples", "contamination")
 # A Job gets its pod within moments; only a Job podless for longer has its events read (why not).
 POD_GRACE_SECONDS = 5
 

@@ -120,9 +120,20 @@ def hub(namespace):
         yield mirror
 
 
+def evaluated(namespace: str, name: str) -> dict:
+    """The FineTuneJob's status once its evaluation is over."""
+    def done():
+        status = (get_json("ftj", name, "-n", namespace) or {}).get("status") or {}
+        return status if any(c["type"] == "Evaluated" and c["status"] != "Unknown" for c in status.get("conditions", [])) else None
+    return wait_for(done, 300, f"{name}'s evaluation")
+
+
 def test_a_revision_is_downloaded_once_per_cache(operator, namespace, hub, tiny_model_dir, rows_file, workdir):
     commit = hub.add(TINY_REPO, read_files(tiny_model_dir))
-    apply(tiny_job("first", namespace, f"hf://{TINY_REPO}", rows_file, workdir, "hub"))
+    # Both jobs evaluate base vs tuned on the same rows: the second reuses the base model's predictions.
+    evaluation = {"dataset": {"path": str(rows_file), "promptTemplate": "Shout {{ word }}:", "referenceFields": ["upper"], "maxExamples": 6},
+                  "metrics": ["exact_match"], "generation": {"maxNewTokens": 2}}
+    apply(tiny_job("first", namespace, f"hf://{TINY_REPO}", rows_file, workdir, "hub", evaluation=evaluation))
     first = wait_final("ftj", namespace, "first")["status"]
     assert first["phase"] == "Succeeded", first
     assert first["lineage"]["model"]["commit"] == commit and first["lineage"]["model"]["cacheHit"] is False
@@ -131,11 +142,16 @@ def test_a_revision_is_downloaded_once_per_cache(operator, namespace, hub, tiny_
     repo_requests = [r for r in hub.requests if TINY_REPO in r[1]]
     assert repo_requests and all(auth == f"Bearer {HUB_TOKEN}" for _, _, auth in repo_requests), hub.requests
 
-    apply(tiny_job("second", namespace, f"hf://{TINY_REPO}@main", rows_file, workdir, "hub"))
+    first_evaluation = evaluated(namespace, "first")["evaluation"]
+    assert first_evaluation["phase"] == "Succeeded" and "cachedModels" not in first_evaluation, first_evaluation
+
+    apply(tiny_job("second", namespace, f"hf://{TINY_REPO}@main", rows_file, workdir, "hub", evaluation=evaluation))
     second = wait_final("ftj", namespace, "second")["status"]
     assert second["phase"] == "Succeeded", second
     assert second["lineage"]["model"]["commit"] == commit and second["lineage"]["model"]["cacheHit"] is True
     assert len(hub.downloads()) == downloaded, "the second job downloaded again"
+    second_evaluation = evaluated(namespace, "second")["evaluation"]
+    assert second_evaluation["phase"] == "Succeeded" and second_evaluation["cachedModels"] == ["base"], second_evaluation
 
 
 def test_hub_failures_have_their_own_reasons(operator, namespace, hub, tiny_model_dir, rows_file, workdir):

@@ -115,6 +115,22 @@ def test_evaluation_summary_waits_then_reports_scores_and_forgetting():
     assert verdict == ("True", "Evaluated", "tuned vs base: rougeL +0.0500; on retention data: perplexity +1.5000")
 
 
+def test_evaluation_summary_counts_contaminated_rows_and_says_so():
+    evaljob = _evaljob("Succeeded", {"rougeL": 0.31}, {"rougeL": 0.05})
+    evaljob["status"]["contamination"] = {"action": "flag", "ngram": 13, "rows": 40, "overlapping": 3}
+    summary, verdict = observe.evaluation_summary("j-eval", evaljob, None, None)
+    assert summary["contaminatedRows"] == 3
+    assert verdict[2] == "tuned vs base: rougeL +0.0500; 3 evaluation rows overlap the training data (EvalJob status.contamination)"
+
+
+def test_evaluation_summary_names_the_models_whose_predictions_were_reused():
+    evaljob = _evaljob("Succeeded", {"rougeL": 0.31}, {"rougeL": 0.05})
+    evaljob["status"]["results"][0]["cached"] = True
+    summary, verdict = observe.evaluation_summary("j-eval", evaljob, None, None)
+    assert summary["cachedModels"] == ["base"]
+    assert verdict[2] == "tuned vs base: rougeL +0.0500; predictions of base reused from an earlier evaluation"
+
+
 def test_evaluation_summary_fails_with_the_evaljob_message():
     _, verdict = observe.evaluation_summary("j-eval", _evaljob("Failed", message="the evaluator exited with code 3"), None, None)
     assert verdict == ("False", "EvaluationFailed", "EvalJob j-eval failed: the evaluator exited with code 3")

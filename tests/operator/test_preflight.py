@@ -96,6 +96,20 @@ def test_evaljob_resolves_a_finetunejob_into_base_plus_adapter(spec_dict, tmp_pa
     assert (config.models[1].path, config.models[1].adapter) == ("/out/model", None)
 
 
+def test_evaljob_compares_with_the_training_files_of_each_finetunejob_spec(spec_dict, tmp_path):
+    spec = _eval_spec(spec_dict, tmp_path, base={"fineTuneJob": "one"}, tuned={"fineTuneJob": "mix"})
+    spec["contamination"] = {"trainingFiles": [{"path": "/data/extra.jsonl"}, {"path": "/data/a.jsonl"}]}
+    one = {**_ftj("Succeeded"), "spec": {**_ftj("Succeeded")["spec"], "dataset": {"path": "/data/a.jsonl"}}}
+    mix = {**_ftj("Succeeded"), "spec": {**_ftj("Succeeded")["spec"], "dataset": {"tasks": [
+        {"name": "qa", "path": "/data/qa.csv", "format": "csv"}, {"name": "sum", "path": "hf://org/sums/train.jsonl"}]}}}
+    _, config = preflight.validate_eval("ev", spec, lookup={"one": one, "mix": mix}.get)
+    assert [(f.path, f.format.value) for f in config.contamination.training_files] == [
+        ("/data/extra.jsonl", "auto"), ("/data/a.jsonl", "auto"), ("/data/qa.csv", "csv"), ("hf://org/sums/train.jsonl", "auto")]
+    mix["spec"]["dataset"]["tasks"] = [{"name": f"t{i}", "path": f"/data/{i}.jsonl"} for i in range(63)]
+    with pytest.raises(preflight.Invalid, match="spec.contamination.trainingFiles: .* there are 65, more than 64"):
+        preflight.validate_eval("ev", spec, lookup={"one": one, "mix": mix}.get)
+
+
 @pytest.mark.parametrize("ftj, reason, words", [
     (None, "FineTuneJobNotFound", ["'ft' does not exist"]),
     (_ftj("Failed", message="the trainer exited with code 3"), "FineTuneJobFailed", ["'ft' failed", "code 3"]),

@@ -21,7 +21,7 @@ from typing import Optional
 
 from kubetune_api.catalog import hub_metric_names
 from kubetune_api.errors import ConfigError, ModelSourceError
-from kubetune_api.evaluation import EvalConfig
+from kubetune_api.evaluation import ContaminationAction, EvalConfig
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.evaluation.dataset import check_eval_dataset
 from kubetune_trainer.evaluation.textmetrics import bleu_metric
@@ -112,6 +112,10 @@ def fetch_evaluation_sources(config: EvalConfig, sink: Optional[ProgressSink] = 
         for field, path in paths:
             if is_remote_source(path):
                 fetch_data(path, field, sink)
+    if config.contamination.action != ContaminationAction.off:
+        for number, file in enumerate(config.contamination.training_files):
+            if is_remote_source(file.path):
+                fetch_data(file.path, f"contamination.trainingFiles[{number}].path", sink)
 
 
 def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK,

@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -22,9 +23,11 @@ from kubetune_api import layout
 from kubetune_api.base import MAX_SAMPLES
 from kubetune_api.errors import ConfigError
 from kubetune_api.evaluation import EvalConfig, EvalModel
-from kubetune_api.reports import EvalArtifacts, EvalPodReport, EvalProgress, ModelResult
+from kubetune_api.reports import Contamination, EvalArtifacts, EvalPodReport, EvalProgress, ModelResult
 from kubetune_trainer.checks import check_evaluation
+from kubetune_trainer.evaluation.contamination import check_contamination
 from kubetune_trainer.evaluation.loading import load_eval_model
+from kubetune_trainer.evaluation.record_cache import RecordCache, cache_directory, record_key
 from kubetune_trainer.evaluation.suite import MEAN, TaskRun, aggregate, report_markdown
 from kubetune_trainer.evaluation.tasks.base import Statistics
 from kubetune_trainer.lineage import evaluation_lineage
@@ -35,6 +38,7 @@ from kubetune_trainer.versions import library_versions
 log = logging.getLogger(__name__)
 
 SCORES_FILE = layout.SCORES
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # greedy outputs may differ between them
 REPORT_FILE = "report.md"
 
 
@@ -70,11 +74,8 @@ def output_file(directory: Path, name: str) -> Path:
     return path
 
 
-def evaluate_task(run: TaskRun, model, tokenizer, spec: EvalModel, load_seconds: float,
-                  progress: Progress) -> tuple[dict, list[dict], Statistics]:
-    """Runs and scores one loaded model on one task: (its entry in scores.json, its records, the
-    per-row statistics of its scores)."""
-    started = time.perf_counter()
+def run_task(run: TaskRun, model, tokenizer, spec: EvalModel, progress: Progress) -> tuple[list[dict], int]:
+    """One loaded model's records on one task, and how many prompts were truncated."""
     torch.manual_seed(run.config.generation.seed)  # sampled generations repeat for the same seed
     batch_size = run.config.generation.batch_size
     records, truncated = [], 0
@@ -86,10 +87,17 @@ def evaluate_task(run: TaskRun, model, tokenizer, spec: EvalModel, load_seconds:
             truncated += chunk_truncated
             bar.update(len(chunk))
             progress.advance(len(chunk))
+    return records, truncated
+
+
+def task_entry(run: TaskRun, spec: EvalModel, records: list[dict], truncated: int, load_seconds: float,
+               started: float, cached: bool) -> tuple[dict, Statistics]:
+    """Scores one model's records on one task: (its entry in scores.json, the per-row statistics
+    of its scores)."""
     scores, signatures, statistics = run.task.scored(records, run.metrics)
     return {"model": spec.name, "path": spec.path, "adapter": spec.adapter, "scores": scores, "examples": len(run.items),
-            "truncatedPrompts": truncated, "loadSeconds": load_seconds,
-            "evaluateSeconds": round(time.perf_counter() - started, 3), "signatures": signatures}, records, statistics
+            "truncatedPrompts": truncated, "loadSeconds": load_seconds, "cached": cached,
+            "evaluateSeconds": round(time.perf_counter() - started, 3), "signatures": signatures}, statistics
 
 
 def _termination_report(report: EvalPodReport, message: str) -> EvalPodReport:
@@ -110,22 +118,37 @@ def _termination_report(report: EvalPodReport, message: str) -> EvalPodReport:
 class Evaluation:
     """The models of one config scored in turn on each task; what scores.json and the status collect."""
 
-    def __init__(self, config: EvalConfig, reporter: StatusReporter, output: Path):
-        self.config, self.reporter, self.output = config, reporter, output
+    def __init__(self, config: EvalConfig, reporter: StatusReporter, output: Path,
+                 contamination: Optional[Contamination] = None):
+        self.config, self.reporter, self.output, self.contamination = config, reporter, output, contamination
         self.runs = [TaskRun(name, part) for name, part in config.task_configs()]
         self.suite = config.tasks is not None
         self.versions = library_versions("rouge-score", "rouge-score-rs", "sacrebleu")
         self.lineage = evaluation_lineage(config, self.versions, {run.name: run.rows for run in self.runs})
-        reporter.report(EvalPodReport(lineage=self.lineage), final=True)  # past the rate limit
+        reporter.report(EvalPodReport(lineage=self.lineage, contamination=contamination), final=True)  # past the rate limit
         self.progress = Progress(reporter, sum(len(run.items) for run in self.runs) * len(config.models))
+        self.cache = RecordCache(cache_directory() if config.reuse_predictions else None)
 
     def run_model(self, spec: EvalModel) -> None:
-        """Loads one model once, scores it on every task, writes its predictions and reports."""
+        """Loads one model once (not at all when every task's records are cached), scores it on
+        every task, writes its predictions and reports."""
+        keys = [record_key(run.name, run.config, spec, self.lineage, DEVICE) for run in self.runs]
+        cached = [self.cache.load(key, run.items, run.config.task) for key, run in zip(keys, self.runs)]
+        model = tokenizer = None
         started = time.perf_counter()
-        model, tokenizer = load_eval_model(spec)
+        if any(hit is None for hit in cached):
+            model, tokenizer = load_eval_model(spec)
         load_seconds = round(time.perf_counter() - started, 3)
-        for run in self.runs:
-            entry, records, statistics = evaluate_task(run, model, tokenizer, spec, load_seconds, self.progress)
+        for run, key, hit in zip(self.runs, keys, cached):
+            started = time.perf_counter()
+            if hit is None:
+                records, truncated = run_task(run, model, tokenizer, spec, self.progress)
+                self.cache.save(key, records, truncated)
+            else:
+                records, truncated = hit
+                self.progress.advance(len(run.items))
+                log.info("%s%s: predictions reused from the cache (%s)", spec.name, f" {run.name}" if run.name else "", key[:12])
+            entry, statistics = task_entry(run, spec, records, truncated, load_seconds, started, cached=hit is not None)
             predictions = output_file(self.output, run.predictions_name(spec.name))
             predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
             result = run.add(entry, records, predictions, statistics)
@@ -137,6 +160,7 @@ class Evaluation:
     def report(self, **fields) -> EvalPodReport:
         """Results (a suite's: the aggregate table, and per task), samples, and `fields`."""
         samples = [s for run in self.runs for s in run.samples][:MAX_SAMPLES]  # the status shows a few
+        fields.setdefault("contamination", self.contamination)
         if not self.suite:
             return EvalPodReport(results=self.runs[0].results, samples=samples, **fields)
         return EvalPodReport(results=aggregate(self.runs), suite=[run.status() for run in self.runs], samples=samples,
@@ -152,6 +176,7 @@ class Evaluation:
             scores = self.runs[0].summary()
         summary = {
             **scores,
+            **({"contamination": self.contamination.model_dump(by_alias=True, mode="json")} if self.contamination else {}),
             "config": self.config.model_dump(by_alias=True, mode="json"),
             "wallTimeSeconds": round(wall_seconds, 3),
             "versions": self.versions,
@@ -189,8 +214,9 @@ def run(config: EvalConfig, reporter: StatusReporter) -> Path:
     """Evaluates every model as `config` says; returns the path of scores.json."""
     started = time.perf_counter()
     check_evaluation(config)  # data, templates, models, adapters, metric names: before any model loads
+    contamination = check_contamination(config)  # with action refuse, fails here
     output = resolve_output_dir(config.output.path)
-    evaluation = Evaluation(config, reporter, output)
+    evaluation = Evaluation(config, reporter, output, contamination)
     output.mkdir(parents=True, exist_ok=True)
     for spec in config.models:
         evaluation.run_model(spec)

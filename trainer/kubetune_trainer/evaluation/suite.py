@@ -59,7 +59,8 @@ class TaskRun:
                              delta=self.task.headline(entry["delta"]), examples=len(self.items),
                              delta_low={k: low for k, (low, _) in intervals.items()},
                              delta_high={k: high for k, (_, high) in intervals.items()},
-                             delta_level=spec.level if intervals else None, predictions_path=str(predictions))
+                             delta_level=spec.level if intervals else None, cached=entry.get("cached") or None,
+                             predictions_path=str(predictions))
         self.results.append(result)
         self.samples += [s.model_copy(update={"task": self.name}) for s in self.task.samples(entry["model"], records)]
         return result
