@@ -145,7 +145,9 @@ def test_a_revision_is_downloaded_once_per_cache(operator, namespace, hub, tiny_
     first_evaluation = evaluated(namespace, "first")["evaluation"]
     assert first_evaluation["phase"] == "Succeeded" and "cachedModels" not in first_evaluation, first_evaluation
 
-    apply(tiny_job("second", namespace, f"hf://{TINY_REPO}@main", rows_file, workdir, "hub", evaluation=evaluation))
+    # Another learning rate: another tuned model (the same training gives the same adapter, bit for bit: cached too).
+    apply(tiny_job("second", namespace, f"hf://{TINY_REPO}@main", rows_file, workdir, "hub", evaluation=evaluation,
+                   training={"learningRate": 0.02}))
     second = wait_final("ftj", namespace, "second")["status"]
     assert second["phase"] == "Succeeded", second
     assert second["lineage"]["model"]["commit"] == commit and second["lineage"]["model"]["cacheHit"] is True
