@@ -13,7 +13,6 @@ Exit codes and the termination message as in kubetune_trainer.entrypoint.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from kubetune_api.promotion import PromoteConfig, is_object_store, load_promote_
 from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.wire import ENV_TERMINATION_LOG
 from kubetune_trainer.entrypoint import read_config, run_reported
+from kubetune_trainer.lineage import digest
 from kubetune_trainer.outputs import resolve_output_dir
 from kubetune_trainer.sources import fetch_model, is_remote_source, stay_offline
 from kubetune_trainer.status_reporter import StatusReporter
@@ -57,10 +57,9 @@ def _exported(config: PromoteConfig, model_dir: Path) -> dict:
     quantization = config.export.quantization
     target = model_dir.parent / file_name(quantization)
     export_gguf(model_dir, target, quantization, name=config.record.get("fineTuneJob", {}).get("name") or model_dir.name)
-    with target.open("rb") as f:
-        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    written = digest(str(target))
     return {"format": config.export.format.value, "file": target.name, "quantization": quantization.value,
-            "bytes": target.stat().st_size, "sha256": sha256}
+            "bytes": written.bytes, "sha256": written.sha256}
 
 
 def stage(config: PromoteConfig, staging: Path) -> Path:

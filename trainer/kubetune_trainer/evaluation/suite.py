@@ -35,7 +35,7 @@ class TaskRun:
         self.metrics = resolve_metrics(config)  # Hub metrics load (or fail) before any model
         self.items, self.rows = load_items(config, self.task)
         self.entries: list[dict] = []
-        self.first_statistics: Statistics = {}  # the first model's: the deltas' intervals pair with it
+        self.first_statistics: Statistics = {}
         self.results: list[ModelResult] = []
         self.samples: list[Sample] = []
 
@@ -48,12 +48,13 @@ class TaskRun:
         entry["predictionsPath"] = str(predictions)
         first = self.entries[0]["scores"] if self.entries else None
         entry["delta"] = {k: v - first[k] for k, v in entry["scores"].items() if k in first} if first is not None else {}
+        if not self.entries:
+            self.first_statistics = statistics  # the first model has no delta; the others pair with its rows
         spec = self.config.delta_interval
         intervals = delta_intervals(self.first_statistics, statistics, list(self.task.headline(entry["delta"])),
-                                    spec.level, spec.samples, self.config.generation.seed) if self.entries else {}
+                                    spec.level, spec.samples, self.config.generation.seed)
         if intervals:
             entry.update(deltaInterval={k: list(v) for k, v in intervals.items()}, deltaLevel=spec.level)
-        self.first_statistics = self.first_statistics if self.entries else statistics
         self.entries.append(entry)
         result = ModelResult(model=entry["model"], scores=self.task.headline(entry["scores"]),
                              delta=self.task.headline(entry["delta"]), examples=len(self.items),
