@@ -125,7 +125,7 @@ class ContaminationSpec(ApiModel):
     action: ContaminationAction = Field(
         ContaminationAction.flag,
         description="Before any model loads, compare the evaluation rows with the training files: flag (report the overlapping rows in status.contamination), refuse (fail the job naming them) or off.")
-    ngram: int = Field(13, ge=4, le=64, description="Words in a shared n-gram that marks a row as overlapping (13, as GPT-3's contamination study); a field identical to a training row's (4 words or more) marks it too.")
+    ngram: int = Field(13, ge=4, le=64, description="Words in a shared n-gram that marks a row as overlapping (13, as GPT-3's contamination study); n-grams that occur in more than one evaluation row are shared prompt text and do not count. A row identical to a training row (all its text, case, punctuation and spacing aside) overlaps too.")
     training_files: list[TrainingFile] = Field(
         default_factory=list, max_length=MAX_TRAINING_FILES,
         description="Training data to compare with; the operator adds the training files of every model given as fineTuneJob (its dataset.path, or each dataset.tasks[].path). Whole files count: rows a FineTuneJob split off for validation or test are in them.")
@@ -206,7 +206,7 @@ class EvalConfig(ApiModel):
     bleu: BleuSpec = Field(default_factory=BleuSpec, description="BLEU settings.")
     exact_match: ExactMatchSpec = Field(default_factory=ExactMatchSpec, description="Normalization for exact match and token F1.")
     delta_interval: DeltaIntervalSpec = Field(default_factory=DeltaIntervalSpec, description="Paired-bootstrap intervals of each delta against the first model (scores that are a sum over rows: ROUGE, exact match, token F1, accuracy, perplexity; not BLEU).")
-    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="Overlap of the evaluation rows with training data (n-grams and identical fields), checked before any model loads.")
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="Overlap of the evaluation rows with training data (n-grams and identical rows), checked before any model loads.")
     reuse_predictions: bool = Field(True, description="Reuse a model's predictions on a task from an earlier evaluation with the same model and adapter digests, dtype, data digests, prompt and decoding settings, library versions and device kind (cached in the runtime's model cache when it has one, else in the pod); they are scored again with this job's metrics. results[].cached says which were.")
     samples: int = Field(3, ge=0, le=50, description="Predictions per model (per task in a suite) copied into the status as samples.")
     output: OutputSpec = Field(description="Where scores.json, report.md and predictions-<model>.jsonl (predictions-<task>-<model>.jsonl in a suite) are written.")

@@ -17,13 +17,13 @@ from tinymodels import write_jsonl
 LONG = "the quarterly budget review moved to thursday because the finance team needed two more days"
 EVAL_ROWS = [
     {"dialogue": f"#Person1#: Did you hear? {LONG}.", "summary": "The review moved."},       # shares 13+ words
-    {"dialogue": "Where is the nearest train station, please?", "summary": "Directions."},  # copied whole
+    {"dialogue": "Where is the nearest train station, please?", "summary": "Directions."},  # a training row, copied
     {"dialogue": "#Person1#: I would like to book a table for two tonight.", "summary": "A booking."},
     {"dialogue": "#Person1#: The weather is lovely today.", "summary": "Small talk."},
 ]
 TRAINING_ROWS = [
     {"text": f"Memo: {LONG}, as announced on Monday.", "label": "memo"},
-    {"question": "Where is the nearest  train STATION please", "answer": "Two blocks north."},
+    {"question": "Where is the nearest  train STATION please", "answer": "directions"},
     {"text": "An unrelated row about gardening tools and seeds in spring."},
 ]
 
@@ -58,14 +58,29 @@ def test_chat_messages_and_csv_training_files_are_read(tmp_path):
                                                                {"role": "assistant", "content": LONG}]}])
     table = tmp_path / "train.csv"
     with table.open("w", newline="") as f:
-        csv.writer(f).writerows([["question"], ["where is the nearest train station please"]])
+        csv.writer(f).writerows([["q", "a"], ["where is the nearest train station please", "Directions!"]])
     report = check_contamination(_config(tmp_path, [chat, table]))
     assert (report.overlapping, report.identical, report.training_files, report.training_rows) == (2, 1, 2, 2)
 
 
+def test_prompt_text_the_evaluation_rows_share_is_not_overlap(tmp_path):
+    # Instruction data: every row repeats a long instruction that the training rows use too.
+    instruction = "Summarize the following message in one short sentence that keeps the names and the dates"
+    rows = [{"instruction": instruction, "input": f"Note {i}: meet Ana on day {i}.", "output": f"Ana, day {i}."} for i in range(3)]
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
+    training = write_jsonl(tmp_path / "train.jsonl", [{"instruction": instruction, "input": "Note: call Bo.", "output": "Bo."},
+                                                      {**rows[2]}])
+    config = EvalConfig.model_validate({
+        "models": [{"name": "base", "path": "unused"}],
+        "dataset": {"path": str(data), "promptTemplate": "{{ instruction }} {{ input }}", "referenceFields": ["output"]},
+        "contamination": {"trainingFiles": [{"path": str(training)}]}, "output": {"path": str(tmp_path / "out")}})
+    report = check_contamination(config)
+    assert (report.overlapping, report.identical, report.lines) == (1, 1, [f"{data} line 3"])  # the row copied whole
+
+
 def test_refuse_fails_naming_the_rows_and_off_reads_nothing(tmp_path):
     training = write_jsonl(tmp_path / "train.jsonl", TRAINING_ROWS)
-    with pytest.raises(DataError, match=r"2 of 4 evaluation rows overlap the training data \(1 with an identical field.*eval.jsonl line 1"):
+    with pytest.raises(DataError, match=r"2 of 4 evaluation rows overlap the training data \(1 identical to a training row.*eval.jsonl line 1"):
         check_contamination(_config(tmp_path, [training], action="refuse"))
     assert check_contamination(_config(tmp_path, [tmp_path / "missing.jsonl"], action="off")) is None
     assert check_contamination(_config(tmp_path, [])) is None

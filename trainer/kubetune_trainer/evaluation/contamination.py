@@ -1,10 +1,12 @@
 """Contamination: evaluation rows that overlap the data a compared model was trained on.
 
 A row overlaps when it shares an n-gram of `ngram` words with a training row (GPT-3's test, 13
-words by default) or when one of its fields is identical to a training row's field (4 words or
-more, after lowercasing and collapsing whitespace: what catches short questions copied whole).
-The evaluation rows are indexed and the training files streamed, so memory follows the
-evaluation set, not the training data. Light: no torch.
+words by default) or when it is identical to a training row: all its text, field by field in
+order, case, punctuation and spacing aside (what catches short rows copied whole). An n-gram
+that occurs in more than one evaluation row is prompt text the rows share (an instruction, a
+template), not a row's own content, and does not count. The evaluation rows are indexed and the
+training files streamed, so memory follows the evaluation set, not the training data. Light: no
+torch.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from kubetune_trainer.evaluation.dataset import select_rows
 from kubetune_trainer.examples import read_rows
 
 log = logging.getLogger(__name__)
-MIN_IDENTICAL_WORDS = 4
 SHOWN_LINES = 20
 _WORD = re.compile(r"\w+")
 
@@ -46,35 +47,34 @@ def ngrams(tokens: list[str], n: int) -> set[int]:
     return set(map(hash, zip(*(tokens[i:] for i in range(n)))))
 
 
-def identical_fields(values: dict) -> set[int]:
-    """Hashes of the row's fields long enough to count when identical."""
-    return {hash(" ".join(tokens)) for text in texts(values) if len(tokens := words(text)) >= MIN_IDENTICAL_WORDS}
+def row_hash(values: dict) -> int:
+    """The row's text, field by field, with case, punctuation and spacing left out."""
+    return hash(tuple(" ".join(words(text)) for text in texts(values)))
 
 
 class Index:
-    """The evaluation rows by n-gram and by identical field: which rows a training row touches."""
+    """The evaluation rows by n-gram and by their whole text: which rows a training row touches."""
 
     def __init__(self, n: int):
         self.n = n
         self.lines: list[str] = []
-        self.by_ngram: dict[int, list[int]] = {}
-        self.by_field: dict[int, list[int]] = {}
+        self.by_ngram: dict[int, int] = {}  # n-gram -> the one row that has it
+        self.shared: set[int] = set()  # n-grams of more than one row: prompt text, not content
+        self.by_row: dict[int, list[int]] = {}
 
     def add(self, line: str, values: dict) -> None:
         row = len(self.lines)
         self.lines.append(line)
-        for text in texts(values):
-            for gram in ngrams(words(text), self.n):
-                self.by_ngram.setdefault(gram, []).append(row)
-        for field in identical_fields(values):
-            self.by_field.setdefault(field, []).append(row)
+        for gram in set().union(*(ngrams(words(text), self.n) for text in texts(values))):
+            if self.by_ngram.setdefault(gram, row) != row:
+                self.shared.add(gram)
+        self.by_row.setdefault(row_hash(values), []).append(row)
 
     def touched(self, values: dict) -> tuple[set[int], set[int]]:
-        """(rows sharing an n-gram with `values`, rows with a field identical to one of its)."""
+        """(rows sharing an n-gram of their own with `values`, rows identical to it)."""
         grams = set().union(*(ngrams(words(text), self.n) for text in texts(values)))
-        shared = {row for gram in grams & self.by_ngram.keys() for row in self.by_ngram[gram]}
-        same = {row for field in identical_fields(values) & self.by_field.keys() for row in self.by_field[field]}
-        return shared, same
+        shared = {self.by_ngram[gram] for gram in (grams & self.by_ngram.keys()) - self.shared}
+        return shared, set(self.by_row.get(row_hash(values), ()))
 
 
 def _fitted(line: str) -> str:
@@ -117,7 +117,7 @@ def check_contamination(config: EvalConfig) -> Optional[Contamination]:
                            training_rows=training_rows, unread_files=unread[:SHOWN_LINES])
     if overlapping and spec.action == ContaminationAction.refuse:
         raise DataError(f"contamination: {len(overlapping)} of {len(index.lines)} evaluation rows overlap the training data "
-                        f"({len(identical)} with an identical field, the rest share a {spec.ngram}-word n-gram): "
+                        f"({len(identical)} identical to a training row, the rest share a {spec.ngram}-word n-gram): "
                         f"{', '.join(lines[:5])}{' ...' if len(lines) > 5 else ''}; set contamination.action: flag to "
                         "evaluate anyway")
     return report
