@@ -10,7 +10,7 @@ import pytest
 from kubetune_api.evaluation import ExactMatchSpec, RougeSpec
 from kubetune_trainer.evaluation import cli
 from kubetune_trainer.evaluation.rouge import rouge
-from kubetune_trainer.evaluation.textmetrics import bleu, exact_match
+from kubetune_trainer.evaluation.textmetrics import bleu, exact_match_rows
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox", "hello world"]
 REFERENCES = [{"a": "the cat sat on a mat", "b": "a cat was on the mat"},
@@ -41,7 +41,8 @@ def test_scores_with_the_evaljob_defaults(tmp_path, score):
                   ["the quick brown fox jumps", "a fast brown fox", "quick fox"], ["Hello, world!", "hi"]]
     expected, rouge_signature = rouge(PREDICTIONS, references, RougeSpec())
     expected["bleu"], bleu_signature = bleu(PREDICTIONS, references)
-    expected["exactMatch"] = exact_match(PREDICTIONS, references, ExactMatchSpec())
+    matches = exact_match_rows(PREDICTIONS, references, ExactMatchSpec())
+    expected["exactMatch"] = sum(matches) / len(matches)
     assert code == 0 and result == {"examples": 3, "scores": expected,
                                     "signatures": {"rouge": rouge_signature, "bleu": bleu_signature}}
     assert expected["exactMatch"] == pytest.approx(1 / 3)  # "hello world" = "Hello, world!" normalized

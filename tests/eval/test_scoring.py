@@ -8,7 +8,7 @@ import torch
 
 from kubetune_trainer.evaluation.scoring import score_choices, score_texts
 from kubetune_trainer.evaluation.tasks import Item
-from kubetune_trainer.evaluation.tasks.multiple_choice import choice_scores
+from kubetune_trainer.evaluation.tasks.multiple_choice import choice_rows
 from kubetune_trainer.evaluation.tasks.perplexity import perplexity_scores
 
 
@@ -35,7 +35,7 @@ def test_multiple_choice_picks_the_most_likely_option(tiny):
     assert [r["prediction"] for r in records] == best
     per_byte = [max(range(3), key=lambda k: row[k] / len(options[k].encode())) for row in expected]
     assert [r["predictionNorm"] for r in records] == per_byte
-    assert choice_scores(records)["accuracy"] == pytest.approx(2 / 3)
+    assert choice_rows(records)["accuracy"] == [1.0, 1.0, 0.0]
 
 
 def test_perplexity_is_exp_of_token_weighted_nll(tiny):

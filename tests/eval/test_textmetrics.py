@@ -14,7 +14,7 @@ from sacrebleu.metrics import BLEU
 
 from kubetune_api.evaluation import ExactMatchSpec, RougeSpec
 from kubetune_trainer.evaluation.rouge import rouge
-from kubetune_trainer.evaluation.textmetrics import bleu, exact_match, normalize, token_f1
+from kubetune_trainer.evaluation.textmetrics import bleu, exact_match_rows, normalize, token_f1_rows
 
 
 def one(prediction: str, reference: str, **options) -> dict:
@@ -105,8 +105,8 @@ def test_normalization_follows_squad():
 
 def test_exact_match_and_token_f1():
     squad = ExactMatchSpec(ignore_articles=True)
-    assert exact_match(["The Cat.", "dog"], [["cat", "a kitten"], ["fox"]], squad) == 0.5
-    assert exact_match(["The Cat."], [["cat"]], ExactMatchSpec()) == 0  # articles kept by default
+    assert exact_match_rows(["The Cat.", "dog"], [["cat", "a kitten"], ["fox"]], squad) == [1.0, 0.0]
+    assert exact_match_rows(["The Cat."], [["cat"]], ExactMatchSpec()) == [0.0]  # articles kept by default
     # By hand: "cat sat on mat" vs "cat on mat": 3 common tokens, P 3/4, R 1, F1 6/7; best of two references.
-    assert token_f1(["the cat sat on the mat"], [["a cat on a mat", "dog"]], squad) == pytest.approx(6 / 7)
-    assert token_f1([""], [[""]], squad) == 1.0  # SQuAD: both empty agree
+    assert token_f1_rows(["the cat sat on the mat"], [["a cat on a mat", "dog"]], squad) == [pytest.approx(6 / 7)]
+    assert token_f1_rows([""], [[""]], squad) == [1.0]  # SQuAD: both empty agree

@@ -50,13 +50,6 @@ def token_f1_rows(predictions: list[str], references: list[list[str]], spec: Exa
             for p, refs in zip(predictions, references)]
 
 
-def exact_match(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> float:
-    return sum(exact_match_rows(predictions, references, spec)) / len(predictions)
-
-
-def token_f1(predictions: list[str], references: list[list[str]], spec: ExactMatchSpec) -> float:
-    return sum(token_f1_rows(predictions, references, spec)) / len(predictions)
-
 
 def bleu_metric(tokenize: str = "13a") -> BLEU:
     """sacreBLEU's BLEU with this tokenizer (BleuSpec.tokenize); MetricError when the

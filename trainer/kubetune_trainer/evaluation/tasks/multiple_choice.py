@@ -16,9 +16,6 @@ def choice_rows(records: list[dict]) -> dict[str, list[float]]:
             "accuracyNorm": [float(r["predictionNorm"] == r["answer"]) for r in records]}
 
 
-def choice_scores(records: list[dict]) -> dict[str, float]:
-    return {name: sum(rows) / len(rows) for name, rows in choice_rows(records).items()}
-
 
 class MultipleChoice(PromptTask):
     kind = EvalTask.multiple_choice
@@ -50,7 +47,8 @@ class MultipleChoice(PromptTask):
         return records, sum(r["truncated"] for r in records)
 
     def scored(self, records: list[dict], metrics: dict) -> tuple[dict[str, float], dict[str, str], Statistics]:
-        return choice_scores(records), {}, {name: mean_of(rows) for name, rows in choice_rows(records).items()}
+        statistics = {name: mean_of(rows) for name, rows in choice_rows(records).items()}
+        return {name: statistic.score() for name, statistic in statistics.items()}, {}, statistics
 
     def samples(self, model_name: str, records: list[dict]) -> list[Sample]:
         return [self.sample(model_name, r["prompt"], r["choices"][r["prediction"]], r["choices"][r["answer"]])
