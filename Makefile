@@ -10,6 +10,7 @@ OPERATOR_VENV ?= .venv-operator
 # pyenv's 3.12 directly: its python3.12 shim refuses to run unless 3.12 is the selected version.
 HELM_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) $(shell command -v python3.12))
 HELM_VENV ?= .venv-helm
+SERVICES_VENV ?= .venv-services
 # uv (hack/lock.sh, make test-deps-*).
 TOOLS_VENV ?= .venv-tools
 export HF_HUB_OFFLINE := 1
@@ -56,6 +57,11 @@ $(HELM_VENV)/.installed: $(LOCK_DIR)/helm.txt
 	$(HELM_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/helm.txt
 	touch $@
 
+$(SERVICES_VENV)/.installed: $(LOCK_DIR)/services.txt
+	rm -rf $(SERVICES_VENV) && $(PYTHON) -m venv $(SERVICES_VENV)
+	$(SERVICES_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/services.txt
+	touch $@
+
 $(TOOLS_VENV)/.installed: $(LOCK_DIR)/tools.txt
 	rm -rf $(TOOLS_VENV) && $(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python $(LOCKED_INSTALL) -r $(LOCK_DIR)/tools.txt
@@ -81,7 +87,7 @@ helm: $(HELM_VENV)/.installed
 apt-deps:
 	bash hack/apt-deps.sh
 
-install: apt-deps $(VENV)/.installed $(OPERATOR_VENV)/.installed $(HELM_VENV)/.installed $(TOOLS_VENV)/.installed
+install: apt-deps $(VENV)/.installed $(OPERATOR_VENV)/.installed $(HELM_VENV)/.installed $(SERVICES_VENV)/.installed $(TOOLS_VENV)/.installed
 
 crds: install
 	$(PY) -m kubetune_api.crdgen --out charts/kubetune/files/crds

