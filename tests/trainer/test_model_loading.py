@@ -72,6 +72,16 @@ def test_load_model_pads_with_eos(tiny_model_dir):
     assert tokenizer.pad_token == tokenizer.eos_token == "</s>"
 
 
+def test_loaded_models_never_swap_in_hub_kernels(tiny_model_dir, monkeypatch):
+    # transformers' default (USE_HUB_KERNELS unset) kernelizes on CUDA with code fetched from the
+    # Hub: offline that failed every method's first train() on a GPU (bench/gpu_train.py found it).
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    model, _, _ = load_model(ModelSource(path=str(tiny_model_dir)))
+    assert model.use_kernels is False
+    model.train()
+    assert model.use_kernels is False
+
+
 def test_unreadable_gguf_is_a_model_source_error(tmp_path):
     import gguf
 

@@ -95,7 +95,9 @@ def load_model(source: ModelSource, **options):
     directory = checkpoint_dir(source.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(source.dtype), **options)
+        # use_kernels=False: transformers would otherwise swap layers for kernels fetched from the
+        # Hub on CUDA (code no one reviewed, and offline an error at the first train()).
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(source.dtype), use_kernels=False, **options)
     except (OSError, ValueError) as e:  # unreadable or incomplete checkpoint
         raise ModelSourceError(f"model.path {source.path!r}: cannot load a model from {directory}: {e}") from e
     if tokenizer.eos_token_id is None:
