@@ -177,8 +177,7 @@ def report_points(log: str) -> list[tuple[int, int, float]]:
     return points
 
 
-def run_method(method: str, config: dict, workdir: Path, out: Path, extra_path: str | None, timeout: float,
-               hub_kernels: bool = True) -> dict:
+def run_method(method: str, config: dict, workdir: Path, out: Path, extra_path: str | None, timeout: float) -> dict:
     """One trainer subprocess (with `extra_path` first on its PYTHONPATH); its output goes to OUT/trainer-<method>.log."""
     import yaml
 
@@ -186,8 +185,6 @@ def run_method(method: str, config: dict, workdir: Path, out: Path, extra_path: 
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "KUBETUNE_CACHE": str(workdir / "cache"), "HF_HOME": str(workdir / "hf"),
            "KUBETUNE_TERMINATION_LOG": str(workdir / f"{method}-termination"), "PYTHONUNBUFFERED": "1"}
-    if not hub_kernels:
-        env["USE_HUB_KERNELS"] = "0"
     if extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH")]))
     started = time.perf_counter()
@@ -266,10 +263,6 @@ def parse_args():
     parser.add_argument("--qlora-path", type=Path,
                         help="a directory holding bitsandbytes, put on the PYTHONPATH of the qlora run only (so a broken "
                              "bitsandbytes cannot affect the lora and full runs, which peft would otherwise import it in)")
-    parser.add_argument("--no-hub-kernels", action="store_true",
-                        help="USE_HUB_KERNELS=0 for the trainer: on CUDA, transformers 5.25 kernelizes the model with Hub "
-                             "kernels (kernels-community/rotary, liger RMSNorm) at load and on model.train(), which fails "
-                             "offline unless the trainer loads with use_kernels=False")
     parser.add_argument("--child-train", nargs=2, type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-build", nargs=2, type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -330,7 +323,7 @@ def main() -> int:
                 continue
             config = training_config(method, data, model_dir, workdir / f"out-{method}", info["steps"], info["batch"], 512)
             extra = str(args.qlora_path.resolve()) if method == "qlora" and args.qlora_path else None
-            r = run_method(method, config, workdir, args.out, extra, args.child_timeout, not args.no_hub_kernels)
+            r = run_method(method, config, workdir, args.out, extra, args.child_timeout)
             if "error" in r:
                 results[method] = r
                 continue
@@ -341,7 +334,7 @@ def main() -> int:
             "batch": info["batch"], "steps": info["steps"], "meanRowTokens": round(info["meanLength"], 1),
             "attentionLength": round(info["attentionLength"], 1), "completionFraction": round(info["completionFraction"], 3),
             "peakTflops": H200_PEAK_TFLOPS, "measuredTflops": H200_MEASURED_TFLOPS, **device,
-            "hubKernels": not args.no_hub_kernels, "date": time.strftime("%Y-%m-%d"), "methods": results}
+            "date": time.strftime("%Y-%m-%d"), "methods": results}
     (args.out / "gpu_train.json").write_text(json.dumps(line, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(line, separators=(",", ":")), flush=True)
     return 1 if any("error" in r for r in results.values()) else 0
