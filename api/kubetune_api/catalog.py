@@ -33,6 +33,7 @@ class EvalTask(str, Enum):
     generation = "generation"
     multiple_choice = "multiple-choice"
     perplexity = "perplexity"
+    lm_eval = "lm-eval"  # lm-evaluation-harness's own tasks (spec.lmEval): they name their metrics
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ TASKS = {
     EvalTask.generation: TaskInfo(("rouge", "bleu", "exact_match", "token_f1"), ("reference_fields",), True),
     EvalTask.multiple_choice: TaskInfo(("accuracy",), ("choices_field", "answer_field"), False),
     EvalTask.perplexity: TaskInfo(("perplexity",), ("text_field",), False),
+    EvalTask.lm_eval: TaskInfo((), (), False),  # no dataset and no metrics field: lm-eval's task YAML says
 }
 BUILTIN_METRICS = tuple(name for info in TASKS.values() for name in info.metrics)
 # The built-in names as an enum, so a schema can list them (FineTuneJob spec.evaluation.metrics).
@@ -55,6 +57,8 @@ BuiltinMetric = Enum("BuiltinMetric", {name: name for name in BUILTIN_METRICS}, 
 def hub_metric_names(task: EvalTask, metrics: list[str], field: str = "metrics", allow_hub: bool = True) -> list[str]:
     """The names that must load through `evaluate`; MetricError (naming `field`) for a name the
     task cannot use. Without `allow_hub`, only the task's built-in names pass."""
+    if task == EvalTask.lm_eval:  # its task definitions name the metrics; spec.metrics is refused if set
+        return []
     info = TASKS[task]
     hub_allowed = info.hub_metrics and allow_hub
     hub = []

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_TEMPLATE, NAME_PATTERN, ApiModel,
                                NameList, load_model_file)
 from kubetune_api.catalog import TASKS, EvalTask
+from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.sources import check_data_uri, check_model_uri
 from kubetune_api.outputs import OutputSpec
 from kubetune_api.training import DataFormat, Dtype
@@ -173,6 +174,14 @@ def check_task_dataset(task: EvalTask, dataset: EvalDataset) -> None:
         raise ValueError("dataset.fewShot needs a prompt with an answer: use it with generation or multiple-choice, not perplexity")
 
 
+def check_lm_eval_fields(config) -> None:
+    """ValueError for the fields task lm-eval does not read, when set (an EvalJob or an evaluation block)."""
+    if tuple(config.metrics) != DEFAULT_METRICS:
+        raise ValueError("metrics: task lm-eval reports the metrics its lm-eval tasks define; leave metrics unset")
+    if config.contamination.action.value == "refuse":
+        raise ValueError("contamination.action: refuse cannot be checked for task lm-eval (its rows come from lm-eval's tasks); use flag or off")
+
+
 class SuiteTask(ApiModel):
     """One task of a benchmark suite: its own rows, task type, metrics and prompt."""
 
@@ -187,6 +196,8 @@ class SuiteTask(ApiModel):
 
     @model_validator(mode="after")
     def _task_fields(self) -> "SuiteTask":
+        if self.task == EvalTask.lm_eval:
+            raise ValueError(f"tasks[{self.name}].task: lm-eval is a top-level task (task: lm-eval with lmEval.tasks, which are a suite already)")
         check_task_dataset(self.task, self.dataset)
         return self
 
@@ -196,7 +207,8 @@ class EvalConfig(ApiModel):
 
     models: list[EvalModel] = Field(min_length=1, max_length=MAX_MODELS, description="Models scored side by side; deltas are against the first.")
     dataset: Optional[EvalDataset] = Field(None, description="Rows to evaluate on and how they become prompts and references (or tasks, for a suite).")
-    task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option) or perplexity.")
+    task: EvalTask = Field(EvalTask.generation, description="generation (generate then score), multiple-choice (log-likelihood of each option), perplexity, or lm-eval (lm-evaluation-harness's tasks, spec.lmEval, run by lm-eval's own code).")
+    lm_eval: Optional[LmEvalSpec] = Field(None, description="task lm-eval: the lm-evaluation-harness tasks to run on every model, instead of dataset and metrics (docs/evaljob.md).")
     metrics: NameList = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1, max_length=32, description=METRICS_DESCRIPTION)
     tasks: Optional[list[SuiteTask]] = Field(
         None, min_length=1, max_length=MAX_SUITE_TASKS,
@@ -216,10 +228,14 @@ class EvalConfig(ApiModel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("models[].name must be unique")
-        if (self.dataset is None) == (self.tasks is None):
+        if self.task != EvalTask.lm_eval and (self.dataset is None) == (self.tasks is None):
             raise ValueError("set exactly one of dataset (one task) and tasks (a suite)")
         if self.tasks is None:
-            check_task_dataset(self.task, self.dataset)
+            check_task_inputs(self.task, self.dataset is not None, self.lm_eval)
+            if self.task == EvalTask.lm_eval:
+                check_lm_eval_fields(self)
+            else:
+                check_task_dataset(self.task, self.dataset)
             return self
         tasks = [t.name for t in self.tasks]
         if len(set(tasks)) != len(tasks):
@@ -230,6 +246,8 @@ class EvalConfig(ApiModel):
 
     def task_metrics(self) -> list[tuple[str, EvalTask, list[str]]]:
         """(field, task, metric names) of the single dataset, or of each suite task."""
+        if self.task == EvalTask.lm_eval:
+            return []  # lm-eval's task definitions name their metrics
         if self.tasks is None:
             return [("metrics", self.task, self.metrics)]
         return [(f"tasks[{t.name}].metrics", t.task, t.metrics) for t in self.tasks]

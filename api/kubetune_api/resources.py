@@ -18,7 +18,8 @@ from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMA
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask, produces_full_model
 from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, ContaminationSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
-                                     check_task_dataset)
+                                     check_task_dataset, check_lm_eval_fields)
+from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.paths import is_under
 from kubetune_api.sources import check_model_uri
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
@@ -156,8 +157,9 @@ class Placement(ApiModel):
 class FineTuneEvaluation(ApiModel):
     """Evaluation run automatically (as an owned EvalJob) once training succeeds: base vs tuned."""
 
-    dataset: EvalDataset = Field(description="Rows to evaluate base and tuned model on.")
-    task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice or perplexity.")
+    dataset: Optional[EvalDataset] = Field(None, description="Rows to evaluate base and tuned model on (every task but lm-eval).")
+    task: EvalTask = Field(EvalTask.generation, description="generation, multiple-choice, perplexity or lm-eval (lmEval: lm-evaluation-harness's tasks, scores '<task>/<metric>').")
+    lm_eval: Optional[LmEvalSpec] = Field(None, description="task lm-eval: the lm-evaluation-harness tasks base and tuned model run, as an EvalJob's spec.lmEval.")
     # Built-in names only: this EvalJob runs after training, so a name it could only try on the
     # Hub (a typo included) must be refused at apply, not after the training it waits for.
     metrics: list[BuiltinMetric] = Field(
@@ -176,7 +178,11 @@ class FineTuneEvaluation(ApiModel):
 
     @model_validator(mode="after")
     def _task_fields(self) -> "FineTuneEvaluation":
-        check_task_dataset(self.task, self.dataset)
+        check_task_inputs(self.task, self.dataset is not None, self.lm_eval)
+        if self.task == EvalTask.lm_eval:
+            check_lm_eval_fields(self)
+        else:
+            check_task_dataset(self.task, self.dataset)
         if self.retention is not None:
             try:
                 check_task_dataset(EvalTask.perplexity, self.retention)

@@ -70,7 +70,7 @@ def test_evaljob_schema_requires_models_and_names_metrics():
     assert spec["properties"]["models"]["minItems"] == 1
     model = spec["properties"]["models"]["items"]
     assert set(model["properties"]) == {"name", "path", "adapter", "fineTuneJob", "dtype"}
-    assert spec["properties"]["task"]["enum"] == ["generation", "multiple-choice", "perplexity"]
+    assert spec["properties"]["task"]["enum"] == ["generation", "multiple-choice", "perplexity", "lm-eval"]
 
 
 # JSONSchemaProps fields a Kubernetes 1.20 API server knows (kubectl validates against them).

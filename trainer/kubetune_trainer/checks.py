@@ -105,6 +105,8 @@ def fetch_evaluation_sources(config: EvalConfig, sink: Optional[ProgressSink] = 
         if is_remote_source(spec.path):
             fetch_model(spec.path, f"models[{spec.name}].path", sink)
     for name, part in config.task_configs():
+        if part.dataset is None:  # task lm-eval: lm-eval reads its data (local files, the Hub cache)
+            continue
         where = "dataset" if name is None else f"tasks[{name}].dataset"
         paths = [(f"{where}.path", part.dataset.path)]
         if part.dataset.few_shot is not None:
@@ -112,7 +114,7 @@ def fetch_evaluation_sources(config: EvalConfig, sink: Optional[ProgressSink] = 
         for field, path in paths:
             if is_remote_source(path):
                 fetch_data(path, field, sink)
-    if config.contamination.action != ContaminationAction.off:
+    if config.contamination.action != ContaminationAction.off and config.lm_eval is None:
         for number, file in enumerate(config.contamination.training_files):
             if is_remote_source(file.path):
                 fetch_data(file.path, f"contamination.trainingFiles[{number}].path", sink)
@@ -144,5 +146,9 @@ def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CH
         models.append(check_model_path(spec.path, f"models[{spec.name}].path"))
         if spec.adapter:
             check_adapter_path(spec.adapter, f"models[{spec.name}].adapter")
+    if config.lm_eval is not None:  # lm-eval's tasks resolved, screened and their data loaded (offline)
+        from kubetune_trainer.evaluation.lm_eval_tasks import check_lm_eval
+
+        return CheckReport(check_lm_eval(config.lm_eval), tuple(models), output)
     rows = sum(check_eval_dataset(part, max_rows_to_check) for _, part in config.task_configs())
     return CheckReport(rows, tuple(models), output)

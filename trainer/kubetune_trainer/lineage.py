@@ -143,6 +143,8 @@ def _evaluation_files(config: EvalConfig, rows: dict) -> list[DatasetLineage]:
     """Each task's rows file (eval, or task:<name> in a suite) and its few-shot file."""
     files = []
     for name, part in config.task_configs():
+        if part.dataset is None:  # task lm-eval: its data is lm-eval's (versions record lm-eval's)
+            continue
         role = "eval" if name is None else f"task:{name}"
         files.append(dataset_lineage(role, part.dataset.path, rows=rows.get(name)))
         if part.dataset.few_shot is not None:

@@ -213,10 +213,15 @@ class Evaluation:
 def run(config: EvalConfig, reporter: StatusReporter) -> Path:
     """Evaluates every model as `config` says; returns the path of scores.json."""
     started = time.perf_counter()
-    check_evaluation(config)  # data, templates, models, adapters, metric names: before any model loads
-    contamination = check_contamination(config)  # with action refuse, fails here
+    checked = check_evaluation(config)  # data, templates, models, adapters, metric names: before any model loads
     output = resolve_output_dir(config.output.path)
-    evaluation = Evaluation(config, reporter, output, contamination)
+    if config.lm_eval is not None:  # lm-eval's own tasks and evaluator (no contamination check: its rows)
+        from kubetune_trainer.evaluation.lm_eval_run import LmEvalEvaluation
+
+        evaluation = LmEvalEvaluation(config, reporter, output, checked.rows)
+    else:
+        contamination = check_contamination(config)  # with action refuse, fails here
+        evaluation = Evaluation(config, reporter, output, contamination)
     output.mkdir(parents=True, exist_ok=True)
     for spec in config.models:
         evaluation.run_model(spec)
