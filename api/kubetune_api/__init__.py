@@ -15,11 +15,11 @@ from kubetune_api.catalog import EvalTask, Method
 from kubetune_api.errors import Reason
 from kubetune_api.resources import (Condition, EvalJob, EvalJobSpec, EvalJobStatus, EvalModelRef, FineTuneEvaluation,
                                     FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, JobStatus, Phase, Placement)
-from kubetune_api.wire import (API_VERSION, CONDITION_EVALUATED, CONDITION_PROMOTED, CONDITION_SUCCEEDED, CONDITION_SUSPENDED, DEFAULT_IMAGE, EVALJOB_KIND,
+from kubetune_api.wire import (API_VERSION, CONDITION_EVALUATED, CONDITION_PROMOTED, CONDITION_SERVING, CONDITION_SUCCEEDED, CONDITION_SUSPENDED, DEFAULT_IMAGE, EVALJOB_KIND,
                                EVALJOB_PLURAL, FINETUNEJOB_KIND, FINETUNEJOB_PLURAL, GROUP, MAX_NAME_LENGTH, VERSION)
 
 __all__ = [
-    "API_VERSION", "CONDITION_EVALUATED", "CONDITION_PROMOTED", "CONDITION_SUCCEEDED", "CONDITION_SUSPENDED", "DEFAULT_IMAGE", "EVALJOB_KIND", "EVALJOB_PLURAL",
+    "API_VERSION", "CONDITION_EVALUATED", "CONDITION_PROMOTED", "CONDITION_SERVING", "CONDITION_SUCCEEDED", "CONDITION_SUSPENDED", "DEFAULT_IMAGE", "EVALJOB_KIND", "EVALJOB_PLURAL",
     "FINETUNEJOB_KIND", "FINETUNEJOB_PLURAL", "GROUP", "MAX_NAME_LENGTH", "VERSION", "Condition", "EvalJob",
     "EvalJobSpec", "EvalJobStatus", "EvalModelRef", "EvalTask", "FineTuneEvaluation", "FineTuneJob", "FineTuneJobSpec",
     "FineTuneJobStatus", "JobStatus", "Method", "Phase", "Placement", "Reason",

@@ -36,6 +36,11 @@ MAX_SCORES = 512  # scores of one model: a suite of 32 tasks with their headline
 MAX_SAMPLES = 64  # predictions shown in an EvalJob's status
 MAX_RECORDS = 200  # pods in a job's ledger: backoffLimit is at most 20, suspends are rare
 MAX_CONDITIONS = 16
+# A positive Kubernetes quantity (resource.Quantity's grammar without a sign): a number with a
+# non-zero digit, then a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an exponent.
+QUANTITY_PATTERN = (r"^(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
+                    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$")
+MAX_QUANTITY = 32
 # A list of short strings (module names, patterns, columns, metrics, stop strings).
 NameList = list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_COLUMN)]]
 # A short name in a status: a reason, a metric, a model's or a task's name, a digest.

@@ -75,6 +75,16 @@ class Reason(str, Enum):
     Promoted = "Promoted"
     GateFailed = "GateFailed"
     PromotionFailed = "PromotionFailed"
+    # The Tracked condition of a job with spec.tracking (never changes its phase).
+    Tracked = "Tracked"
+    TrackingFailed = "TrackingFailed"
+    # The Serving condition of a FineTuneJob with promotion.serve (KServe's InferenceService).
+    KServeNotInstalled = "KServeNotInstalled"
+    ServingPending = "ServingPending"
+    Serving = "Serving"
+    ServingFailed = "ServingFailed"
+    ServingConflict = "ServingConflict"
+    ServingRejected = "ServingRejected"
 
 
 # What each reason means, for docs/reference/reasons.md (docgen) and nowhere else.
@@ -130,6 +140,14 @@ REASON_DOCS = {
     Reason.Promoted: "(Promoted) the model, tokenizer, model card, scores and lineage are at the destination",
     Reason.GateFailed: "(Promoted) a promotion rule does not hold (or its metric is missing); the message lists each rule with its value",
     Reason.PromotionFailed: "(Promoted) the promotion pod failed; nothing is left at the destination",
+    Reason.Tracked: "(Tracked) the pods log to the MLflow run in status.tracking (and the promotion registered its version)",
+    Reason.TrackingFailed: "(Tracked) a pod could not log to the tracking server (down, refusing, bad credentials) after its retries and went on without it; the job's phase is not affected",
+    Reason.KServeNotInstalled: "(Serving) the cluster serves no serving.kserve.io/v1beta1 InferenceService API: nothing to create; the job still Succeeds, and the operator looks again now and then",
+    Reason.ServingPending: "(Serving) the InferenceService exists; KServe does not report it Ready yet",
+    Reason.Serving: "(Serving) KServe reports the InferenceService Ready; status.serving.url is where it answers",
+    Reason.ServingFailed: "(Serving) KServe reports the InferenceService not Ready (its reason and message follow)",
+    Reason.ServingConflict: "(Serving) an InferenceService of that name exists that kubetune did not create, or that another FineTuneJob owns: it is left alone",
+    Reason.ServingRejected: "(Serving) the API server (RBAC, KServe's webhook) refused to create or update the InferenceService; the message is the API's",
 }
 
 # Reasons that name the user's mistake: retrying the pod cannot help.

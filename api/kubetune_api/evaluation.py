@@ -19,6 +19,7 @@ from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.sources import check_data_uri, check_model_uri
 from kubetune_api.outputs import OutputSpec
 from kubetune_api.training import DataFormat, Dtype
+from kubetune_api.tracking import TrackingSpec
 
 
 MODEL_PATH_DOC = ("Base model: a checkpoint directory, a .gguf file, pkg://<package>/<file>, hf://<org>/<name>[@<revision>] "
@@ -221,6 +222,7 @@ class EvalConfig(ApiModel):
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="Overlap of the evaluation rows with training data (n-grams and identical rows), checked before any model loads.")
     reuse_predictions: bool = Field(True, description="Reuse a model's predictions on a task from an earlier evaluation with the same model and adapter digests, dtype, data digests, prompt and decoding settings, library versions and device kind (cached in the runtime's model cache when it has one, else in the pod); they are scored again with this job's metrics. results[].cached says which were.")
     samples: int = Field(3, ge=0, le=50, description="Predictions per model (per task in a suite) copied into the status as samples.")
+    tracking: Optional[TrackingSpec] = Field(None, description="Log the scores, deltas and their intervals (an evaluation block's EvalJob logs to its FineTuneJob's run) to an MLflow run (docs/tracking.md).")
     output: OutputSpec = Field(description="Where scores.json, report.md and predictions-<model>.jsonl (predictions-<task>-<model>.jsonl in a suite) are written.")
 
     @model_validator(mode="after")

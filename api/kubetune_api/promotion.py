@@ -12,6 +12,8 @@ from pydantic import Field, model_validator
 
 from kubetune_api.base import ApiModel, ObjectName, PathText, Phase, ShortText, load_model_file
 from kubetune_api.paths import check_relative_stays_inside
+from kubetune_api.serving import ServeSpec
+from kubetune_api.tracking import TrackingSpec
 from kubetune_api.training import ModelSource
 
 # Object stores the promotion pod writes to through fsspec (the image needs s3fs, gcsfs or adlfs).
@@ -68,6 +70,8 @@ class PromotionSpec(ApiModel):
     merge_adapter: bool = Field(False, description="Merge the LoRA adapter into the base model and promote a full model (methods lora and qlora).")
     export: Optional[ModelExport] = Field(
         None, description="Also write the promoted model in another format next to it. Needs a full model: method full or selective, or lora/qlora with mergeAdapter (or lora.mergeOnSave).")
+    serve: Optional[ServeSpec] = Field(
+        None, description="Serve the promoted model with KServe: an InferenceService created once it is promoted (condition Serving, status.serving). The destination must be one KServe reads: s3://, gs://, or a path on one of the job's volumes (pvc://).")
 
     @model_validator(mode="after")
     def _relative_stays_inside(self) -> "PromotionSpec":
@@ -120,6 +124,7 @@ class PromoteConfig(ApiModel):
     files: dict[str, str] = Field(default_factory=dict, description="Name in the destination -> source file, copied when it exists.")
     destination: str = Field(min_length=1, description="As in spec.promotion.destination.")
     record: dict[str, Any] = Field(default_factory=dict, description="Written as promotion.json: the gate, evaluation and lineage.")
+    tracking: Optional[TrackingSpec] = Field(None, description="The job's spec.tracking: the promoted model is logged to its run and registered (registeredModel).")
 
     @model_validator(mode="after")
     def _mergeable(self) -> "PromoteConfig":

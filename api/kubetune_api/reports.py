@@ -14,6 +14,7 @@ from pydantic import Field, StringConstraints
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_SAMPLES, MAX_SCORES, ApiModel, PathText, Scores,
                                 ShortText)
 from kubetune_api.evaluation import MAX_SUITE_TASKS
+from kubetune_api.tracking import TrackingReport
 
 STATUS_DECIMALS = 4
 # A sample's text, shortened by the evaluator to a few hundred characters.
@@ -148,6 +149,7 @@ class PodReport(ApiModel):
     metrics: Optional[Metrics] = None
     artifacts: Optional[Artifacts] = None
     lineage: Optional[Lineage] = None
+    tracking: Optional[TrackingReport] = None
 
 
 class EvalProgress(ApiModel):
@@ -215,3 +217,4 @@ class EvalPodReport(ApiModel):
     contamination: Optional[Contamination] = None
     artifacts: Optional[EvalArtifacts] = None
     lineage: Optional[Lineage] = None
+    tracking: Optional[TrackingReport] = None

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 from pydantic import Field, StringConstraints, model_validator
 
-from kubetune_api.base import (DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_CONDITIONS, MAX_MODELS, MAX_PATH,
+from kubetune_api.base import (MAX_QUANTITY, QUANTITY_PATTERN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_CONDITIONS, MAX_MODELS, MAX_PATH,
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask, produces_full_model
@@ -23,15 +23,12 @@ from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.paths import is_under
 from kubetune_api.sources import check_model_uri
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
+from kubetune_api.serving import ServingStatus, served_model
 from kubetune_api.reports import Artifacts, Contamination, EvalArtifacts, EvalProgress, Lineage, Metrics, ModelResult, Progress, Sample, SuiteTaskResult
+from kubetune_api.tracking import TrackingStatus
 from kubetune_api.training import TRAINING_FIELDS, Dtype, TrainingConfig
 from kubetune_api.wire import DEFAULT_IMAGE, DEFAULT_RUN_AS_USER, RESERVED_MOUNT_PATHS, RESERVED_VOLUMES
 
-# A positive Kubernetes quantity (resource.Quantity's grammar without a sign): a number with a
-# non-zero digit, then a binary (Ki..Ei) or decimal (n, u, m, k, M..E) suffix or an exponent.
-QUANTITY_PATTERN = (r"^(([0-9]*[1-9][0-9]*(\.[0-9]*)?)|([0-9]*\.[0-9]*[1-9][0-9]*))"
-                    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$")
-MAX_QUANTITY = 32
 # Label values (Kubernetes' validation): also the Kueue queue name, which becomes one.
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Label and taint keys: an optional DNS-subdomain prefix and '/', then a name.
@@ -206,6 +203,8 @@ class FineTuneJobSpec(Placement, TrainingConfig):
     def _promotion_is_gated(self) -> "FineTuneJobSpec":
         promotion = self.promotion
         if promotion is None:
+            if self.tracking is not None and self.tracking.mlflow.registered_model:
+                raise ValueError("tracking.mlflow.registeredModel: needs a promotion block (the promoted model is registered)")
             return self
         if self.evaluation is None:
             raise ValueError("promotion: needs an evaluation block (its rules are checked on the evaluation's scores)")
@@ -219,6 +218,8 @@ class FineTuneJobSpec(Placement, TrainingConfig):
                              "set promotion.mergeAdapter (methods lora and qlora) or use method full")
         if not is_object_store(promotion.destination):
             self.check_output_path(promotion.destination, "promotion.destination")
+        if promotion.serve is not None:
+            served_model(self)  # KServe must be able to read the promoted model (and its base)
         return self
 
     def training_config(self) -> TrainingConfig:
@@ -362,6 +363,8 @@ class FineTuneJobStatus(JobStatus):
     lineage: Optional[Lineage] = Field(None, description="What the run was made of, by content: data files, base model, config, versions (reported by the pod) and the image (by the operator).")
     evaluation: Optional[EvaluationSummary] = Field(None, description="Headline scores of spec.evaluation, mirrored from its EvalJobs.")
     promotion: Optional[PromotionStatus] = Field(None, description="The promotion gate's rules with their measured values, and the copy's state.")
+    serving: Optional[ServingStatus] = Field(None, description="The InferenceService of spec.promotion.serve: its name, URL and readiness as KServe reports them.")
+    tracking: Optional[TrackingStatus] = Field(None, description="The MLflow run of spec.tracking (ids reported by the pods, the URL built by the operator) and the registered version.")
 
 
 class FineTuneJob(ApiModel):
@@ -381,6 +384,7 @@ class EvalJobStatus(JobStatus):
     contamination: Optional[Contamination] = Field(None, description="Evaluation rows that overlap the training data (spec.contamination), reported by the evaluator before any model loads.")
     artifacts: Optional[EvalArtifacts] = Field(None, description="Where the evaluator wrote scores and predictions.")
     lineage: Optional[Lineage] = Field(None, description="What the evaluation was made of, by content: data files, models and adapters, config, versions (reported by the pod) and the image (by the operator).")
+    tracking: Optional[TrackingStatus] = Field(None, description="The MLflow run of spec.tracking the scores were logged to (ids reported by the pod, the URL built by the operator).")
 
 
 class EvalJob(ApiModel):

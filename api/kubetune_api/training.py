@@ -19,6 +19,7 @@ from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_PATH, MAX_ROWS, MAX_SEE
 from kubetune_api.catalog import Method
 from kubetune_api.outputs import TrainingOutputSpec
 from kubetune_api.sources import check_data_uri, check_model_uri
+from kubetune_api.tracking import TrackingSpec
 
 
 class Dtype(str, Enum):
@@ -348,6 +349,7 @@ class TrainingConfig(ApiModel):
     selective: Optional[SelectiveSpec] = Field(None, description="Which parameters train (method selective; required there).")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Optimisation settings.")
     output: TrainingOutputSpec = Field(description="Where results are written (and uploaded, with uri).")
+    tracking: Optional[TrackingSpec] = Field(None, description="Log the resolved config, lineage, per-step metrics, test metrics and the trained model (then the evaluation's scores and the promoted version) to an MLflow run (docs/tracking.md).")
 
     @model_validator(mode="after")
     def _method_blocks_match(self) -> "TrainingConfig":

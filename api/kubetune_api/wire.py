@@ -17,6 +17,7 @@ CONDITION_SUCCEEDED = "Succeeded"
 CONDITION_EVALUATED = "Evaluated"
 CONDITION_PROMOTED = "Promoted"
 CONDITION_SUSPENDED = "Suspended"
+CONDITION_SERVING = "Serving"
 
 # The pod's config file: a ConfigMap mounted at CONFIG_DIR.
 CONFIG_DIR = "/etc/kubetune"

@@ -18,7 +18,7 @@ from kubetune_api.catalog import produces_full_model
 from kubetune_api.promotion import PromoteConfig
 from kubetune_api.resources import ImagePullPolicy, Resources
 from kubetune_api.runtimes import RuntimeSpec
-from kubetune_operator import multinode, runtimes
+from kubetune_operator import multinode, runtimes, tracking
 from kubetune_operator.attempts import ATTEMPT_LABEL, job_name
 
 
@@ -116,6 +116,7 @@ def _env(meta: dict[str, Any], workload: Workload, spec: api.Placement) -> list[
         {"name": wire.ENV_WRITABLE_ROOTS, "value": ":".join(spec.writable_roots())},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *({"name": name, "value": value} for name, value in wire.CACHE_ENV.items()),
+        *tracking.env(meta, getattr(spec, "tracking", None)),
     ]
 
 
@@ -281,7 +282,8 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
     models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
               {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
     scores_name, retention_name = evaluation_job_names(meta["name"])
-    bodies = [(scores_name, evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}), layout.EVAL_DIR)]
+    bodies = [(scores_name, {**evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}),
+                             **tracking.evaluation_spec(spec.tracking)}, layout.EVAL_DIR)]
     if evaluation.retention:
         bodies.append((retention_name, {"dataset": evaluation.retention.model_dump(by_alias=True, mode="json", exclude_none=True),
                                         "task": "perplexity", "metrics": ["perplexity"]}, layout.RETENTION_DIR))
@@ -319,7 +321,7 @@ def promote_config(meta: dict[str, Any], spec: api.FineTuneJobSpec, status: dict
         model_path=layout.trained_model(output, spec.method, spec.lora.merge_on_save),
         adapter=not produces_full_model(spec.method, spec.lora.merge_on_save),
         base_model=spec.model if spec.promotion.merge_adapter else None, merge_adapter=spec.promotion.merge_adapter,
-        export=spec.promotion.export, files=files, destination=spec.promotion.destination, record=record)
+        export=spec.promotion.export, files=files, destination=spec.promotion.destination, record=record, tracking=spec.tracking)
 
 
 def promotion_children(meta: dict[str, Any], spec: api.FineTuneJobSpec, config: PromoteConfig,

@@ -9,7 +9,7 @@ import kopf
 from pydantic import ValidationError
 
 import kubetune_api as api
-from kubetune_operator import builders, conditions, kube, metrics, observe, preflight, promotion, runtimes, shared
+from kubetune_operator import builders, conditions, kube, metrics, observe, preflight, promotion, runtimes, serving, shared, tracking
 from kubetune_operator.builders import EVAL, FINETUNE, PROMOTE
 
 log = logging.getLogger("kubetune.operator")
@@ -83,11 +83,13 @@ def mirror_evaluation(namespace: str, name: str) -> None:
             kopf.event(ftj, type="Normal" if verdict[0] == conditions.TRUE else "Warning", reason=verdict[1], message=verdict[2])
 
 
-def _set_promoted(ftj: dict[str, Any], verdict: promotion.Verdict, summary: dict[str, Any]) -> None:
-    """Patches status.promotion and the Promoted condition; on a new reason, an event and
-    (for an outcome) the promotions counter."""
+def _set_promoted(ftj: dict[str, Any], verdict: promotion.Verdict, summary: dict[str, Any], report: Optional[dict[str, Any]] = None) -> None:
+    """Patches status.promotion and the Promoted condition (and, from the promotion pod's
+    `report`, status.tracking's version); on a new reason, an event and (for an outcome) the
+    promotions counter."""
     meta = ftj["metadata"]
-    patch = {"promotion": summary, "conditions": conditions.updated(ftj, (PROMOTED, *verdict))}
+    tracked, changes = tracking.promoted(ftj, report or {})
+    patch = {"promotion": summary, "conditions": conditions.updated(ftj, (PROMOTED, *verdict), *changes), **tracked}
     if not shared.changed(ftj.get("status") or {}, patch):
         return
     kube.patch_status(FINETUNE.plural, meta["namespace"], meta["name"], patch)
@@ -159,6 +161,8 @@ def sync_promotion(namespace: str, name: str) -> None:
                 if job is not None and builders.owned_by(pod, job["metadata"]["uid"])]
         seen = observe.observe(job, pods)
         verdict = promotion.copy_verdict(seen.phase, seen.message, summary.get("destination", ""), summary.get("rules") or [])
-        _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict)})
+        _set_promoted(ftj, verdict, {**summary, "phase": promotion.phase_of(verdict)}, seen.report)
+        if verdict[0] == conditions.TRUE and ftj["spec"]["promotion"].get("serve") is not None:
+            serving.sync(namespace, name)  # the hand-off to KServe (a timer follows it until Ready)
         if seen.phase == api.Phase.Failed and job is not None and not observe.job_finished(job):
             kube.stop_job(namespace, job["metadata"]["name"])

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 import kubetune_api as api
-from kubetune_operator import followups, kube, kueue, metrics, operations, preflight, reconcile, shared
+from kubetune_operator import followups, kube, kueue, metrics, operations, preflight, reconcile, serving, shared
 from kubetune_operator.builders import EVAL, FINETUNE, PROMOTE, Workload
 from kubetune_operator.settings import OperatorSettings
 
@@ -20,6 +20,8 @@ WORKLOADS = reconcile.WORKLOADS
 # (How often a running job's report is read is a setting: report_seconds.)
 TTL_CHECK_SECONDS = 5.0
 POD_CHECK_SECONDS = 15.0
+# How often a promoted job's InferenceService (promotion.serve) is looked at until KServe reports it Ready.
+SERVING_CHECK_SECONDS = 10.0
 
 
 @kopf.on.startup()
@@ -189,3 +191,14 @@ def _awaiting_pod(status: kopf.Status, **_: Any) -> bool:
 def check_pod_creation(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     """A Job whose pod is refused changes no object the operator watches: look again."""
     reconcile.sync(WORKLOADS[body["kind"]], namespace, name)
+
+
+def _serving(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return serving.awaiting(dict(spec), dict(status))
+
+
+@kopf.timer(*FTJ, interval=SERVING_CHECK_SECONDS, when=_serving)
+def check_serving(namespace: str, name: str, **_: Any) -> None:
+    """KServe's InferenceService status changes no object the operator watches (and KServe may
+    be installed after the job): look again until it is Ready."""
+    serving.sync(namespace, name)

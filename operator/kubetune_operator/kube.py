@@ -196,3 +196,35 @@ def namespace_labels(name: str) -> dict[str, str]:
     """A namespace's labels (a ClusterTrainingRuntime's namespaceSelector matches them)."""
     namespace = kubernetes.client.CoreV1Api().read_namespace(name, _request_timeout=5)
     return dict(namespace.metadata.labels or {})
+
+
+def api_served(group: str, version: str, plural: str) -> bool:
+    """Whether the API server serves `plural` in group/version (API discovery; any
+    authenticated client may read it): False when the group/version is absent."""
+    try:
+        found = kubernetes.client.CustomObjectsApi().get_api_resources(group, version, _request_timeout=5)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return any(resource.name == plural for resource in found.resources or [])
+
+
+def read_custom(group: str, version: str, plural: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+    """Another operator's custom object (a KServe InferenceService), or None when absent."""
+    try:
+        return kubernetes.client.CustomObjectsApi().get_namespaced_custom_object(group, version, namespace, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def create_custom(group: str, version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
+    return kubernetes.client.CustomObjectsApi().create_namespaced_custom_object(
+        group, version, obj["metadata"]["namespace"], plural, obj)
+
+
+def patch_custom(group: str, version: str, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (a dict body is sent as merge-patch; null removes a field)."""
+    return kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object(group, version, namespace, plural, name, patch)

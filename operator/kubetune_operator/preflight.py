@@ -19,6 +19,7 @@ import kubetune_api as api
 from kubetune_api import layout
 from kubetune_api.catalog import hub_metric_names, produces_full_model
 from kubetune_api.errors import MetricError, Reason
+from kubetune_api.serving import serve_name
 from kubetune_api.evaluation import MAX_TRAINING_FILES, EvalConfig, EvalModel, TrainingFile
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -80,6 +81,11 @@ def _check_metrics(task_metrics: list[tuple[str, api.EvalTask, list[str]]], allo
 def validate(name: str, spec: dict) -> api.FineTuneJobSpec:
     """Returns the parsed FineTuneJob spec, or raises Invalid(reason, message naming the field)."""
     parsed = _parse(api.FineTuneJobSpec, name, spec)
+    if parsed.promotion is not None and parsed.promotion.serve is not None:
+        try:
+            serve_name(name, parsed.promotion.serve)  # unset: the job's name must fit KServe's names
+        except ValueError as error:
+            raise Invalid(Reason.InvalidSpec, f"spec.{error}") from None
     evaluation = parsed.evaluation
     if evaluation is not None:  # the EvalJob it creates after training must not fail on its metrics
         # Built-in names only (the schema's enum too): a Hub metric would be tried after training.

@@ -21,7 +21,7 @@ from kubernetes.client.rest import ApiException
 import kubetune_api as api
 from kubetune_api.reports import merged
 from kubetune_operator import (attempts, builders, conditions, followups, kube, kueue, ledger, metrics, multinode, observe,
-                               pod_reports, preflight, runtimes, shared)
+                               pod_reports, preflight, runtimes, shared, tracking)
 from kubetune_operator.builders import EVAL, FINETUNE, Workload
 
 log = logging.getLogger("kubetune.operator")
@@ -167,19 +167,17 @@ def launch(workload: Workload, body: dict[str, Any], placement: api.Placement, c
 
 def _status_patch(workload: Workload, obj: dict[str, Any], seen: observe.Observation, report: dict[str, Any],
                   image: Optional[str]) -> dict[str, Any]:
+    tracked, changes = tracking.mirror(obj, report)  # status.tracking and the Tracked condition
     patch: dict[str, Any] = {
         "phase": seen.phase.value,
-        "conditions": conditions.updated(obj, (SUCCEEDED, seen.condition_status, seen.reason, seen.message)),
+        "conditions": conditions.updated(obj, (SUCCEEDED, seen.condition_status, seen.reason, seen.message), *changes),
         "message": seen.message,
         "observedGeneration": obj["metadata"].get("generation"),
         "jobName": builders.child_name(obj["metadata"]["name"], workload),
     }
-    if seen.start_time:
-        patch["startTime"] = seen.start_time
-    if seen.completion_time:
-        patch["completionTime"] = seen.completion_time
+    patch.update({key: value for key, value in (("startTime", seen.start_time), ("completionTime", seen.completion_time)) if value})
     status = obj.get("status") or {}
-    shown = {**{key: report[key] for key in POD_FIELDS if report.get(key)},
+    shown = {**{key: report[key] for key in POD_FIELDS if report.get(key)}, **tracked,
              "lineage": {**(report.get("lineage") or {}), **({"image": image} if image else {})}}
     # A merge patch: only what it would change (what was shown earlier stays).
     patch.update({key: value for key, value in shown.items() if value and merged(status.get(key), value) != status.get(key)})

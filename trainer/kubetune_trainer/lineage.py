@@ -66,8 +66,8 @@ def digest(path: str) -> Digest:
 
 def config_hash(config: BaseModel) -> str:
     """sha256:<hex> of the resolved config as canonical JSON (sorted keys, defaults filled in).
-    output.path is left out: where the results go does not change them."""
-    values = config.model_dump(by_alias=True, mode="json", exclude={"output"})
+    output.path and tracking are left out: where the results go does not change them."""
+    values = config.model_dump(by_alias=True, mode="json", exclude={"output", "tracking"})
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 

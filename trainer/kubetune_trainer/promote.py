@@ -31,6 +31,7 @@ from kubetune_trainer.lineage import digest
 from kubetune_trainer.outputs import resolve_output_dir
 from kubetune_trainer.sources import fetch_model, is_remote_source, stay_offline
 from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.tracking import register_promoted
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,10 @@ def promote(config: PromoteConfig, reporter: StatusReporter) -> str:
     model_path = (_to_object_store if is_object_store(config.destination) else _to_directory)(config)
     log.info("promoted %s to %s", config.model_path, model_path)
     artifacts = Artifacts(output_path=config.destination, model_path=model_path)
-    reporter.finish(PodReport(artifacts=artifacts), f"promoted to {config.destination}")
+    # The model as promoted (a local destination), else as trained: logged to the run and registered.
+    tracked = register_promoted(config, Path(model_path if not is_object_store(config.destination) else config.model_path))
+    version = f", registered as version {tracked.model_version}" if tracked and tracked.model_version else ""
+    reporter.finish(PodReport(artifacts=artifacts, tracking=tracked), f"promoted to {config.destination}{version}")
     return model_path
 
 

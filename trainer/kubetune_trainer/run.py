@@ -32,6 +32,7 @@ from kubetune_trainer.sources import objects
 from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.task_scores import finish_metrics, score_retention
 from kubetune_trainer.tokenization import tokenize_splits
+from kubetune_trainer.tracking import finish_training, reporting, start_training
 from kubetune_trainer.train import train
 from kubetune_trainer.versions import library_versions
 
@@ -80,12 +81,12 @@ def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, 
     }
 
 
-def _finish(config: TrainingConfig, result, artifacts: Artifacts, reporter: StatusReporter) -> None:
+def _finish(config: TrainingConfig, result, artifacts: Artifacts, reporter: StatusReporter, tracked=None) -> None:
     metrics = result.metrics
     final = (f"test loss {metrics.test_loss:.4f}" if metrics.test_loss is not None
              else f"train loss {metrics.train_loss:.4f}")
     reporter.finish(
-        PodReport(progress=result.progress, metrics=metrics, artifacts=artifacts),
+        PodReport(progress=result.progress, metrics=metrics, artifacts=artifacts, tracking=tracked),
         f"{config.method.value} training finished after {result.progress.step} steps, {final}",
     )
 
@@ -103,10 +104,11 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
     # a CPU process group when told so).
     accelerator = Accelerator(mixed_precision="bf16" if bf16_supported() else "no", cpu=not torch.cuda.is_available())
     rendezvous.verify(accelerator.device)  # before anything moves between the processes
-    main, lineage = accelerator.is_main_process, None
+    main, lineage, tracker = accelerator.is_main_process, None, None
     if main:  # final=True: past the reporter's rate limit, so the status has it from the start
         lineage = training_lineage(config, library_versions("accelerate"))
-        reporter.report(PodReport(lineage=lineage), final=True)
+        tracker = start_training(config, lineage)  # rank 0 logs to MLflow (spec.tracking), never failing the run
+        reporter.report(PodReport(lineage=lineage, tracking=tracker.report() if tracker else None), final=True)
     splits = load_splits(config.dataset, spec.seed)
     model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
     data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
@@ -116,7 +118,7 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
 
     retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
     result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
-                   reporter.report if main else lambda report: None,
+                   reporting(reporter.report, tracker, spec.log_every_steps) if main else lambda report: None,
                    Checkpoints(output, spec.checkpoints_to_keep, accelerator))
     finish_metrics(result.metrics, model, data, tokenizer.pad_token_id, spec.batch_size, accelerator, retention_before)
     if not main:
@@ -133,11 +135,13 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
                        n_predictions=n_predictions, artifacts=artifacts, started=started, lineage=lineage)
     Path(artifacts.summary_path).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_model_card(output / MODEL_CARD_FILE, summary)
+    tracked = finish_training(tracker, result.metrics, result.progress.step,
+                              [Path(model_path), Path(artifacts.summary_path), output / MODEL_CARD_FILE])
     if config.output.uri:  # after everything is written locally; refuses an existing prefix
         names = [Path(model_path).name, SUMMARY_FILE, MODEL_CARD_FILE, PREDICTIONS_FILE]
         objects.upload(output, config.output.uri, names,
                        lambda upload: reporter.report(PodReport(progress=result.progress.model_copy(update={"upload": upload})),
                                                       final=upload.done))
-    _finish(config, result, artifacts, reporter)
+    _finish(config, result, artifacts, reporter, tracked)
     accelerator.wait_for_everyone()
     return Path(artifacts.summary_path)

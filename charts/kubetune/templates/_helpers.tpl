@@ -88,6 +88,11 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["kueue.x-k8s.io"]
   resources: ["workloads"]
   verbs: ["get", "list"]
+# KServe's InferenceService of a promotion's serve block: created, updated (a kept one a later job
+# names again), read for its readiness; owned ones go by garbage collection (no delete).
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "create", "patch"]
 {{- end -}}
 
 {{/* The Secret (kubernetes.io/tls) with the webhook's serving certificate, key and CA. */}}

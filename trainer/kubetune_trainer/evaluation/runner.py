@@ -33,6 +33,7 @@ from kubetune_trainer.evaluation.tasks.base import Statistics
 from kubetune_trainer.lineage import evaluation_lineage
 from kubetune_trainer.outputs import resolve_output_dir
 from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
+from kubetune_trainer.tracking import log_evaluation
 from kubetune_trainer.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,10 @@ class Evaluation:
         return path
 
     def finish(self, scores_path: Path) -> None:
-        """report.md, the final status (all results and samples) and termination message (what fits)."""
+        """report.md, the scores to the MLflow run (spec.tracking), the final status (all results
+        and samples) and termination message (what fits)."""
         results = self.report().results
+        tracked = log_evaluation(self.config, results, scores_path)
         scores = results[0].scores
         headline = MEAN if MEAN in scores else next(iter(scores), None)
         parts = [f"{r.model} {headline} {r.scores[headline]:.4f}" + (f" ({r.delta[headline]:+.4f})" if r.delta else "")
@@ -205,7 +208,7 @@ class Evaluation:
         message = f"evaluated {len(results)} model(s) on {where}: " + ", ".join(parts)
         artifacts = EvalArtifacts(output_path=str(self.output), scores_path=str(scores_path),
                                   report_path=str(self.write_report(results)))
-        final = self.report(progress=self.progress.current(percent=100.0), artifacts=artifacts)
+        final = self.report(progress=self.progress.current(percent=100.0), artifacts=artifacts, tracking=tracked)
         self.reporter.finish(_termination_report(final.model_copy(update={"samples": None}), message), message)
         self.reporter.report(final, final=True)
 

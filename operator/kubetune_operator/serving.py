@@ -1,0 +1,223 @@
+"""The serving hand-off of a promoted FineTuneJob (spec.promotion.serve): KServe's
+InferenceService, found by API discovery, created or updated once the model is promoted, and
+its readiness mirrored into the Serving condition and status.serving. Without KServe the
+condition says so and the job stays Succeeded.
+
+The InferenceService's status is written by KServe (or by anyone who may write it): it is
+bounded and validated here and only ever displayed, never acted on beyond the condition.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+import kopf
+from kubernetes.client.rest import ApiException
+
+import kubetune_api as api
+from kubetune_api.serving import (ADAPTER_MOUNT, BASE_MOUNT, KSERVE_API, KSERVE_GROUP, KSERVE_KIND, KSERVE_PLURAL, KSERVE_VERSION,
+                                  MAX_URL, ServeSpec, served_model, serve_name)
+from kubetune_operator import builders, conditions, kube, shared
+from kubetune_operator.builders import FINETUNE, LABEL_COMPONENT, LABEL_MANAGED_BY
+
+log = logging.getLogger("kubetune.operator")
+SERVING = api.CONDITION_SERVING
+PROMOTED = api.CONDITION_PROMOTED
+# Its own label (not FINETUNE's): KServe copies an InferenceService's labels onto its pods,
+# which must never count as the training job's.
+LABEL_SERVING = "kubetune.io/serving"
+COMPONENT = "serving"
+# How long API discovery's answer is trusted: KServe installed later is found this much later.
+DISCOVERY_SECONDS = 30.0
+MAX_TEXT = 512  # KServe's reason and message, as the condition repeats them
+Verdict = tuple[str, str, str]
+
+
+# ---- building (pure) ----
+
+def _resources(serve: ServeSpec) -> Optional[dict[str, Any]]:
+    asked = serve.resources
+    both = {k: v for k, v in (("cpu", asked.cpu), ("memory", asked.memory)) if v is not None}
+    limits = {**both, **({"nvidia.com/gpu": str(asked.gpu)} if asked.gpu else {})}
+    if not limits:
+        return None
+    return {"limits": limits, **({"requests": both} if both else {})}
+
+
+def inference_service(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
+    """The InferenceService of a FineTuneJob's promotion.serve: KServe's Hugging Face runtime
+    (modelFormat huggingface) with the chosen backend; an unmerged LoRA adapter is fetched next
+    to its base model (storageUris) and served as a vLLM LoRA module named like the service."""
+    serve = spec.promotion.serve
+    served, name = served_model(spec), serve_name(meta["name"], serve)
+    model: dict[str, Any] = {"modelFormat": {"name": "huggingface"},
+                             "args": [f"--model_name={name}", f"--backend={serve.runtime.value}"]}
+    predictor: dict[str, Any] = {"model": model}
+    if served.adapter:
+        model["args"] = [f"--model_name={name}-base", f"--backend={serve.runtime.value}", f"--model_dir={BASE_MOUNT}",
+                         "--enable-lora", f"--lora-modules={name}={ADAPTER_MOUNT}"]
+        predictor["storageUris"] = [{"uri": served.base_uri, "mountPath": BASE_MOUNT},
+                                    {"uri": served.uri, "mountPath": ADAPTER_MOUNT}]
+    else:
+        model["storageUri"] = served.uri
+    resources = _resources(serve)
+    if resources is not None:
+        model["resources"] = resources
+    metadata = {"name": name, "namespace": meta["namespace"],
+                "labels": {LABEL_SERVING: meta["name"], LABEL_COMPONENT: COMPONENT, LABEL_MANAGED_BY: "kubetune"},
+                "ownerReferences": [] if serve.keep else [builders.owner_reference(meta, FINETUNE)]}
+    return {"apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}", "kind": KSERVE_KIND, "metadata": metadata,
+            "spec": {"predictor": predictor}}
+
+
+def _essence(isvc: dict[str, Any], wanted: dict[str, Any]) -> Any:
+    """What the operator sets on an InferenceService (what KServe's defaulting adds aside)."""
+    meta, predictor = isvc.get("metadata") or {}, (isvc.get("spec") or {}).get("predictor") or {}
+    model, wanted_model = predictor.get("model") or {}, wanted["spec"]["predictor"]["model"]
+    keys = ("modelFormat", "args", "storageUri", *(("resources",) if "resources" in wanted_model else ()))
+    owners = sorted(ref.get("uid", "") for ref in meta.get("ownerReferences") or [] if ref.get("controller"))
+    labels = {k: (meta.get("labels") or {}).get(k) for k in wanted["metadata"]["labels"]}
+    return {k: model.get(k) for k in keys}, predictor.get("storageUris"), owners, labels
+
+
+def update_patch(current: dict[str, Any], wanted: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The merge patch that makes `current` the wanted InferenceService (null removes what a
+    previous promotion set), or None when it already is."""
+    if _essence(current, wanted) == _essence(wanted, wanted):
+        return None
+    predictor = wanted["spec"]["predictor"]
+    model = {"storageUri": None, **predictor["model"]}
+    meta = wanted["metadata"]
+    return {"metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
+            "spec": {"predictor": {"model": model, "storageUris": predictor.get("storageUris")}}}
+
+
+def foreign(current: dict[str, Any], uid: str) -> Optional[str]:
+    """Why an existing InferenceService is not this FineTuneJob's to update, or None: kubetune
+    made it (its labels) and no one else controls it (a kept one, or this job's own)."""
+    meta = current.get("metadata") or {}
+    if (meta.get("labels") or {}).get(LABEL_MANAGED_BY) != "kubetune" or LABEL_SERVING not in (meta.get("labels") or {}):
+        return "was not created by kubetune"
+    controller = next((ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")), None)
+    if controller is not None and controller.get("uid") != uid:
+        return f"is owned by {controller.get('kind', '?')} {controller.get('name', '?')}"
+    return None
+
+
+# ---- reading KServe's status (untrusted, pure) ----
+
+def _text(value: Any) -> str:
+    return "".join(ch for ch in str(value if value is not None else "") if ch.isprintable())[:MAX_TEXT]
+
+
+def valid_url(value: Any) -> Optional[str]:
+    """An http(s) URL of at most MAX_URL characters, else None."""
+    if not isinstance(value, str) or len(value) > MAX_URL or any(not ch.isprintable() or ch.isspace() for ch in value):
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def readiness(isvc: dict[str, Any], name: str, uri: str) -> tuple[Verdict, dict[str, Any]]:
+    """The Serving condition and status.serving from an InferenceService's status."""
+    status = isvc.get("status") if isinstance(isvc.get("status"), dict) else {}
+    found = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    ready = next((c for c in found if isinstance(c, dict) and c.get("type") == "Ready"), {})
+    url = valid_url(status.get("url"))
+    summary = {"name": name, **({"url": url} if url else {}), "ready": ready.get("status") == conditions.TRUE}
+    if summary["ready"]:
+        return (conditions.TRUE, api.Reason.Serving.value, f"InferenceService {name} serves {uri}" + (f" at {url}" if url else "")), summary
+    if ready.get("status") == conditions.FALSE:
+        why = ": ".join(part for part in (_text(ready.get("reason")), _text(ready.get("message"))) if part)
+        return (conditions.FALSE, api.Reason.ServingFailed.value, f"InferenceService {name} is not Ready: {why or 'no reason given'}"), summary
+    return (conditions.UNKNOWN, api.Reason.ServingPending.value, f"InferenceService {name} serves {uri}; waiting for KServe to report it Ready"), summary
+
+
+# ---- acting ----
+
+class _Discovery:
+    """API discovery of KServe's InferenceService, trusted for DISCOVERY_SECONDS."""
+
+    def __init__(self) -> None:
+        self.lock, self.at, self.served = threading.Lock(), float("-inf"), False
+
+    def installed(self) -> bool:
+        with self.lock:
+            if time.monotonic() - self.at > DISCOVERY_SECONDS:
+                self.served, self.at = kube.api_served(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL), time.monotonic()
+            return self.served
+
+    def forget(self) -> None:
+        with self.lock:
+            self.at = float("-inf")
+
+
+discovery = _Discovery()
+
+
+def awaiting(spec: Any, status: Any) -> bool:
+    """Whether a FineTuneJob's serving still needs the operator: promoted, with serve, not Ready."""
+    promotion = (spec or {}).get("promotion") or {}
+    return promotion.get("serve") is not None and conditions.is_true({"status": status}, PROMOTED) \
+        and not conditions.is_true({"status": status}, SERVING)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return _text(json.loads(exc.body or "{}").get("message")) or _text(exc.reason)
+    except (ValueError, AttributeError):
+        return _text(exc.reason)
+
+
+def _apply(ftj: dict[str, Any], wanted: dict[str, Any], uri: str) -> tuple[Verdict, dict[str, Any]]:
+    meta, name = wanted["metadata"], wanted["metadata"]["name"]
+    if not discovery.installed():
+        return (conditions.FALSE, api.Reason.KServeNotInstalled.value,
+                f"the cluster does not serve {KSERVE_API} (KServe is not installed): {uri} is promoted but not served"), {"name": name}
+    try:
+        current = kube.read_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, meta["namespace"], name)
+        if current is None:
+            current = kube.create_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, wanted)
+            kopf.event(ftj, type="Normal", reason="InferenceServiceCreated", message=f"created InferenceService {name} for {uri}")
+        elif foreign(current, ftj["metadata"]["uid"]):
+            return (conditions.FALSE, api.Reason.ServingConflict.value,
+                    f"InferenceService {name} exists and {foreign(current, ftj['metadata']['uid'])}: it is left alone; "
+                    "set promotion.serve.name to another name"), {"name": name}
+        elif (patch := update_patch(current, wanted)) is not None:
+            current = kube.patch_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, meta["namespace"], name, patch)
+            kopf.event(ftj, type="Normal", reason="InferenceServiceUpdated", message=f"updated InferenceService {name} to serve {uri}")
+    except ApiException as exc:
+        if exc.status == 404:  # the CRD went away since discovery
+            discovery.forget()
+        if exc.status is None or exc.status >= 500:
+            raise
+        return (conditions.FALSE, api.Reason.ServingRejected.value,
+                f"the API server refused InferenceService {name} ({exc.status}): {_api_message(exc)}"), {"name": name}
+    return readiness(current, name, uri)
+
+
+def sync(namespace: str, name: str) -> None:
+    """Creates or updates a promoted FineTuneJob's InferenceService and mirrors its readiness
+    (idempotent; called when the promotion succeeds and by a timer until it is Ready)."""
+    with shared.lock(FINETUNE.kind, namespace, name):
+        ftj = kube.read_object(FINETUNE.plural, namespace, name)
+        if ftj is None or ftj["metadata"].get("deletionTimestamp") or not awaiting(ftj["spec"], ftj.get("status") or {}):
+            return
+        spec = api.FineTuneJobSpec.model_validate(ftj["spec"])
+        wanted = inference_service(ftj["metadata"], spec)
+        uri = served_model(spec).uri
+        verdict, summary = _apply(ftj, wanted, uri)
+        patch = {"serving": summary, "conditions": conditions.updated(ftj, (SERVING, *verdict))}
+        if not shared.changed(ftj.get("status") or {}, patch):
+            return
+        kube.patch_status(FINETUNE.plural, namespace, name, patch)
+        if verdict[1] != conditions.reason_of(ftj, SERVING):
+            log.info(f"FineTuneJob {namespace}/{name}: {verdict[1]}: {verdict[2]}")
+            kopf.event(ftj, type="Warning" if verdict[0] == conditions.FALSE else "Normal", reason=verdict[1], message=verdict[2])
