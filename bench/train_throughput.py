@@ -5,11 +5,13 @@ of the file, enough for about --steps batches of 4; the same tokenized training 
 tokens), so all process the same real tokens in the same number of steps, for LoRA r16 and full
 fine-tuning. Each run happens in its own subprocess, so each peak RSS is that run's alone.
 Prints real (non-padding) tokens per second, peak RSS, the fraction of the machine's matmul-bound
-limit reached, and the kubetune/HF and kubetune/TRL ratios, for the kubetune defaults and with
-gradient checkpointing (less memory, some speed). Ends with one JSON line of the kubetune-defaults
-numbers. TRL comes from the `bench` extra.
+limit reached, and the kubetune/HF and kubetune/TRL ratios, for the kubetune defaults (on CPU: padded,
+length-grouped batches), with padding-free packing (training.packing true: the same batches, to the
+same loss) and with gradient checkpointing (less memory, some speed). Ends with one JSON line of the
+kubetune-defaults numbers, the packed run's tokens/s and speed relative to the default, and both runs'
+mean training loss. TRL comes from the `bench` extra.
 
-    .venv/bin/python bench/train_throughput.py [--steps 8] [--methods lora,full]
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--methods lora,full] [--sides kubetune,kubetune-packed]
 """
 from __future__ import annotations
 
@@ -41,11 +43,12 @@ PROBE_SHAPE = (2048, 576, 1536)
 
 # hf+tcmalloc: HF Trainer on the allocator kubetune-train preloads (kubetune_trainer.allocator), to
 # show what the allocator alone changes. kubetune-gc: the kubetune trainer with
-# training.gradientCheckpointing, trading speed for memory.
-SIDES = ("hf", "hf+tcmalloc", "trl", "kubetune", "kubetune-gc")
+# training.gradientCheckpointing, trading speed for memory. kubetune-packed: training.packing true.
+SIDES = ("hf", "hf+tcmalloc", "trl", "kubetune", "kubetune-packed", "kubetune-gc")
 
 
-def training_config(method: str, steps: int, data: Path, output: Path, checkpointing: bool = False) -> dict:
+def training_config(method: str, steps: int, data: Path, output: Path, checkpointing: bool = False,
+                    packing: bool | None = None) -> dict:
     return {
         "model": {"path": MODEL},
         "dataset": {"path": str(data), "promptTemplate": TEMPLATE, "completionField": "summary",
@@ -53,7 +56,8 @@ def training_config(method: str, steps: int, data: Path, output: Path, checkpoin
         "method": method,
         **({"lora": LORA} if method == "lora" else {}),  # the API refuses a lora block for other methods
         "training": {"epochs": 1, "batchSize": BATCH, "learningRate": LEARNING_RATE[method], "logEverySteps": steps,
-                     "predictionRows": 0, "gradientCheckpointing": checkpointing},
+                     "predictionRows": 0, "gradientCheckpointing": checkpointing,
+                     **({} if packing is None else {"packing": packing})},
         "output": {"path": str(output)},
     }
 
@@ -73,7 +77,7 @@ def run_kubetune(config: dict, workdir: Path) -> dict:
         sys.exit(f"kubetune-train failed:\n{done.stderr[-4000:]}")
     summary = json.loads((Path(config["output"]["path"]) / "training_summary.json").read_text())
     return {"tokens": summary["throughput"]["trainTokens"], "seconds": summary["throughput"]["trainSeconds"],
-            "steps": summary["progress"]["step"]}
+            "steps": summary["progress"]["step"], "trainLoss": summary["finalTrainLoss"]}
 
 
 def base_model_and_rows(config: dict):
@@ -225,7 +229,8 @@ def child(side: str, method: str, steps: int, data: Path) -> None:
 
         return print(json.dumps({"gflops": matmul_gflops(), "threads": torch.get_num_threads(), "params": matmul_params()}))
     with tempfile.TemporaryDirectory(prefix=f"bench-{side}-{method}-") as tmp:
-        config = training_config(method, steps, data, Path(tmp) / "out", checkpointing=side == "kubetune-gc")
+        config = training_config(method, steps, data, Path(tmp) / "out", checkpointing=side == "kubetune-gc",
+                                 packing=True if side == "kubetune-packed" else None)
         result = {"hf": run_hf, "hf+tcmalloc": run_hf, "trl": run_trl}.get(side, run_kubetune)(config, Path(tmp))
     print(json.dumps({**result, "peakRss": peak_rss_bytes()}))
 
@@ -269,15 +274,39 @@ def ratios(a: dict, b: dict) -> tuple[float, float]:
     return a["tokensPerSecond"] / b["tokensPerSecond"], a["peakRss"] / b["peakRss"]
 
 
+PAIRS = [("hf+tcmalloc", "hf"), ("trl", "hf"), ("kubetune", "hf"), ("kubetune", "trl"), ("kubetune", "hf+tcmalloc"),
+         ("kubetune-packed", "kubetune"), ("kubetune-gc", "hf")]
+
+
+def method_summary(results: dict) -> dict:
+    """The JSON line's numbers for one method, from the sides that ran."""
+    kt, out = results.get("kubetune"), {}
+    if kt is None:
+        return out
+    for other, key in (("hf", "hf"), ("trl", "trl")):
+        if other in results:
+            speed, memory = ratios(kt, results[other])
+            out.update({f"speed_vs_{key}": round(speed, 3), f"memory_vs_{key}": round(memory, 3)})
+    out.update({"limit_fraction": round(kt["limitFraction"], 4), "tokens_per_second": round(kt["tokensPerSecond"], 1),
+                "peak_rss_gb": round(kt["peakRss"] / 2**30, 3), "train_loss": kt["trainLoss"]})
+    packed = results.get("kubetune-packed")
+    if packed is not None:  # padding-free packing against the default run on the same batches
+        out.update({"tokens_per_second_packed": round(packed["tokensPerSecond"], 1), "train_loss_packed": packed["trainLoss"],
+                    "packing_speedup": round(packed["tokensPerSecond"] / kt["tokensPerSecond"], 3)})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="about this many optimizer steps per run (default 8)")
     parser.add_argument("--methods", default="lora,full", help="comma-separated: lora, full")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, of {', '.join(SIDES)} (default all)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"dialogsum JSONL (default {DATA})")
     parser.add_argument("--child", choices=(*SIDES, "probe"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.methods, args.steps, args.data)
+    sides = [side for side in SIDES if side in args.sides.split(",")]
 
     probe = measure("probe", "", args.steps, args.data)  # before the sides, in a child like theirs
     print(f"SmolLM2-135M-Instruct ({probe['params'] / 1e6:.1f}M matmul weights), {args.data.name}, batch {BATCH}, "
@@ -288,19 +317,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         data = first_rows(args.data, args.steps, Path(tmp))
         for method in args.methods.split(","):
-            results = {side: train(side, method, args.steps, data, probe) for side in SIDES}
+            results = {side: train(side, method, args.steps, data, probe) for side in sides}
             if len({(r["tokens"], r["steps"]) for r in results.values()}) > 1:
                 print(f"{method:<8} WARNING: the sides did not train on the same tokens and steps", flush=True)
-            for a, b in [("hf+tcmalloc", "hf"), ("trl", "hf"), ("kubetune", "hf"), ("kubetune", "trl"), ("kubetune", "hf+tcmalloc"),
-                         ("kubetune-gc", "hf")]:
-                speed, memory = ratios(results[a], results[b])
-                print(f"{method:<8} {a + '/' + b:<16} {speed:>8.2f}x {memory:>8.2f}x", flush=True)
-            kt = results["kubetune"]
-            (speed_hf, memory_hf), (speed_trl, memory_trl) = ratios(kt, results["hf"]), ratios(kt, results["trl"])
-            summary[method] = {"speed_vs_hf": round(speed_hf, 3), "memory_vs_hf": round(memory_hf, 3),
-                               "speed_vs_trl": round(speed_trl, 3), "memory_vs_trl": round(memory_trl, 3),
-                               "limit_fraction": round(kt["limitFraction"], 4), "tokens_per_second": round(kt["tokensPerSecond"], 1),
-                               "peak_rss_gb": round(kt["peakRss"] / 2**30, 3)}
+            for a, b in PAIRS:
+                if a in results and b in results:
+                    speed, memory = ratios(results[a], results[b])
+                    print(f"{method:<8} {a + '/' + b:<16} {speed:>8.2f}x {memory:>8.2f}x", flush=True)
+            summary[method] = method_summary(results)
     print(json.dumps({**summary, "matmul_gflops": round(probe["gflops"], 1)}))
 
 

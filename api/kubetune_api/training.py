@@ -320,6 +320,10 @@ class TrainingSpec(ApiModel):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third more compute.")
     group_by_length: bool = Field(True, description="Batch rows of similar length (seeded shuffle of the groups) so little work goes to padding.")
+    packing: Optional[bool] = Field(
+        None,
+        description="Padding-free packing: each batch's rows run as one sequence with per-row position ids and attention confined to each row (flash-attention varlen where the model uses it); the same batches, steps and loss as padded batches. Unset (auto): on with flash-attention (varlen), off with a log line elsewhere (sdpa/eager attention, where the block-diagonal mask is slower than padding; methods prompt-tuning and prefix-tuning; model types other than llama, mistral, qwen2, qwen3); true packs with sdpa/eager too and is refused where packing is not exact; false: padded batches.",
+    )
     checkpoint_every_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
     checkpoints_to_keep: int = Field(2, ge=1, le=100, description="Keep the latest N checkpoints; a restarted run resumes from the latest.")
     prediction_rows: int = Field(5, ge=0, le=1000, description="Test rows to generate predictions for (greedy) into predictions.jsonl.")
@@ -365,6 +369,13 @@ class TrainingConfig(ApiModel):
             raise ValueError("method selective needs a selective block (patterns and/or lastLayers)")
         if self.training.drift_penalty and self.method not in (Method.full, Method.selective):
             raise ValueError("training.driftPenalty applies to methods full and selective only")
+        return self
+
+    @model_validator(mode="after")
+    def _packing_fits_method(self) -> "TrainingConfig":
+        if self.training.packing and self.method in (Method.prompt_tuning, Method.prefix_tuning):
+            raise ValueError(f"training.packing: true, but method {self.method.value} prepends per-row virtual tokens "
+                             "(leave packing unset or set it to false)")
         return self
 
 

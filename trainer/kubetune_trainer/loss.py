@@ -73,7 +73,19 @@ def batch_loss(model, inner, batch: dict) -> tuple[torch.Tensor, torch.Tensor, t
     Batches are right-padded and attention is causal, so no real token attends to the pads
     after it: the padding mask changes nothing the loss reads. Leaving it out lets SDPA use
     its causal kernel instead of materializing a (batch, heads, T, T) mask, which sets the
-    peak memory of a step."""
+    peak memory of a step. A packed batch (kubetune_trainer.packing) is one row of several
+    sequences, told apart by their position ids."""
     with hidden_state_outputs(inner) as head:
-        hidden = model(input_ids=batch["input_ids"]).logits
+        hidden = model(**model_inputs(batch)).logits
     return completion_loss(hidden, batch["labels"], head)
+
+
+PACKED_KEYS = ("input_ids", "position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The keyword arguments of the model's forward for a padded or a packed batch."""
+    if "position_ids" not in batch:
+        return {"input_ids": batch["input_ids"]}
+    # No attention mask and no KV cache: then transformers reads the rows from the position ids.
+    return {**{k: batch[k] for k in PACKED_KEYS if k in batch}, "use_cache": False}

@@ -28,6 +28,7 @@ from kubetune_trainer.batching import epoch_batches, shard
 from kubetune_trainer.checkpoint import Checkpoints
 from kubetune_trainer.lean import lean_training
 from kubetune_trainer.loss import batch_loss
+from kubetune_trainer.packing import PackedCollator, batch_tokens, flash_attention, resolve_packing
 from kubetune_trainer.stopping import StopRequest, Stopped
 from kubetune_trainer.tokenization import Collator, PreparedData, Tokenized
 
@@ -47,7 +48,7 @@ class TrainResult:
 
 
 def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -116,6 +117,10 @@ class TrainingLoop:
         self.per_epoch = steps_per_epoch(n_batches, spec)
         self.total = total_steps(n_batches, spec)
         self._prepare(model)
+        # Packing changes only how a batch's rows are laid out (kubetune_trainer.packing): the batches,
+        # steps, tokens per step and losses stay those of the unpacked run. Evaluation stays padded.
+        packed = resolve_packing(spec.packing, self.inner)
+        self.train_collate = PackedCollator(varlen=flash_attention(self.inner)) if packed else self.collate
         self.result = TrainResult(Progress(total_steps=self.total), Metrics())
         self.step = self.start_step = 0
         self.resumed_tokens: int | None = None  # trainTokens restored from a checkpoint
@@ -187,7 +192,7 @@ class TrainingLoop:
             last = i == len(window) - 1
             # Gradients are all-reduced once per optimizer step, on the window's last batch.
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
-                batch = _to_device(self.collate([self.items[j] for j in rows]), acc.device)
+                batch = _to_device(self.train_collate([self.items[j] for j in rows]), acc.device)
                 with acc.autocast():
                     loss_sum, n_targets, _ = batch_loss(self.model, self.inner, batch)
                     loss = loss_sum / n_targets.clamp(min=1)
@@ -195,7 +200,7 @@ class TrainingLoop:
                     if last and self.spec.drift_penalty:
                         objective = objective + drift_penalty(self.inner, self.initial, self.spec.drift_penalty)
                 acc.backward(objective)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += batch_tokens(batch)
             self.window_loss, self.window_batches = self.window_loss + loss.item(), self.window_batches + 1
         acc.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
