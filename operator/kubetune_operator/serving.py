@@ -23,6 +23,7 @@ from kubetune_api.serving import (ADAPTER_MOUNT, BASE_MOUNT, KSERVE_API, KSERVE_
                                   MAX_URL, ServeSpec, served_model, serve_name)
 from kubetune_operator import builders, conditions, kube, shared
 from kubetune_operator.builders import FINETUNE, LABEL_COMPONENT, LABEL_MANAGED_BY
+from kubetune_operator.promotion import Verdict  # (status, reason, message) of a condition
 
 log = logging.getLogger("kubetune.operator")
 SERVING = api.CONDITION_SERVING
@@ -34,7 +35,6 @@ COMPONENT = "serving"
 # How long API discovery's answer is trusted: KServe installed later is found this much later.
 DISCOVERY_SECONDS = 30.0
 MAX_TEXT = 512  # KServe's reason and message, as the condition repeats them
-Verdict = tuple[str, str, str]
 
 
 # ---- building (pure) ----

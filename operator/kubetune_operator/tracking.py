@@ -17,8 +17,8 @@ from kubetune_api import FINETUNEJOB_KIND
 from kubetune_api.errors import Reason
 from kubetune_api.tracking import (CONDITION_TRACKED, CREDENTIAL_KEYS, ENV_NAMESPACE, ENV_TRACKING_KEY, MAX_TRACKING_MESSAGE,
                                    TrackingReport, TrackingSpec, run_url)
+from kubetune_operator.conditions import FALSE, TRUE
 
-TRUE, FALSE = "True", "False"
 # (type, status, reason, message) of a condition, as conditions.updated takes it.
 Change = tuple[str, str, str, str]
 
