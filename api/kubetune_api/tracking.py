@@ -14,9 +14,12 @@ from pydantic import Field, StringConstraints
 
 from kubetune_api.base import DNS_SUBDOMAIN_MAX, DNS_SUBDOMAIN_PATTERN, MAX_PATH, ApiModel, PathText
 
-# http(s) only, no user:password@ (credentials come from a Secret or the runtime, never the spec),
-# no whitespace; a path prefix is allowed (a server behind a proxy).
-MLFLOW_URI_PATTERN = r"^https?://[^/@\s?#]+(/[^@\s]*)?$"
+# http(s) only, no user:password@ and no query or fragment (credentials come from a Secret or the
+# runtime, never the spec, which the status, events and logs repeat), no whitespace; a path prefix
+# is allowed (a server behind a proxy).
+MLFLOW_URI_PATTERN = r"^https?://[^/@\s?#]+(/[^@\s?#]*)?$"
+# Short enough that run_url's suffix keeps status.tracking.url within its bound (MAX_PATH).
+MAX_URI = 2048
 EXPERIMENT_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_./ ]*$"
 REGISTERED_MODEL_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*$"
 MAX_NAME = 256
@@ -37,7 +40,7 @@ CONDITION_TRACKED = "Tracked"
 
 
 class MlflowSpec(ApiModel):
-    uri: str = Field(pattern=MLFLOW_URI_PATTERN, max_length=MAX_PATH,
+    uri: str = Field(pattern=MLFLOW_URI_PATTERN, max_length=MAX_URI,
                      description="The MLflow tracking server, http:// or https:// (no user:password@ in it: credentials come from credentialsSecret or the runtime's env).")
     experiment: Optional[str] = Field(None, pattern=EXPERIMENT_PATTERN, max_length=MAX_NAME,
                                       description="The experiment the run goes to (created when missing); unset: the job's namespace.")

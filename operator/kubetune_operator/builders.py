@@ -98,7 +98,8 @@ def config_map(meta: dict[str, Any], workload: Workload, config: BaseModel) -> d
     }
 
 
-def _resources(resources: Resources) -> dict[str, Any]:
+def container_resources(resources: Any) -> dict[str, Any]:
+    """A container's resources from gpu/cpu/memory (a job's Resources, or promotion.serve.resources)."""
     limits: dict[str, Any] = {}
     if resources.gpu:
         limits["nvidia.com/gpu"] = str(resources.gpu)
@@ -216,7 +217,7 @@ def job(meta: dict[str, Any], workload: Workload, spec: api.Placement, default_i
         "env": _env(meta, workload, spec) + (multinode.main_env(meta["uid"]) if nodes > 1 else [])
         + [{"name": wire.ENV_ALLOWED_EVALUATE_METRICS, "value": ",".join(evaluate_metrics) if workload is EVAL else ""}]
         + (runtimes.env(runtime) if runtime is not None else []),
-        "resources": _resources(resources),
+        "resources": container_resources(resources),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",

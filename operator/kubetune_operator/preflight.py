@@ -8,8 +8,6 @@ same named reasons through the termination message.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any, Callable, Collection, Optional, TypeVar
 
@@ -21,6 +19,7 @@ from kubetune_api.catalog import hub_metric_names, produces_full_model
 from kubetune_api.errors import MetricError, Reason
 from kubetune_api.serving import serve_name
 from kubetune_api.evaluation import MAX_TRAINING_FILES, EvalConfig, EvalModel, TrainingFile
+from kubetune_operator import shared
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -180,4 +179,4 @@ def spec_digest(spec: dict[str, Any]) -> str:
     """sha256 of the spec's immutable fields as canonical JSON: recorded when a job launches, so
     each later attempt runs only the spec that was admitted."""
     fixed = {key: value for key, value in (spec or {}).items() if key not in MUTABLE}
-    return "sha256:" + hashlib.sha256(json.dumps(fixed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return shared.digest(fixed)

@@ -9,8 +9,6 @@ volumes are added to the operator's own, whose names and paths the runtime may n
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from kubetune_api.errors import Reason
 from kubetune_api.resources import PodSecurity, Resources
 from kubetune_api.runtimes import ClusterRuntimeSpec, RuntimeSpec
 from kubetune_operator.policy import Policy, violations
+from kubetune_operator import shared
 from kubetune_operator.preflight import Invalid
 
 ReadRuntime = Callable[[str, str, str], Optional[dict[str, Any]]]  # (kind, namespace, name) -> object
@@ -47,7 +46,7 @@ class Resolved:
 
 def digest(spec: dict[str, Any]) -> str:
     """sha256 of a runtime's spec as canonical JSON: a retry after the runtime changed shows it."""
-    return "sha256:" + hashlib.sha256(json.dumps(spec or {}, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return shared.digest(spec or {})
 
 
 def _described(kind: str, name: str) -> str:

@@ -31,22 +31,16 @@ PROMOTED = api.CONDITION_PROMOTED
 # Its own label (not FINETUNE's): KServe copies an InferenceService's labels onto its pods,
 # which must never count as the training job's.
 LABEL_SERVING = "kubetune.io/serving"
+ANNOTATION_DIGEST = "kubetune.io/serving-digest"
 COMPONENT = "serving"
 # How long API discovery's answer is trusted: KServe installed later is found this much later.
 DISCOVERY_SECONDS = 30.0
 MAX_TEXT = 512  # KServe's reason and message, as the condition repeats them
+STALLED = {api.Reason.KServeNotInstalled.value, api.Reason.ServingConflict.value, api.Reason.ServingRejected.value,
+           api.Reason.ServingFailed.value}
 
 
 # ---- building (pure) ----
-
-def _resources(serve: ServeSpec) -> Optional[dict[str, Any]]:
-    asked = serve.resources
-    both = {k: v for k, v in (("cpu", asked.cpu), ("memory", asked.memory)) if v is not None}
-    limits = {**both, **({"nvidia.com/gpu": str(asked.gpu)} if asked.gpu else {})}
-    if not limits:
-        return None
-    return {"limits": limits, **({"requests": both} if both else {})}
-
 
 def inference_service(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[str, Any]:
     """The InferenceService of a FineTuneJob's promotion.serve: KServe's Hugging Face runtime
@@ -64,35 +58,29 @@ def inference_service(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> dict[s
                                     {"uri": served.uri, "mountPath": ADAPTER_MOUNT}]
     else:
         model["storageUri"] = served.uri
-    resources = _resources(serve)
-    if resources is not None:
+    resources = builders.container_resources(serve.resources)
+    if resources:
         model["resources"] = resources
     metadata = {"name": name, "namespace": meta["namespace"],
                 "labels": {LABEL_SERVING: meta["name"], LABEL_COMPONENT: COMPONENT, LABEL_MANAGED_BY: "kubetune"},
                 "ownerReferences": [] if serve.keep else [builders.owner_reference(meta, FINETUNE)]}
+    # What the operator set, as a digest: KServe's defaulting and the API server's quantity
+    # normalization change the object itself, so comparing it would ask for an update every time.
+    metadata["annotations"] = {ANNOTATION_DIGEST: shared.digest({"metadata": metadata, "spec": {"predictor": predictor}})}
     return {"apiVersion": f"{KSERVE_GROUP}/{KSERVE_VERSION}", "kind": KSERVE_KIND, "metadata": metadata,
             "spec": {"predictor": predictor}}
 
 
-def _essence(isvc: dict[str, Any], wanted: dict[str, Any]) -> Any:
-    """What the operator sets on an InferenceService (what KServe's defaulting adds aside)."""
-    meta, predictor = isvc.get("metadata") or {}, (isvc.get("spec") or {}).get("predictor") or {}
-    model, wanted_model = predictor.get("model") or {}, wanted["spec"]["predictor"]["model"]
-    keys = ("modelFormat", "args", "storageUri", *(("resources",) if "resources" in wanted_model else ()))
-    owners = sorted(ref.get("uid", "") for ref in meta.get("ownerReferences") or [] if ref.get("controller"))
-    labels = {k: (meta.get("labels") or {}).get(k) for k in wanted["metadata"]["labels"]}
-    return {k: model.get(k) for k in keys}, predictor.get("storageUris"), owners, labels
-
-
 def update_patch(current: dict[str, Any], wanted: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The merge patch that makes `current` the wanted InferenceService (null removes what a
-    previous promotion set), or None when it already is."""
-    if _essence(current, wanted) == _essence(wanted, wanted):
+    previous promotion set), or None when the operator already set it so (the same digest)."""
+    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(ANNOTATION_DIGEST) == wanted["metadata"]["annotations"][ANNOTATION_DIGEST]:
         return None
     predictor = wanted["spec"]["predictor"]
-    model = {"storageUri": None, **predictor["model"]}
+    model = {"storageUri": None, "resources": None, **predictor["model"]}
     meta = wanted["metadata"]
-    return {"metadata": {"labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
+    return {"metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences")},
             "spec": {"predictor": {"model": model, "storageUris": predictor.get("storageUris")}}}
 
 
@@ -131,6 +119,9 @@ def readiness(isvc: dict[str, Any], name: str, uri: str) -> tuple[Verdict, dict[
     found = status.get("conditions") if isinstance(status.get("conditions"), list) else []
     ready = next((c for c in found if isinstance(c, dict) and c.get("type") == "Ready"), {})
     url = valid_url(status.get("url"))
+    generation, observed = (isvc.get("metadata") or {}).get("generation"), status.get("observedGeneration")
+    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
+        ready = {}  # KServe has not yet seen the latest spec: its Ready is about the one before
     summary = {"name": name, **({"url": url} if url else {}), "ready": ready.get("status") == conditions.TRUE}
     if summary["ready"]:
         return (conditions.TRUE, api.Reason.Serving.value, f"InferenceService {name} serves {uri}" + (f" at {url}" if url else "")), summary
@@ -162,11 +153,14 @@ class _Discovery:
 discovery = _Discovery()
 
 
-def awaiting(spec: Any, status: Any) -> bool:
-    """Whether a FineTuneJob's serving still needs the operator: promoted, with serve, not Ready."""
-    promotion = (spec or {}).get("promotion") or {}
-    return promotion.get("serve") is not None and conditions.is_true({"status": status}, PROMOTED) \
-        and not conditions.is_true({"status": status}, SERVING)
+def awaiting(spec: Any, status: Any, stalled: bool = False) -> bool:
+    """Whether a FineTuneJob's serving still needs the operator (promoted, with serve, not Ready),
+    and is (stalled) or is not waiting on someone else: an admin to install KServe, a user to
+    rename or fix, KServe to recover. Stalled ones are looked at less often (handlers)."""
+    promotion, job = (spec or {}).get("promotion") or {}, {"status": status}
+    if promotion.get("serve") is None or not conditions.is_true(job, PROMOTED) or conditions.is_true(job, SERVING):
+        return False
+    return (conditions.reason_of(job, SERVING) in STALLED) == stalled
 
 
 def _api_message(exc: ApiException) -> str:
@@ -184,15 +178,17 @@ def _apply(ftj: dict[str, Any], wanted: dict[str, Any], uri: str) -> tuple[Verdi
     try:
         current = kube.read_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, meta["namespace"], name)
         if current is None:
-            current = kube.create_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, wanted)
+            kube.create_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, wanted)
             kopf.event(ftj, type="Normal", reason="InferenceServiceCreated", message=f"created InferenceService {name} for {uri}")
-        elif foreign(current, ftj["metadata"]["uid"]):
+            return readiness({}, name, uri)  # just made: nothing KServe said yet is about it
+        why = foreign(current, ftj["metadata"]["uid"])
+        if why:
             return (conditions.FALSE, api.Reason.ServingConflict.value,
-                    f"InferenceService {name} exists and {foreign(current, ftj['metadata']['uid'])}: it is left alone; "
-                    "set promotion.serve.name to another name"), {"name": name}
-        elif (patch := update_patch(current, wanted)) is not None:
-            current = kube.patch_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, meta["namespace"], name, patch)
+                    f"InferenceService {name} exists and {why}: it is left alone; set promotion.serve.name to another name"), {"name": name}
+        if (patch := update_patch(current, wanted)) is not None:
+            kube.patch_custom(KSERVE_GROUP, KSERVE_VERSION, KSERVE_PLURAL, meta["namespace"], name, patch)
             kopf.event(ftj, type="Normal", reason="InferenceServiceUpdated", message=f"updated InferenceService {name} to serve {uri}")
+            return readiness({}, name, uri)  # its status is still about the model before
     except ApiException as exc:
         if exc.status == 404:  # the CRD went away since discovery
             discovery.forget()

@@ -1,6 +1,8 @@
 """What the operator's handlers share: its settings, per-object locks and status helpers."""
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import zlib
 from datetime import datetime
@@ -43,3 +45,8 @@ def changed(current: dict[str, Any], patch: dict[str, Any]) -> bool:
                  for c in status.get("conditions") or []}
         return {k: status.get(k) for k in patch if k != "conditions"}, conds
     return essence(current) != essence({**current, **patch})
+
+
+def digest(value: Any) -> str:
+    """sha256 of `value` as canonical JSON (sorted keys, no spaces): equal objects, equal digests."""
+    return "sha256:" + hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -74,7 +74,7 @@ def test_an_object_store_model_is_served_as_is_and_a_kept_one_has_no_owner(s3_fu
     assert model["storageUri"] == "s3://models/promoted/model"
     assert model["args"] == ["--model_name=chat-v2", "--backend=vllm"]
     assert model["resources"] == {"limits": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"},
-                                  "requests": {"cpu": "4", "memory": "24Gi"}}
+                                  "requests": {"cpu": "4", "memory": "24Gi", "nvidia.com/gpu": "1"}}
     assert s3_full_kept["metadata"]["name"] == "chat-v2" and s3_full_kept["metadata"]["ownerReferences"] == []
 
 
@@ -148,6 +148,10 @@ def test_readiness_mirrors_kserve_and_bounds_what_it_wrote():
     (status, reason, message), summary = serving.readiness(failed, "demo", uri)
     assert (status, reason, summary) == ("False", "ServingFailed", {"name": "demo", "ready": False})
     assert message.startswith("InferenceService demo is not Ready: RevisionFailed: xxx") and len(message) < 600
+    # Ready from before KServe saw the latest spec (observedGeneration behind) is not Ready.
+    behind = {"metadata": {"generation": 3}, "status": {**ready["status"], "observedGeneration": 2}}
+    assert serving.readiness(behind, "demo", uri)[0][1] == "ServingPending"
+    assert serving.readiness({**behind, "status": {**behind["status"], "observedGeneration": 3}}, "demo", uri)[0][1] == "Serving"
     for url in ("ftp://host/x", "http://", "https://h/" + "a" * 3000, "http://h/ x", 42):
         assert serving.valid_url(url) is None
     ServingStatus.model_validate(summary)
@@ -170,10 +174,13 @@ def test_an_existing_inference_service_is_updated_only_when_kubetune_made_it_and
     assert patch["spec"]["predictor"]["model"]["storageUri"] == "pvc://models-claim/promoted/v1/model"
     to_adapter = serving.update_patch(kept, vllm_adapter)["spec"]["predictor"]
     assert to_adapter["model"]["storageUri"] is None and len(to_adapter["storageUris"]) == 2  # null removes the old URI
-    # KServe's defaults (resources, protocol) on an object the operator made ask for no update.
+    assert patch["metadata"]["annotations"] == hf_merged["metadata"]["annotations"]
+    # KServe's defaults (resources, protocol) and the API server's quantities ("0.5" -> "500m") on
+    # an object the operator made ask for no update: it carries the digest of what was set.
     defaulted = json.loads(json.dumps(hf_merged))
-    defaulted["spec"]["predictor"]["model"].update(resources={"limits": {"cpu": "1"}}, protocolVersion="v1")
+    defaulted["spec"]["predictor"]["model"].update(resources={"limits": {"cpu": "500m"}}, protocolVersion="v1")
     assert serving.update_patch(defaulted, hf_merged) is None
+    assert serving.update_patch(defaulted, vllm_adapter) is not None  # another model: another digest
 
 
 def test_serving_waits_for_the_promotion_and_stops_once_ready():
@@ -183,4 +190,9 @@ def test_serving_waits_for_the_promotion_and_stops_once_ready():
     assert not serving.awaiting({"promotion": {"destination": "s3://b/p"}}, promoted)
     assert not serving.awaiting(spec, {"conditions": [{"type": "Promoted", "status": "Unknown"}]})
     assert not serving.awaiting(spec, {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "True"}]})
+    # Waiting on someone else (no KServe, a name taken, a refusal, KServe failing): the slow timer's.
+    stalled = {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "False", "reason": "KServeNotInstalled"}]}
+    pending = {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "Unknown", "reason": "ServingPending"}]}
+    assert serving.awaiting(spec, stalled, stalled=True) and not serving.awaiting(spec, stalled)
+    assert serving.awaiting(spec, pending) and not serving.awaiting(spec, pending, stalled=True)
     assert api.CONDITION_SERVING == "Serving"

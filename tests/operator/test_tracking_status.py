@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 import kubetune_api as api
-from kubetune_api.tracking import CONDITION_TRACKED
+from kubetune_api.tracking import CONDITION_TRACKED, MAX_URI, TrackingStatus
 from kubetune_operator import builders, followups, pod_reports, tracking
 from kubetune_api.reports import PodReport
 
@@ -44,10 +44,19 @@ def test_the_evaluation_logs_to_the_fine_tune_jobs_run(meta, spec_dict):
 
 
 @pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "http://user:secret@mlflow:5000", "https://mlflow/x@y", "mlflow:5000",
-                                 "http://mlflow 5000", "ftp://mlflow"])
+                                 "http://mlflow 5000", "ftp://mlflow", "https://mlflow/api?token=secret",
+                                 "https://mlflow/#token=secret", "https://mlflow/" + "p" * 4096])
 def test_uris_that_are_not_plain_http_are_refused(spec_dict, meta, uri):
     with pytest.raises(ValidationError):
         api.FineTuneJobSpec.model_validate({**spec_dict, "tracking": {"mlflow": {"uri": uri}}})
+
+
+def test_the_longest_uri_still_gives_a_url_the_status_takes(spec_dict, meta):
+    longest = "https://mlflow.example.com/" + "p" * (MAX_URI - len("https://mlflow.example.com/"))
+    spec = {**spec_dict, "tracking": {"mlflow": {"uri": longest}}}
+    obj = {"metadata": meta, "spec": api.FineTuneJobSpec.model_validate(spec).model_dump(by_alias=True, mode="json")}
+    shown, _ = tracking.mirror(obj, {"tracking": {"runId": RUN, "experimentId": "1234567890123456789"}})
+    assert TrackingStatus.model_validate(shown["tracking"]).url.startswith(longest)
 
 
 def test_registered_model_needs_promotion(spec_dict, meta):

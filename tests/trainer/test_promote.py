@@ -155,3 +155,26 @@ def test_a_destination_outside_the_writable_volumes_is_refused(trained, tmp_path
     assert promote.main(["--config", promote_config(tmp_path, trained, "/etc/kubetune-promoted")]) == 2
     assert "promotion.destination" in json.loads(termination_log.read_text())["error"]
     assert not Path("/etc/kubetune-promoted").exists()
+
+
+def test_a_merged_model_promoted_to_an_object_store_is_the_one_registered(tiny_model_dir, trained, tmp_path, monkeypatch):
+    """spec.tracking's registered version is the model as promoted (merged), not the adapter as trained."""
+    from kubetune_api.promotion import load_promote_config
+    from sources_fixtures import MotoS3, s3_filesystems_forget
+
+    server = MotoS3().start()
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        server.client().create_bucket(Bucket="models")
+        s3_filesystems_forget()
+        config = load_promote_config(promote_config(tmp_path, trained, "s3://models/promoted", mergeAdapter=True,
+                                                    baseModel={"path": str(tiny_model_dir)}))
+        registered = []
+        uri, tracked = promote._to_object_store(config, lambda model_dir: registered.append(sorted(p.name for p in model_dir.iterdir())))
+    finally:
+        s3_filesystems_forget()
+        server.stop()
+    assert uri == "s3://models/promoted/model" and tracked is None
+    ((files,),) = [registered]
+    assert "config.json" in files and "model.safetensors" in files and "adapter_config.json" not in files

@@ -20,11 +20,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable, Optional
 
 from kubetune_api import layout
 from kubetune_api.errors import ConfigError
 from kubetune_api.promotion import PromoteConfig, is_object_store, load_promote_config
 from kubetune_api.reports import Artifacts, PodReport
+from kubetune_api.tracking import TrackingReport
 from kubetune_api.wire import ENV_TERMINATION_LOG
 from kubetune_trainer.entrypoint import read_config, run_reported
 from kubetune_trainer.lineage import digest
@@ -88,7 +90,12 @@ def stage(config: PromoteConfig, staging: Path) -> Path:
     return model_dir
 
 
-def _to_directory(config: PromoteConfig) -> str:
+# Called with the promoted model's local directory, before a staged copy goes away: logs it to the
+# run and registers it (spec.tracking); returns what the pod reports about that.
+Register = Callable[[Path], Optional[TrackingReport]]
+
+
+def _to_directory(config: PromoteConfig, register: Register) -> tuple[str, Optional[TrackingReport]]:
     """Stages next to the destination, then renames into place (one atomic step)."""
     destination = resolve_output_dir(config.destination, "promotion.destination")
     if destination.exists():
@@ -101,10 +108,11 @@ def _to_directory(config: PromoteConfig) -> str:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return str(destination / model_dir.name)
+    promoted = destination / model_dir.name
+    return str(promoted), register(promoted)
 
 
-def _to_object_store(config: PromoteConfig) -> str:
+def _to_object_store(config: PromoteConfig, register: Register) -> tuple[str, Optional[TrackingReport]]:
     """Stages locally, then uploads; a failed upload removes what it wrote."""
     import fsspec
 
@@ -119,7 +127,8 @@ def _to_object_store(config: PromoteConfig) -> str:
             if fs.exists(root):
                 fs.rm(root, recursive=True)
             raise
-    return f"{config.destination.rstrip('/')}/{model_dir.name}"
+        tracked = register(model_dir)  # the staged copy: exactly what was uploaded (merged, if so)
+    return f"{config.destination.rstrip('/')}/{model_dir.name}", tracked
 
 
 def promote(config: PromoteConfig, reporter: StatusReporter) -> str:
@@ -127,11 +136,11 @@ def promote(config: PromoteConfig, reporter: StatusReporter) -> str:
     if config.base_model is not None and is_remote_source(config.base_model.path):
         fetch_model(config.base_model.path)  # hf:// may go online (the model cache usually has it)
     stay_offline()  # the rest loads local files only
-    model_path = (_to_object_store if is_object_store(config.destination) else _to_directory)(config)
+    # The model as promoted (merged, if so) is what is logged to the run and registered.
+    copy = _to_object_store if is_object_store(config.destination) else _to_directory
+    model_path, tracked = copy(config, lambda model_dir: register_promoted(config, model_dir))
     log.info("promoted %s to %s", config.model_path, model_path)
     artifacts = Artifacts(output_path=config.destination, model_path=model_path)
-    # The model as promoted (a local destination), else as trained: logged to the run and registered.
-    tracked = register_promoted(config, Path(model_path if not is_object_store(config.destination) else config.model_path))
     version = f", registered as version {tracked.model_version}" if tracked and tracked.model_version else ""
     reporter.finish(PodReport(artifacts=artifacts, tracking=tracked), f"promoted to {config.destination}{version}")
     return model_path
