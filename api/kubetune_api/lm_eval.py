@@ -34,7 +34,7 @@ class LmEvalSpec(ApiModel):
     limit: Optional[int] = Field(None, ge=1, le=MAX_ROWS, description="Evaluate only the first N rows of each task (lm-eval's --limit); unset: all rows.")
     include_path: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATH)]] = Field(
         default_factory=list, max_length=MAX_INCLUDE_PATHS,
-        description="Directories of lm-eval task YAML (lm-eval's --include_path) on the job's volumes: relative to the pod's working directory (no '..' that leaves it) or absolute. Their YAML is data: a `!function` tag (Python code) is refused, and prompt templates render in a Jinja sandbox.")
+        description="Directories of lm-eval task YAML (lm-eval's --include_path) on the job's volumes: relative to the pod's working directory (no '..' that leaves it) or absolute. Their YAML is data: lm-eval reads a private copy screened in the pod, where a `!function` tag (Python code), a prompt file (use_prompt) or an include outside these directories is refused, and prompt templates render in a Jinja sandbox.")
     batch_size: int = Field(1, ge=1, le=1024, description="Requests per forward pass (lm-eval's --batch_size).")
 
     @field_validator("tasks")

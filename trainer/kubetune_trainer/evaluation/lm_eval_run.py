@@ -15,7 +15,6 @@ import gc
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from kubetune_api.evaluation import EvalConfig, EvalModel
 from kubetune_api.reports import ModelResult, Sample, EvalPodReport
 from kubetune_trainer.evaluation.bootstrap import delta_intervals, mean_of
-from kubetune_trainer.evaluation.lm_eval_tasks import go_offline, sandbox_lm_eval_templates, task_manager
+from kubetune_trainer.evaluation.lm_eval_tasks import go_offline, sandbox_lm_eval_templates, score_key, task_manager
 from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.runner import Evaluation, Progress, output_file
 from kubetune_trainer.evaluation.tasks.base import Statistics, short
@@ -32,12 +31,6 @@ from kubetune_trainer.status_reporter import StatusReporter
 from kubetune_trainer.versions import library_versions
 
 log = logging.getLogger(__name__)
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
-
-
-def score_key(task: str, metric: str, filter_name: str) -> str:
-    """'<task>/<metric>' ('.<filter>' added unless lm-eval's filter is none), key-safe."""
-    return _UNSAFE.sub("_", f"{task}/{metric}" + ("" if filter_name == "none" else f".{filter_name}"))
 
 
 def _number(value: Any) -> bool:

@@ -1,51 +1,39 @@
-"""Task lm-eval, check phase: lm-evaluation-harness's tasks resolved, their YAML screened and their
-data loaded offline, before any model loads (spec.lmEval; kubetune_trainer.evaluation.lm_eval_run runs them).
+"""Task lm-eval, check phase: lm-evaluation-harness's tasks resolved, their YAML screened, their
+data loaded offline and the scores they would report counted, before any model loads (spec.lmEval;
+kubetune_trainer.evaluation.lm_eval_run runs them).
 
-Task YAML in lmEval.includePath is the tenant's data, not code:
-- a `!function` tag (lm-eval imports the Python file it names) is refused, naming the file, in
-  that YAML and in every file it includes (lm-eval's own registry YAML may use them: its code is
-  installed with lm-eval, not chosen by the tenant); so are `hf_evaluate` and metric names
-  lm-eval does not register (they would load a script through the evaluate package);
-- doc_to_text, doc_to_target and doc_to_choice render in the project's Jinja sandbox
-  (kubetune_trainer.templates: immutable sandbox, strict undefined, bounded output and time)
-  instead of lm-eval's plain Environment (`sandbox_lm_eval_templates`).
+Task YAML in lmEval.includePath is the tenant's data, not code: lm-eval reads only a private,
+screened copy of it (kubetune_trainer.evaluation.lm_eval_screen: no `!function`, hf_evaluate,
+unregistered metric, prompt file or `include:` outside the include paths); doc_to_text,
+doc_to_target and doc_to_choice render in the project's Jinja sandbox
+(kubetune_trainer.templates: immutable sandbox, strict undefined, bounded output and time)
+instead of lm-eval's plain Environment (`sandbox_lm_eval_templates`).
 Data comes from local files (dataset_path: json with data_files) or the Hugging Face cache:
 HF_HUB_OFFLINE and HF_DATASETS_OFFLINE are set, so a registry task whose data is not cached fails
-here naming the task and the dataset it needs. Light at import: lm_eval is imported when used.
+here naming the task and the dataset it needs. A model's result holds at most MAX_SCORES scores:
+tasks and groups that would report more (every subtask and group of a big group such as bigbench)
+are refused here, not after the first model. Light at import: lm_eval is imported when used.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import re
 from pathlib import Path
-from typing import Any, Optional
 
-import yaml
-
+from kubetune_api.base import MAX_SCORES
 from kubetune_api.errors import ConfigError, DataError
 from kubetune_api.lm_eval import LmEvalSpec
+from kubetune_trainer.evaluation.lm_eval_screen import screened_copy
 
 log = logging.getLogger(__name__)
-
-MAX_YAML_FILES = 10_000  # under all include paths together
-MAX_YAML_BYTES = 1_000_000  # one task YAML
-_IGNORE_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/]")
 
 
-class _Refused(Exception):
-    pass
-
-
-class _ScreeningLoader(yaml.SafeLoader):
-    """YAML as data: a `!function` tag stops the load (no other custom tag loads either)."""
-
-
-def _refuse_function(loader: yaml.SafeLoader, node: yaml.Node):
-    raise _Refused(f"'!function {loader.construct_scalar(node)}' (lm-eval would import Python from the task directory)")
-
-
-_ScreeningLoader.add_constructor("!function", _refuse_function)
+def score_key(task: str, metric: str, filter_name: str) -> str:
+    """'<task>/<metric>' ('.<filter>' added unless lm-eval's filter is none), key-safe."""
+    return _UNSAFE.sub("_", f"{task}/{metric}" + ("" if filter_name == "none" else f".{filter_name}"))
 
 
 def go_offline() -> None:
@@ -63,50 +51,6 @@ def go_offline() -> None:
         datasets.config.HF_DATASETS_OFFLINE = True
 
 
-def _lm_eval_tasks_dir() -> Path:
-    import lm_eval.tasks
-
-    return Path(lm_eval.tasks.__file__).resolve().parent
-
-
-def _screen_file(path: Path, trusted: Path, seen: set[Path]) -> None:
-    """ConfigError unless `path` (and every file it includes) is plain data."""
-    path = path.resolve()
-    if path in seen or path.is_relative_to(trusted):  # lm-eval's own YAML: installed code
-        return
-    seen.add(path)
-    try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise _Refused(f"larger than {MAX_YAML_BYTES} bytes")
-        config = yaml.load(path.read_text(encoding="utf-8"), Loader=_ScreeningLoader)  # noqa: S506 (a SafeLoader)
-    except _Refused as error:
-        raise ConfigError(f"lmEval.includePath: {path}: {error}: refused") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"lmEval.includePath: {path}: not a readable task YAML: {str(error)[:300]}") from None
-    if not isinstance(config, dict):
-        return  # lm-eval skips it too
-    _screen_metrics(path, config)
-    includes = config.get("include") or []
-    for include in includes if isinstance(includes, list) else [includes]:
-        target = Path(str(include))
-        _screen_file(target if target.is_absolute() else path.parent / target, trusted, seen)
-
-
-def _screen_metrics(path: Path, config: dict[str, Any]) -> None:
-    """Metrics lm-eval registers only: any other name would load a script through `evaluate`."""
-    from lm_eval.api.registry import METRIC_REGISTRY
-
-    for entry in config.get("metric_list") or []:
-        if not isinstance(entry, dict):
-            continue
-        if entry.get("hf_evaluate"):
-            raise ConfigError(f"lmEval.includePath: {path}: metric_list hf_evaluate loads a metric script: refused")
-        name = entry.get("metric")
-        if isinstance(name, str) and name not in METRIC_REGISTRY:
-            raise ConfigError(f"lmEval.includePath: {path}: metric {name!r} is not one lm-eval registers "
-                              f"(it would load a script through the evaluate package): refused")
-
-
 def include_directories(spec: LmEvalSpec) -> list[Path]:
     """The include paths, resolved (relative ones against the working directory), each a directory."""
     found = []
@@ -116,17 +60,6 @@ def include_directories(spec: LmEvalSpec) -> list[Path]:
             raise ConfigError(f"lmEval.includePath {path!r}: {directory} is not a directory")
         found.append(directory)
     return found
-
-
-def screen_task_yaml(directories: list[Path]) -> int:
-    """Screens every *.yaml lm-eval would index under `directories`; returns how many."""
-    trusted, seen = _lm_eval_tasks_dir(), set()
-    files = [p for d in directories for p in sorted(d.glob("**/*.yaml")) if not _IGNORE_DIRS & set(p.parts)]
-    if len(files) > MAX_YAML_FILES:
-        raise ConfigError(f"lmEval.includePath: {len(files)} YAML files, more than {MAX_YAML_FILES}")
-    for path in files:
-        _screen_file(path, trusted, seen)
-    return len(files)
 
 
 @functools.lru_cache(maxsize=512)
@@ -150,12 +83,14 @@ def sandbox_lm_eval_templates() -> None:
 
 
 def task_manager(spec: LmEvalSpec):
-    """lm-eval's TaskManager over its registry and the (screened) include paths; unknown names refused."""
+    """lm-eval's TaskManager over its registry and the screened private copy of the include paths
+    (lm_eval_screen); unknown names refused."""
     from lm_eval.tasks import TaskManager
 
     directories = include_directories(spec)
-    screen_task_yaml(directories)
-    manager = TaskManager(include_path=[str(d) for d in directories] or None)
+    copy = screened_copy(directories)  # lm-eval reads the screened copy only, never the volume again
+    manager = TaskManager(include_path=[str(root) for root in copy.roots] if copy else None)
+    manager.kubetune_screened_copy = copy  # the copy stays on disk while the manager may read it
     unknown = [name for name in spec.tasks if name not in manager.all_tasks]
     if unknown:
         raise ConfigError(f"lmEval.tasks: {', '.join(map(repr, unknown))} not in lm-eval's task registry"
@@ -192,14 +127,40 @@ def load_tasks(spec: LmEvalSpec, manager=None) -> dict:
     return loaded
 
 
+def score_keys(loaded: dict) -> set[str]:
+    """The score keys lm_eval_run reports for lm-eval's loaded task dict: every leaf task's metrics
+    under each of its filters, every group's aggregate metrics under theirs (a group without
+    aggregate_metric_list reports none)."""
+    keys = set()
+    filters = {name: [ensemble.name for ensemble in getattr(task, "_filters", None) or []] or ["none"]
+               for name, task in loaded["tasks"].items()}
+    for name, task in loaded["tasks"].items():
+        keys |= {score_key(task.task_name, metric, f) for metric in task.aggregation() or {} for f in filters[name]}
+    for group in loaded["groups"].values():
+        for aggregate in group.aggregate_metric_list or []:
+            names = aggregate.filter_list
+            if names is None:  # lm-eval discovers them: the filters of member tasks with that metric
+                names = {f for t in group.get_all_tasks() if aggregate.metric in (t.aggregation() or {})
+                         for f in filters.get(t.task_name, ["none"])}
+            keys |= {score_key(group.name, aggregate.metric, f) for f in names}
+    return keys
+
+
 def check_lm_eval(spec: LmEvalSpec) -> int:
-    """The check phase of task lm-eval: how many rows will be evaluated (per model)."""
-    rows = 0
+    """The check phase of task lm-eval: how many rows will be evaluated (per model). ConfigError
+    when the tasks would report more scores than a model's result holds (MAX_SCORES)."""
+    rows, keys, tasks, groups = 0, set(), set(), set()
     for name, loaded in load_tasks(spec).items():
+        keys |= score_keys(loaded)
+        tasks |= set(loaded["tasks"])
+        groups |= set(loaded["groups"])
         for task in loaded["tasks"].values():
             count = len(task.eval_docs)
             rows += min(count, spec.limit) if spec.limit else count
             log.info("lm-eval task %s (%s): %d rows", task.task_name, name, count)
+    if len(keys) > MAX_SCORES:
+        raise ConfigError(
+            f"lmEval.tasks: {', '.join(spec.tasks)[:300]} would report {len(keys)} scores per model ({len(tasks)} tasks "
+            f"and {len(groups)} groups, times their metrics and filters), more than the {MAX_SCORES} a model's result "
+            f"holds: name fewer tasks, or a group's subgroups in separate jobs")
     return rows
-
-
