@@ -22,7 +22,6 @@ TTL_CHECK_SECONDS = 5.0
 POD_CHECK_SECONDS = 15.0
 # How often a promoted job's InferenceService (promotion.serve) is looked at until KServe reports it Ready.
 SERVING_CHECK_SECONDS = 10.0
-STALLED_SERVING_CHECK_SECONDS = 300.0  # KServe missing, a name taken, a refusal: someone else must act
 
 
 @kopf.on.startup()
@@ -198,13 +197,9 @@ def _serving(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return serving.awaiting(dict(spec), dict(status))
 
 
-def _stalled_serving(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return serving.awaiting(dict(spec), dict(status), stalled=True)
-
-
-@kopf.timer(*FTJ, id="check_serving", interval=SERVING_CHECK_SECONDS, when=_serving)
-@kopf.timer(*FTJ, id="check_stalled_serving", interval=STALLED_SERVING_CHECK_SECONDS, when=_stalled_serving)
-def check_serving(namespace: str, name: str, **_: Any) -> None:
+@kopf.timer(*FTJ, interval=SERVING_CHECK_SECONDS, when=_serving)
+def check_serving(namespace: str, name: str, status: kopf.Status, memo: kopf.Memo, **_: Any) -> None:
     """KServe's InferenceService status changes no object the operator watches (and KServe may
-    be installed after the job): look again until it is Ready."""
-    serving.sync(namespace, name)
+    be installed after the job): look again until it is Ready; a stalled one less often."""
+    if serving.looks.due(namespace, name, dict(status), memo.config.serving_stalled_seconds):
+        serving.sync(namespace, name)

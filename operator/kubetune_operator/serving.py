@@ -153,14 +153,32 @@ class _Discovery:
 discovery = _Discovery()
 
 
-def awaiting(spec: Any, status: Any, stalled: bool = False) -> bool:
-    """Whether a FineTuneJob's serving still needs the operator (promoted, with serve, not Ready),
-    and is (stalled) or is not waiting on someone else: an admin to install KServe, a user to
-    rename or fix, KServe to recover. Stalled ones are looked at less often (handlers)."""
+def awaiting(spec: Any, status: Any) -> bool:
+    """Whether a FineTuneJob's serving still needs the operator: promoted, with serve, not Ready."""
     promotion, job = (spec or {}).get("promotion") or {}, {"status": status}
-    if promotion.get("serve") is None or not conditions.is_true(job, PROMOTED) or conditions.is_true(job, SERVING):
-        return False
-    return (conditions.reason_of(job, SERVING) in STALLED) == stalled
+    return promotion.get("serve") is not None and conditions.is_true(job, PROMOTED) and not conditions.is_true(job, SERVING)
+
+
+class _Looks:
+    """When each stalled job's serving was last looked at: waiting on someone else (an admin to
+    install KServe, a user to rename or fix, KServe to recover), it is looked at only every
+    `seconds`, not at every tick of the timer."""
+
+    def __init__(self) -> None:
+        self.lock, self.at = threading.Lock(), {}
+
+    def due(self, namespace: str, name: str, status: Any, seconds: float) -> bool:
+        if conditions.reason_of({"status": status}, SERVING) not in STALLED:
+            return True
+        with self.lock:
+            now = time.monotonic()
+            if now - self.at.get((namespace, name), float("-inf")) < seconds:
+                return False
+            self.at[(namespace, name)] = now
+            return True
+
+
+looks = _Looks()
 
 
 def _api_message(exc: ApiException) -> str:

@@ -35,6 +35,9 @@ class OperatorSettings:
     # Seconds between reads of a running job's report (its pod's log); environment only: kopf's
     # timer takes it when the handlers are registered.
     report_seconds: float = field(default_factory=lambda: _env_float("KUBETUNE_REPORT_SECONDS") or 10.0)
+    # Seconds between looks at serving that waits on someone else (KServe not installed, a name
+    # taken, a refusal); pending serving is looked at every 10 s.
+    serving_stalled_seconds: float = field(default_factory=lambda: _env_float("KUBETUNE_SERVING_STALLED_SECONDS") or 300.0)
     # `evaluate` metrics EvalJobs may name (each runs a script in the pod): none unless listed.
     allowed_evaluate_metrics: tuple[str, ...] = field(default_factory=lambda: tuple(
         name.strip() for name in os.environ.get("KUBETUNE_ALLOWED_EVALUATE_METRICS", "").split(",") if name.strip()))

@@ -122,8 +122,10 @@ class OperatorProcess:
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        # Reports read every 2 s: tests wait for steps of a run that lasts seconds.
-        env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG), "KUBETUNE_REPORT_SECONDS": "2"}
+        # Reports read every 2 s (tests wait for steps of a run that lasts seconds), and serving that
+        # waits on KServe looked at every 5 s (a test installs its CRD after the job).
+        env = {**os.environ, "KUBECONFIG": str(OPERATOR_KUBECONFIG), "KUBETUNE_REPORT_SECONDS": "2",
+               "KUBETUNE_SERVING_STALLED_SECONDS": "5"}
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [*self.command, "--metrics-port", str(self.metrics_port),

@@ -190,9 +190,12 @@ def test_serving_waits_for_the_promotion_and_stops_once_ready():
     assert not serving.awaiting({"promotion": {"destination": "s3://b/p"}}, promoted)
     assert not serving.awaiting(spec, {"conditions": [{"type": "Promoted", "status": "Unknown"}]})
     assert not serving.awaiting(spec, {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "True"}]})
-    # Waiting on someone else (no KServe, a name taken, a refusal, KServe failing): the slow timer's.
+    # Waiting on someone else (no KServe, a name taken, a refusal, KServe failing): looked at less often.
     stalled = {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "False", "reason": "KServeNotInstalled"}]}
     pending = {"conditions": [*promoted["conditions"], {"type": "Serving", "status": "Unknown", "reason": "ServingPending"}]}
-    assert serving.awaiting(spec, stalled, stalled=True) and not serving.awaiting(spec, stalled)
-    assert serving.awaiting(spec, pending) and not serving.awaiting(spec, pending, stalled=True)
+    assert serving.awaiting(spec, stalled) and serving.awaiting(spec, pending)
+    looks = serving._Looks()
+    assert looks.due("ns", "a", pending, 300) and looks.due("ns", "a", pending, 300)  # pending: every tick
+    assert looks.due("ns", "a", stalled, 300) and not looks.due("ns", "a", stalled, 300)  # stalled: once a while
+    assert looks.due("ns", "b", stalled, 300) and looks.due("ns", "a", stalled, 0)
     assert api.CONDITION_SERVING == "Serving"
