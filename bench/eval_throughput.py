@@ -29,7 +29,7 @@ import torch
 from transformers import GenerationConfig
 
 from kubetune_api.evaluation import EvalModel, GenerationSpec
-from kubetune_trainer.chat import chat_prompts
+from kubetune_trainer.data.chat import chat_prompts
 from kubetune_trainer.evaluation.generation import generate
 from kubetune_trainer.evaluation.loading import load_eval_model
 

@@ -12,7 +12,7 @@ on these machines, and torch.cuda.max_memory_allocated of the trainer's process.
 
 FLOPs per token: 6N for full fine-tuning and 4N for LoRA/QLoRA (frozen weights get no weight
 gradients; LoRA's own FLOPs are negligible), N the weights of every matmul except the untied LM head,
-which kubetune applies to the completion positions only (kubetune_trainer.loss), so it counts at
+which kubetune applies to the completion positions only (kubetune_trainer.training.loss), so it counts at
 its share of the tokens; plus causal attention 6*L*d*T (forward 2*L*d*T, backward twice that),
 T the token-weighted mean row length. Recomputation (the loss's checkpointed head) is not counted.
 
@@ -210,7 +210,7 @@ def numbers(r: dict, model: dict, shape: dict, length: float, cuda: bool) -> dic
     whole = throughput["trainTokens"] / throughput["trainSeconds"]
     first, last = (points[0], points[-1]) if len(points) >= 2 else (None, None)
     steady = ((last[1] - first[1]) / (last[2] - first[2]) if first and last[2] > first[2] else None)
-    # The LM head projects only the completion positions (kubetune_trainer.loss), the other weights every token.
+    # The LM head projects only the completion positions (kubetune_trainer.training.loss), the other weights every token.
     weights = model["matmulParameters"] - model["headParameters"] * (1 - model["completionFraction"])
     flops = FLOPS_PER_PARAM[r["method"]] * weights + 6 * shape["num_hidden_layers"] * shape["hidden_size"] * length
     rate = steady or whole

@@ -41,7 +41,7 @@ FLOPS_PER_PARAM = {"lora": 4, "full": 6}
 PROBE_SHAPE = (2048, 576, 1536)
 
 
-# hf+tcmalloc: HF Trainer on the allocator kubetune-train preloads (kubetune_trainer.allocator), to
+# hf+tcmalloc: HF Trainer on the allocator kubetune-train preloads (kubetune_trainer.training.allocator), to
 # show what the allocator alone changes. kubetune-gc: the kubetune trainer with
 # training.gradientCheckpointing, trading speed for memory. kubetune-packed: training.packing true.
 SIDES = ("hf", "hf+tcmalloc", "trl", "kubetune", "kubetune-packed", "kubetune-gc")
@@ -86,9 +86,9 @@ def base_model_and_rows(config: dict):
     from transformers import AutoModelForCausalLM
 
     from kubetune_api.training import TrainingConfig
-    from kubetune_trainer.splits import load_splits
-    from kubetune_trainer.tokenization import tokenize_splits
-    from kubetune_trainer.model_loading import load_model
+    from kubetune_trainer.data.splits import load_splits
+    from kubetune_trainer.data.tokenization import tokenize_splits
+    from kubetune_trainer.model.loading import load_model
 
     spec = TrainingConfig.model_validate(config)
     model, tokenizer, checkpoint = load_model(spec.model)
@@ -110,7 +110,7 @@ def run_hf(config: dict, workdir: Path) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from kubetune_trainer.tokenization import IGNORE_INDEX
+    from kubetune_trainer.data.tokenization import IGNORE_INDEX
 
     spec, model, tokenizer, train = base_model_and_rows(config)
     if spec.method.value == "lora":
@@ -149,7 +149,7 @@ def run_trl(config: dict, workdir: Path) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from kubetune_trainer.tokenization import IGNORE_INDEX
+    from kubetune_trainer.data.tokenization import IGNORE_INDEX
 
     spec, model, tokenizer, train = base_model_and_rows(config)
     dataset = Dataset.from_list([{"input_ids": x.input_ids, "completion_mask": [int(y != IGNORE_INDEX) for y in x.labels]}
@@ -197,7 +197,7 @@ def matmul_params() -> int:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from kubetune_trainer.model_loading import checkpoint_dir
+    from kubetune_trainer.model.loading import checkpoint_dir
 
     # The first call converts the GGUF file into the cache: outside the meta device, which loads no weights.
     config = AutoConfig.from_pretrained(checkpoint_dir(MODEL))
@@ -249,7 +249,7 @@ def measure(side: str, method: str, steps: int, data: Path) -> dict:
     """One side's run (or the probe) in a fresh subprocess, so its peak RSS is its own."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if side == "hf+tcmalloc":
-        from kubetune_trainer.allocator import preload_environment
+        from kubetune_trainer.training.allocator import preload_environment
 
         env = preload_environment(env) or sys.exit("hf+tcmalloc: libtcmalloc-minimal4 is not installed")
     done = subprocess.run([sys.executable, __file__, "--child", side, "--methods", method, "--steps", str(steps), "--data", str(data)],

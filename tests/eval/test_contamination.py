@@ -10,7 +10,7 @@ from kubetune_api.errors import DataError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import cli
 from kubetune_trainer.evaluation.contamination import check_contamination
-from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.reporting.status_reporter import StatusReporter
 from report_lines import ReportLines
 from tinymodels import write_jsonl
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kubetune_trainer.evaluation import cli, runner
-from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.reporting.status_reporter import StatusReporter
 from report_lines import ReportLines
 from tinymodels import TEMPLATE
 
@@ -160,7 +160,7 @@ def test_output_inside_a_writable_root_and_check_only(tiny_model_dir, eval_file,
 def test_termination_message_fits_with_many_models(tmp_path):
     from kubetune_trainer.evaluation.runner import _termination_report
     from kubetune_api.reports import EvalPodReport, ModelResult
-    from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES
+    from kubetune_trainer.reporting.status_reporter import MAX_TERMINATION_BYTES
 
     scores = {f"metric{i}": 0.123456789 for i in range(30)}
     report = EvalPodReport(results=[ModelResult(model=f"model-{i}", scores=scores, delta=scores) for i in range(16)])

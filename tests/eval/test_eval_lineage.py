@@ -7,8 +7,8 @@ import json
 
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation import cli
-from kubetune_trainer.lineage import digest, evaluation_lineage
-from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.reporting.lineage import digest, evaluation_lineage
+from kubetune_trainer.reporting.status_reporter import StatusReporter
 from report_lines import ReportLines
 from test_eval_cli import write_config
 

@@ -40,7 +40,7 @@ def cli_results(tmp_path, model_args: str, *extra: str) -> dict:
 
 def test_scores_equal_lm_eval_cli(tiny_model_dir, tiny_adapter, tmp_path, monkeypatch):
     from kubetune_trainer.evaluation.runner import run
-    from kubetune_trainer.status_reporter import StatusReporter
+    from kubetune_trainer.reporting.status_reporter import StatusReporter
 
     monkeypatch.chdir(ROOT)  # the example's data_files are relative to the working directory, as for the CLI
     models = [{"name": "base", "path": str(tiny_model_dir)},
@@ -159,7 +159,7 @@ def test_check_phase_reads_the_screened_copy(tmp_path):
 def test_run_reads_the_screened_copy(tiny_model_dir, tmp_path):
     """The run screens once, before the first model loads; a swap after that reaches no model's evaluation."""
     from kubetune_trainer.evaluation.lm_eval_run import LmEvalEvaluation
-    from kubetune_trainer.status_reporter import StatusReporter
+    from kubetune_trainer.reporting.status_reporter import StatusReporter
 
     path, marker = write_task(tmp_path / "tasks", "swapped"), tmp_path / "imported"
     models = [{"name": "a", "path": str(tiny_model_dir)}, {"name": "b", "path": str(tiny_model_dir)}]
@@ -214,7 +214,7 @@ def test_too_many_scores_refused_before_any_model_loads(tmp_path, monkeypatch):
 def test_counted_scores_are_the_reported_ones(tiny_model_dir, tmp_path):
     from kubetune_trainer.evaluation.lm_eval_tasks import load_tasks, score_keys
     from kubetune_trainer.evaluation.runner import run
-    from kubetune_trainer.status_reporter import StatusReporter
+    from kubetune_trainer.reporting.status_reporter import StatusReporter
 
     write_group(tmp_path / "tasks", "many", 3)
     evaluation = config(tmp_path, [{"name": "m", "path": str(tiny_model_dir)}], tasks=["many", TASK],

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from kubetune_trainer.evaluation.scoring import score_choices, score_texts
+from kubetune_trainer.evaluation.loglikelihood import score_choices, score_texts
 from kubetune_trainer.evaluation.tasks import Item
 from kubetune_trainer.evaluation.tasks.multiple_choice import choice_rows
 from kubetune_trainer.evaluation.tasks.perplexity import perplexity_scores

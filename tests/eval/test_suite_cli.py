@@ -90,7 +90,7 @@ def test_check_only_checks_every_task_and_its_few_shot_file(suite_config, tmp_pa
 def test_termination_message_of_a_large_suite_drops_the_per_task_table_first(tmp_path):
     from kubetune_api.reports import EvalPodReport, ModelResult, SuiteTaskResult
     from kubetune_trainer.evaluation.runner import _termination_report
-    from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter
+    from kubetune_trainer.reporting.status_reporter import MAX_TERMINATION_BYTES, StatusReporter
 
     scores = {f"metric{i}": 0.123456789 for i in range(4)}
     models = [ModelResult(model=f"m{i}", scores=scores, delta=scores) for i in range(3)]

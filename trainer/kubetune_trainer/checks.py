@@ -25,10 +25,10 @@ from kubetune_api.evaluation import ContaminationAction, EvalConfig
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.evaluation.dataset import check_eval_dataset
 from kubetune_trainer.evaluation.textmetrics import bleu_metric
-from kubetune_trainer.examples import check_dataset
-from kubetune_trainer.model_location import locate_model, resolve_path
+from kubetune_trainer.data.rows import check_dataset
+from kubetune_trainer.model.location import locate_model, resolve_path
 from kubetune_trainer.outputs import resolve_output_dir
-from kubetune_trainer.examples import retention_source, task_sources
+from kubetune_trainer.data.rows import retention_source, task_sources
 from kubetune_trainer.sources import fetch_data, fetch_model, is_remote_source, objects
 from kubetune_trainer.sources.progress import ProgressSink
 

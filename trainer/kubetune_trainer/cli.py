@@ -12,10 +12,10 @@ import sys
 
 from kubetune_api.reports import PodReport, Progress
 from kubetune_api.training import load_config
-from kubetune_trainer.allocator import use_tcmalloc
+from kubetune_trainer.training.allocator import use_tcmalloc
 from kubetune_trainer.entrypoint import download_sink, parse_args, read_config, run_reported
 from kubetune_trainer.sources import stay_offline
-from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.reporting.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         stay_offline()
         from tqdm.contrib.logging import logging_redirect_tqdm
 
-        from kubetune_trainer.run import run
+        from kubetune_trainer.training.run import run
 
         with logging_redirect_tqdm():
             return run(config, reporter)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The console script: onto tcmalloc first (kubetune_trainer.allocator), then main()."""
+    """The console script: onto tcmalloc first (kubetune_trainer.training.allocator), then main()."""
     use_tcmalloc("kubetune_trainer.cli")
     return main()
 

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kubetune_api.errors import ConfigError, DataError
-from kubetune_trainer.status_reporter import StatusReporter
-from kubetune_trainer.stopping import Stopped
+from kubetune_trainer.reporting.status_reporter import StatusReporter
+from kubetune_trainer.training.stopping import Stopped
 
 log = logging.getLogger("kubetune_trainer")
 

@@ -1,5 +1,5 @@
 """`kubetune-eval --config FILE [--output DIR] [--check-only]`: the evaluator pod's entry point;
-`kubetune-eval score ...` scores outputs made elsewhere (kubetune_trainer.evaluation.score).
+`kubetune-eval score ...` scores outputs made elsewhere (kubetune_trainer.evaluation.score_outputs).
 
 Every run starts with the CPU-only check phase (kubetune_trainer.checks.check_evaluation);
 --check-only runs just that, loading no model, and prints what it checked. Exit codes and
@@ -15,14 +15,14 @@ from kubetune_api.evaluation import load_eval_config
 from kubetune_api.reports import EvalPodReport, EvalProgress
 from kubetune_trainer.entrypoint import download_sink, parse_args, read_config, run_reported
 from kubetune_trainer.sources import stay_offline
-from kubetune_trainer.status_reporter import StatusReporter
+from kubetune_trainer.reporting.status_reporter import StatusReporter
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv[:1] == ["score"]:
-        from kubetune_trainer.evaluation.score import score_main
+        from kubetune_trainer.evaluation.score_outputs import score_main
 
         return score_main(argv[1:])
     args = parse_args("kubetune-eval", "Evaluate one or more causal language models "

@@ -18,9 +18,9 @@ from kubetune_api.base import MAX_PATH
 from kubetune_api.errors import DataError
 from kubetune_api.evaluation import ContaminationAction, EvalConfig
 from kubetune_api.reports import Contamination
-from kubetune_trainer import readers
+from kubetune_trainer.data import readers
 from kubetune_trainer.evaluation.dataset import select_rows
-from kubetune_trainer.examples import read_rows
+from kubetune_trainer.data.rows import read_rows
 
 log = logging.getLogger(__name__)
 SHOWN_LINES = 20

@@ -11,7 +11,7 @@ import random
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation.fewshot import add_shots
 from kubetune_trainer.evaluation.tasks import Item, Task, task_for
-from kubetune_trainer.examples import Row, read_rows
+from kubetune_trainer.data.rows import Row, read_rows
 
 
 def select_rows(rows: list[Row], config: EvalConfig) -> list[Row]:

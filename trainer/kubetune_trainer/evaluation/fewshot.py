@@ -18,7 +18,7 @@ from dataclasses import replace
 from kubetune_api.errors import DataError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_trainer.evaluation.tasks import Item, task_for
-from kubetune_trainer.examples import read_rows
+from kubetune_trainer.data.rows import read_rows
 
 
 def shot_text(item: Item) -> str:

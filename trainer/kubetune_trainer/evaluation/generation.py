@@ -5,7 +5,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from kubetune_api.evaluation import GenerationSpec
-from kubetune_trainer.chat import chat_prompts
+from kubetune_trainer.data.chat import chat_prompts
 from kubetune_trainer.evaluation.greedy import decode, supports_fast_greedy
 
 

@@ -26,9 +26,9 @@ from kubetune_trainer.evaluation.lm_eval_tasks import go_offline, sandbox_lm_eva
 from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.runner import Evaluation, Progress, output_file
 from kubetune_trainer.evaluation.tasks.base import Statistics, short
-from kubetune_trainer.lineage import evaluation_lineage
-from kubetune_trainer.status_reporter import StatusReporter
-from kubetune_trainer.versions import library_versions
+from kubetune_trainer.reporting.lineage import evaluation_lineage
+from kubetune_trainer.reporting.status_reporter import StatusReporter
+from kubetune_trainer.reporting.versions import library_versions
 
 log = logging.getLogger(__name__)
 

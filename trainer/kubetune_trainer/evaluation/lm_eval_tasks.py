@@ -6,7 +6,7 @@ Task YAML in lmEval.includePath is the tenant's data, not code: lm-eval reads on
 screened copy of it (kubetune_trainer.evaluation.lm_eval_screen: no `!function`, hf_evaluate,
 unregistered metric, prompt file or `include:` outside the include paths); doc_to_text,
 doc_to_target and doc_to_choice render in the project's Jinja sandbox
-(kubetune_trainer.templates: immutable sandbox, strict undefined, bounded output and time)
+(kubetune_trainer.data.templates: immutable sandbox, strict undefined, bounded output and time)
 instead of lm-eval's plain Environment (`sandbox_lm_eval_templates`).
 Data comes from local files (dataset_path: json with data_files) or the Hugging Face cache:
 HF_HUB_OFFLINE and HF_DATASETS_OFFLINE are set, so a registry task whose data is not cached fails
@@ -64,13 +64,13 @@ def include_directories(spec: LmEvalSpec) -> list[Path]:
 
 @functools.lru_cache(maxsize=512)
 def _compiled(source: str):
-    from kubetune_trainer.templates import compile_template
+    from kubetune_trainer.data.templates import compile_template
 
     return compile_template(source, "lm-eval task template")
 
 
 def _sandboxed_apply_template(template: str, doc: dict) -> str:
-    from kubetune_trainer.templates import render_prompt
+    from kubetune_trainer.data.templates import render_prompt
 
     return render_prompt(_compiled(template), doc, "lm-eval task document", "lm-eval task template")
 

@@ -9,7 +9,7 @@ from kubetune_api.training import ModelSource
 from kubetune_api.evaluation import EvalModel
 from kubetune_api.errors import ModelSourceError
 from kubetune_trainer.checks import check_adapter_path
-from kubetune_trainer.model_loading import load_model
+from kubetune_trainer.model.loading import load_model
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from kubetune_api.evaluation import EvalModel
 from kubetune_api.reports import Lineage
 from kubetune_api.wire import ENV_MODEL_CACHE
 from kubetune_trainer.evaluation.tasks import Item
-from kubetune_trainer.model_loading import cache_root
+from kubetune_trainer.model.loading import cache_root
 
 log = logging.getLogger(__name__)
 

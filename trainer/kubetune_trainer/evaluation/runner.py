@@ -30,11 +30,11 @@ from kubetune_trainer.evaluation.loading import load_eval_model
 from kubetune_trainer.evaluation.record_cache import RecordCache, cache_directory, record_key
 from kubetune_trainer.evaluation.suite import MEAN, TaskRun, aggregate, report_markdown
 from kubetune_trainer.evaluation.tasks.base import Statistics
-from kubetune_trainer.lineage import evaluation_lineage
+from kubetune_trainer.reporting.lineage import evaluation_lineage
 from kubetune_trainer.outputs import resolve_output_dir
-from kubetune_trainer.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
-from kubetune_trainer.tracking import log_evaluation
-from kubetune_trainer.versions import library_versions
+from kubetune_trainer.reporting.status_reporter import MAX_TERMINATION_BYTES, StatusReporter, fit_json
+from kubetune_trainer.reporting.tracking import log_evaluation
+from kubetune_trainer.reporting.versions import library_versions
 
 log = logging.getLogger(__name__)
 

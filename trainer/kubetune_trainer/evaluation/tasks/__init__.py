@@ -1,4 +1,4 @@
-"""Evaluation tasks behind one registry, as kubetune_trainer.methods is for training methods.
+"""Evaluation tasks behind one registry, as kubetune_trainer.model.methods is for training methods.
 
 Each task is a small class (tasks.base.Task) that turns rows into items, runs one model on a
 batch of items, and scores and samples its records; the runner only looks its task up here.

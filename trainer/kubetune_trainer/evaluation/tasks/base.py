@@ -15,8 +15,8 @@ from kubetune_api.errors import DataError
 from kubetune_api.evaluation import EvalConfig
 from kubetune_api.reports import Sample
 from kubetune_trainer.evaluation.bootstrap import RowStatistic
-from kubetune_trainer.examples import Row
-from kubetune_trainer.templates import compile_template, render_prompt, template_variables
+from kubetune_trainer.data.rows import Row
+from kubetune_trainer.data.templates import compile_template, render_prompt, template_variables
 
 Statistics = dict[str, RowStatistic]  # score name -> its per-row statistic
 SAMPLE_CHARS = 300  # of each text copied into the status as a sample

@@ -11,7 +11,7 @@ from kubetune_trainer.evaluation.metrics import hub_scores
 from kubetune_trainer.evaluation.bootstrap import mean_of
 from kubetune_trainer.evaluation.rouge import rouge_with_rows
 from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, Statistics, strings
-from kubetune_trainer.examples import Row
+from kubetune_trainer.data.rows import Row
 
 Predictions, References = list[str], list[list[str]]
 Scored = tuple[dict[str, float], Optional[str], dict[str, list[float]]]

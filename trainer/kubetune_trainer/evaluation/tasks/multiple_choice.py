@@ -7,7 +7,7 @@ from kubetune_api.errors import DataError
 from kubetune_api.reports import Sample
 from kubetune_trainer.evaluation.bootstrap import mean_of
 from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, Statistics, strings
-from kubetune_trainer.examples import Row
+from kubetune_trainer.data.rows import Row
 
 
 def choice_rows(records: list[dict]) -> dict[str, list[float]]:
@@ -39,7 +39,7 @@ class MultipleChoice(PromptTask):
         return answer
 
     def records(self, model, tokenizer, items: list[Item]) -> tuple[list[dict], int]:
-        from kubetune_trainer.evaluation.scoring import score_choices  # torch: only once a model runs
+        from kubetune_trainer.evaluation.loglikelihood import score_choices  # torch: only once a model runs
 
         spec = self.config.generation
         records = score_choices(model, tokenizer, items, spec.max_input_length, spec.batch_size,

@@ -7,7 +7,7 @@ from kubetune_api.catalog import EvalTask
 from kubetune_api.errors import DataError
 from kubetune_trainer.evaluation.bootstrap import perplexity_of
 from kubetune_trainer.evaluation.tasks.base import Item, Statistics, Task
-from kubetune_trainer.examples import Row
+from kubetune_trainer.data.rows import Row
 
 
 def perplexity_scores(records: list[dict]) -> dict[str, float]:
@@ -31,7 +31,7 @@ class Perplexity(Task):
         return Item(row.line, text=text)
 
     def records(self, model, tokenizer, items: list[Item]) -> tuple[list[dict], int]:
-        from kubetune_trainer.evaluation.scoring import score_texts  # torch: only once a model runs
+        from kubetune_trainer.evaluation.loglikelihood import score_texts  # torch: only once a model runs
 
         spec = self.config.generation
         return score_texts(model, tokenizer, items, spec.max_input_length, spec.batch_size), 0

@@ -1,0 +1,1 @@
+"""The model: where model.path points, loading it with its tokenizer, and the fine-tuning methods."""

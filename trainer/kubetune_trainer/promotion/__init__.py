@@ -1,0 +1,1 @@
+"""After training: promoting the model to its destination, GGUF export."""

@@ -1,0 +1,1 @@
+"""What a run tells others: status reports, MLflow tracking, lineage, versions, the model card."""

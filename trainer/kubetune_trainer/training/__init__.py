@@ -1,0 +1,1 @@
+"""The training run: the loop, loss, checkpoints, stopping, processes and their rendezvous."""
