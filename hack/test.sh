@@ -16,4 +16,5 @@ cleanup() {
   exit "$status"  # pytest's verdict, whatever the cleanup did
 }
 trap cleanup EXIT
-"$REPO/.venv/bin/python" -m pytest -q -rfEs "$@"
+# --durations: the slowest tests, named in every CI log, so the 30-minute budget can be kept.
+"$REPO/.venv/bin/python" -m pytest -q -rfEs --durations=25 "$@"
