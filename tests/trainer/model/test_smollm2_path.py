@@ -21,7 +21,7 @@ from kubetune_trainer.evaluation import cli as eval_cli
 from kubetune_trainer.evaluation import greedy
 from kubetune_trainer.model.location import resolve_path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "examples" / "finetunejob.yaml"
 
 pytestmark = pytest.mark.slow
