@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 import kubetune_api as api
-from kubetune_operator import followups, kube, kueue, metrics, operations, preflight, reconcile, serving, shared
+from kubetune_operator import followups, gang, kube, kueue, metrics, operations, preflight, reconcile, serving, shared
 from kubetune_operator.builders import EVAL, FINETUNE, PROMOTE, Workload
 from kubetune_operator.settings import OperatorSettings
 
@@ -22,6 +22,8 @@ TTL_CHECK_SECONDS = 5.0
 POD_CHECK_SECONDS = 15.0
 # How often a promoted job's InferenceService (promotion.serve) is looked at until KServe reports it Ready.
 SERVING_CHECK_SECONDS = 10.0
+# How often a multi-node job whose ranks have not all started checks its gang timeout.
+GANG_CHECK_SECONDS = 5.0
 
 
 @kopf.on.startup()
@@ -29,7 +31,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_: Any
     config: OperatorSettings = memo.config
     shared.config.settings = config
     kube.load_config()
-    shared.config.job_suspend = kueue.job_suspend_supported(kube.server_version())
+    version = kube.server_version()
+    shared.config.job_suspend = kueue.job_suspend_supported(version)
+    shared.config.indexed_jobs = gang.indexed_jobs_supported(version)
     metrics.set_currency(config.currency if config.gpu_hour_price is not None else None)
     # Our own prefix for everything kopf stores on objects. No finalizer is needed:
     # children go by garbage collection, so deletion never waits on the operator.
@@ -191,6 +195,17 @@ def _awaiting_pod(status: kopf.Status, **_: Any) -> bool:
 def check_pod_creation(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     """A Job whose pod is refused changes no object the operator watches: look again."""
     reconcile.sync(WORKLOADS[body["kind"]], namespace, name)
+
+
+def _gathering(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    return operations.gathering_ranks(dict(spec), dict(status))
+
+
+@kopf.timer(*FTJ, interval=GANG_CHECK_SECONDS, when=_gathering)
+def check_gang(namespace: str, name: str, **_: Any) -> None:
+    """A rank that cannot be scheduled changes no object the operator watches: look again, so
+    an attempt whose ranks have not all started is released at spec.gang.timeoutSeconds."""
+    reconcile.sync(FINETUNE, namespace, name)
 
 
 def _serving(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:

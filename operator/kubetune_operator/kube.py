@@ -36,10 +36,14 @@ def _create_and_read(kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]
     custom = kubernetes.client.CustomObjectsApi()
     return {
         "ConfigMap": (core.create_namespaced_config_map, core.read_namespaced_config_map),
+        "Service": (core.create_namespaced_service, core.read_namespaced_service),
         "NetworkPolicy": (networking.create_namespaced_network_policy, networking.read_namespaced_network_policy),
         "Job": (batch.create_namespaced_job, batch.read_namespaced_job),
         "EvalJob": (partial(custom.create_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL),
                     partial(custom.get_namespaced_custom_object, api.GROUP, api.VERSION, plural=api.EVALJOB_PLURAL)),
+        # scheduler-plugins' PodGroup of a coscheduled multi-node attempt (gang.py).
+        "PodGroup": (partial(custom.create_namespaced_custom_object, "scheduling.x-k8s.io", "v1alpha1", plural="podgroups"),
+                     partial(custom.get_namespaced_custom_object, "scheduling.x-k8s.io", "v1alpha1", plural="podgroups")),
     }[kind]
 
 

@@ -12,7 +12,7 @@
 Rank 0 listens on a port any pod may reach, so the rank-0 Job's env carries a random token
 (wire.ENV_RENDEZVOUS_TOKEN, new for each attempt) that the worker Jobs copy with the rest of its
 template; the trainer checks that every process holds it before anything else moves (see
-kubetune_trainer.rendezvous). `network_policy` also keeps other pods off the job's pods where
+kubetune_trainer.training.rendezvous). `network_policy` also keeps other pods off the job's pods where
 the cluster enforces NetworkPolicies.
 
 Every pod runs the same command, `accelerate launch --num_machines N --machine_rank $(RANK)
@@ -20,6 +20,10 @@ Every pod runs the same command, `accelerate launch --num_machines N --machine_r
 one process group (NCCL on GPUs, gloo on CPUs). Pods and Jobs carry ROLE_LABEL (main or
 worker) and RANK_LABEL; worker Jobs are owned by the FineTuneJob (controller) and by their
 attempt's rank-0 Job, so deleting either collects them.
+
+Where the API server has Indexed Jobs (1.22 and later), gang.py turns the rank-0 Job into one
+Indexed Job for all ranks instead (rank = completion index, rank 0 by its DNS name): no worker
+Jobs then, and `rank_of` reads a pod's completion index.
 
 Pure functions: the handlers call `workers_to_create` on each sync and create what it returns.
 """
@@ -120,14 +124,20 @@ def worker_job(main_job: dict[str, Any], rank: int, main_ip: str) -> dict[str, A
             "spec": job_spec}
 
 
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"  # the Job controller's, on Indexed Jobs' pods
+
+
 def rank_of(obj: dict[str, Any]) -> int:
-    """The machine rank of a pod or Job (0 for the rank-0 ones and for single-node jobs)."""
-    value = ((obj.get("metadata") or {}).get("labels") or {}).get(RANK_LABEL, "0")
+    """The machine rank of a pod or Job: its rank label, else (a pod of an Indexed Job) its
+    completion index; 0 for the rank-0 ones and for single-node jobs."""
+    meta = obj.get("metadata") or {}
+    value = (meta.get("labels") or {}).get(RANK_LABEL) or (meta.get("annotations") or {}).get(INDEX_ANNOTATION, "0")
     return int(value) if str(value).isdigit() else 0
 
 
 def is_worker(obj: dict[str, Any]) -> bool:
-    return ((obj.get("metadata") or {}).get("labels") or {}).get(ROLE_LABEL) == WORKER
+    """A pod or Job of a rank other than 0."""
+    return rank_of(obj) > 0
 
 
 def _job_over(job: dict[str, Any]) -> bool:
@@ -149,8 +159,8 @@ def workers_to_create(nodes: int, main_job: Optional[dict[str, Any]], pods: list
     none before the rank-0 pod has an IP, after the attempt is over, or for ranks whose pod
     already exists. `main_job` is the attempt's rank-0 Job as read from the API server, `pods`
     the FineTuneJob's pods (any attempt), `nodes` spec.resources.nodes."""
-    if nodes <= 1 or main_job is None or _job_over(main_job):
-        return []
+    if nodes <= 1 or main_job is None or _job_over(main_job) or (main_job.get("spec") or {}).get("completionMode") == "Indexed":
+        return []  # an Indexed Job (gang.py) makes every rank's pod itself
     main_pod = _pod_of(main_job, pods)
     ip = ((main_pod or {}).get("status") or {}).get("podIP")
     if not ip:
@@ -180,7 +190,16 @@ def first_failure(pods: list[dict[str, Any]], is_infrastructure: Callable[[dict[
     failed = [(verdict, pod) for pod in pods if (verdict := is_infrastructure(pod)) is not None]
     if not failed:
         return None
-    return min(failed, key=lambda f: (not f[0], _finished_at(f[1]), rank_of(f[1])))[1]
+    first_end = min(_finished_at(pod) for _, pod in failed)
+    # A pod deleted after another rank had already failed was stopped for it (an Indexed Job's
+    # controller deletes the other ranks' pods when one fails): a consequence, never the cause.
+    stopped = [_deleted_after(pod, first_end) for _, pod in failed]
+    return min(zip(stopped, failed), key=lambda f: (f[0], not f[1][0], _finished_at(f[1][1]), rank_of(f[1][1])))[1][1]
+
+
+def _deleted_after(pod: dict[str, Any], moment: str) -> bool:
+    deleted = (pod.get("metadata") or {}).get("deletionTimestamp")
+    return bool(deleted) and deleted > moment and _finished_at(pod) > moment
 
 
 def _is_infrastructure(pod: dict[str, Any]) -> Optional[bool]:

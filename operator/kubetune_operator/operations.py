@@ -37,3 +37,13 @@ def expires_at(status: dict[str, Any], spec: dict[str, Any]) -> Optional[Any]:
 def awaiting_pod(status: dict[str, Any]) -> bool:
     return (status.get("phase") == api.Phase.Pending.value
             and conditions.reason_of({"status": status}, api.CONDITION_SUCCEEDED) in AWAITING_POD)
+
+
+def gathering_ranks(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """A multi-node job, not over, whose current attempt has not had every rank's pod start yet
+    (the ledger, status.pods): its gang timeout may fall due (gang.py)."""
+    nodes = (spec.get("resources") or {}).get("nodes") or 1
+    if nodes <= 1 or status.get("phase") not in (api.Phase.Pending.value, api.Phase.Running.value):
+        return False
+    attempt = status.get("attempt") or 1
+    return sum(1 for r in status.get("pods") or [] if r.get("attempt", 1) == attempt) < nodes

@@ -20,8 +20,8 @@ from kubernetes.client.rest import ApiException
 
 import kubetune_api as api
 from kubetune_api.reports import merged
-from kubetune_operator import (attempts, builders, conditions, followups, kube, kueue, ledger, metrics, multinode, observe,
-                               pod_reports, preflight, runtimes, shared, tracking)
+from kubetune_operator import (attempts, builders, conditions, followups, gang, kube, kueue, ledger, metrics, multinode,
+                               observe, pod_reports, preflight, runtimes, shared, tracking)
 from kubetune_operator.builders import EVAL, FINETUNE, Workload
 
 log = logging.getLogger("kubetune.operator")
@@ -124,12 +124,16 @@ def start_attempt(workload: Workload, obj: dict[str, Any], attempt: int, placeme
     child = builders.job(obj["metadata"], workload, placement, settings.trainer_image, attempt=attempt,
                          job_suspend_supported=shared.config.job_suspend, evaluate_metrics=settings.allowed_evaluate_metrics,
                          runtime=resolved.spec if resolved else None)
+    nodes, scheduler = (placement.resources.nodes if workload is FINETUNE else 1), (resolved.spec.scheduler_name if resolved else None)
+    if why := gang.unavailable(nodes, scheduler, shared.config.indexed_jobs, lambda: kube.api_served(*gang.POD_GROUP_API)):
+        raise Refused(api.Reason.GangSchedulingUnavailable.value, why, final=True)
     record, before = (resolved.record() if resolved else None), (obj.get("status") or {}).get("runtime")
     if record and before and before.get("digest") != record["digest"]:
         kopf.event(obj, type="Warning", reason="RuntimeChanged", message=f"attempt {attempt} runs with {record['kind']} "
                    f"{record['name']} as it is now (generation {record['generation']}), changed since the last attempt")
-    if create(child):
-        kopf.event(obj, type="Normal", reason="JobCreated", message=f"created Job {child['metadata']['name']} (attempt {attempt})")
+    for part in gang.attempt_objects(obj["metadata"], child, nodes, shared.config.indexed_jobs, scheduler, gang.timeout_seconds(obj["spec"])):
+        if create(part) and part["kind"] == "Job":  # multi-node: the Service and PodGroup first (gang.py)
+            kopf.event(obj, type="Normal", reason="JobCreated", message=f"created Job {part['metadata']['name']} (attempt {attempt})")
     return record
 
 
@@ -189,10 +193,14 @@ def _older_than(obj: Optional[dict[str, Any]], seconds: float) -> bool:
     return bool(created) and (shared.parse_time(shared.now()) - shared.parse_time(created)).total_seconds() >= seconds
 
 
-def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[dict[str, Any]],
-           pods: list[dict[str, Any]]) -> tuple[observe.Observation, Optional[attempts.Verdict]]:
+def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[dict[str, Any]], pods: list[dict[str, Any]],
+           records: list[dict[str, Any]]) -> tuple[observe.Observation, Optional[attempts.Verdict]]:
     """The attempt's state; for a failed attempt, the verdict (fail the job, or retry)."""
     seen = multinode.observe_attempt(job, pods)  # observe.observe, over every pod of a multi-node attempt
+    late = gang.ranks_not_started(_spec_of(workload, obj).resources.nodes, attempt, pods, records, shared.now(),
+                                  gang.timeout_seconds(obj["spec"])) if seen.phase in (api.Phase.Pending, api.Phase.Running) else None
+    if late is not None:  # not every rank started in time: the attempt lets go of what it holds
+        seen = replace(seen, phase=api.Phase.Failed, reason=late["reason"], message=late["message"], failed_pod=None)
     if seen.phase == api.Phase.Pending and seen.reason == api.Reason.JobCreated.value and _older_than(job, POD_GRACE_SECONDS):
         try:
             refusal = observe.creation_refusal(kube.failed_create_events(job))
@@ -210,7 +218,7 @@ def _judge(workload: Workload, obj: dict[str, Any], attempt: int, job: Optional[
             seen = replace(seen, message=f"{seen.message} (attempt {attempt})")
         return seen, None
     pod = seen.failed_pod
-    failure = (attempts.classify(pod, observe.describe_failure(pod)) if pod is not None else None) or attempts.job_failure(job)
+    failure = late or (attempts.classify(pod, observe.describe_failure(pod)) if pod is not None else None) or attempts.job_failure(job)
     if failure is None:
         failure = {"class": attempts.USER, "reason": seen.reason, "message": seen.message}
     status = obj.get("status") or {}
@@ -283,7 +291,7 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
             suspend_or_resume(workload, obj, records)
             return
         attempt_pods = [p for p in pods if attempts.attempt_of(p) == attempt]
-        seen, verdict = _judge(workload, obj, attempt, job, attempt_pods)
+        seen, verdict = _judge(workload, obj, attempt, job, attempt_pods, records)
         nodes = (obj["spec"].get("resources") or {}).get("nodes") or 1
         if verdict is None and nodes > 1:
             _start_workers(obj, nodes, job, pods)
@@ -309,8 +317,9 @@ def sync(workload: Workload, namespace: str, name: str) -> None:
         _announce(workload, obj, seen, verdict)
         if seen.phase == api.Phase.Failed and job is not None and not observe.job_finished(job):
             kube.stop_job(namespace, job["metadata"]["name"])  # nothing more to run in this attempt
-        if verdict is not None and nodes > 1:
-            _stop_attempt(namespace, multinode.attempt_job_names(job_name, nodes))  # the other ranks too
+        if verdict is not None and nodes > 1:  # the other ranks too; deleted where they did not all start
+            released = verdict.failure and verdict.failure["reason"] == api.Reason.RanksNotScheduled.value
+            (gang.release if released else gang.stop)(namespace, multinode.attempt_job_names(job_name, nodes))
         if seen.phase.value in FINAL:
             seconds = ((shared.parse_time(seen.completion_time) - shared.parse_time(seen.start_time)).total_seconds()
                        if seen.start_time and seen.completion_time else None)
@@ -374,16 +383,6 @@ def _start_workers(obj: dict[str, Any], nodes: int, job: Optional[dict[str, Any]
                 kopf.event(obj, type="Normal", reason="WorkerCreated", message=f"created {what}")
         except Refused as refused:  # rank 0 waits (its rendezvous times out); the next sync tries again
             kopf.event(obj, type="Warning", reason=refused.reason, message=str(refused))
-
-
-def _stop_attempt(namespace: str, names: list[str]) -> None:
-    """Stops every Job of a failed multi-node attempt: the other ranks cannot go on alone."""
-    for name in names:
-        try:
-            kube.stop_job(namespace, name)
-        except ApiException as exc:
-            if exc.status != 404:  # a worker Job not created yet
-                raise
 
 
 def _announce(workload: Workload, obj: dict[str, Any], seen: observe.Observation,

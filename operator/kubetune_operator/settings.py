@@ -42,6 +42,11 @@ class OperatorSettings:
     allowed_evaluate_metrics: tuple[str, ...] = field(default_factory=lambda: tuple(
         name.strip() for name in os.environ.get("KUBETUNE_ALLOWED_EVALUATE_METRICS", "").split(",") if name.strip()))
     currency: str = field(default_factory=lambda: os.environ.get("KUBETUNE_CURRENCY", "USD"))
+    # Schedulers that run scheduler-plugins' Coscheduling plugin: a multi-node job whose pods'
+    # schedulerName (its runtime's) is one of them gets a PodGroup (gang.py).
+    coscheduling_schedulers: tuple[str, ...] = field(default_factory=lambda: tuple(
+        name.strip() for name in os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULERS", "scheduler-plugins-scheduler").split(",")
+        if name.strip()))
     verbose: bool = False
     # The validating admission webhook (admission.py, webhook.py); port 0: off.
     webhook_port: int = field(default_factory=lambda: _env_int("KUBETUNE_WEBHOOK_PORT", 0))

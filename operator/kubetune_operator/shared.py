@@ -28,6 +28,8 @@ class _Config:
     settings = OperatorSettings()
     # Whether Jobs have spec.suspend (Kubernetes >= 1.21): Kueue admits Jobs created suspended.
     job_suspend = False
+    # Whether Jobs may be Indexed with stable pod hostnames (Kubernetes >= 1.22): one Job per multi-node attempt.
+    indexed_jobs = False
 
 
 config = _Config()

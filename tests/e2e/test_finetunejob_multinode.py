@@ -74,3 +74,23 @@ def test_a_user_error_in_the_pods_fails_the_attempt_without_retry(operator, name
     wait_for(lambda: all(get_json("job", n, "-n", namespace)["spec"]["parallelism"] == 0 for n in names), 30,
              "every Job of the attempt to be stopped")
     assert not (workdir / "bad").exists()
+
+
+def test_ranks_that_cannot_all_start_are_released_at_the_gang_timeout(operator, namespace, tiny_model_dir, rows_file, workdir):
+    """1.20 has per-rank Jobs, each scheduled on its own: rank 0 takes 5 of the node's 8 CPUs and
+    starts, the worker asks for 5 more and cannot be scheduled. Past spec.gang.timeoutSeconds the
+    attempt lets go: its Jobs are deleted, no pod is left holding anything, and the job fails
+    with RanksNotScheduled (backoffLimit 0; with retries left it would be retried like an eviction)."""
+    apply(finetunejob("half", namespace, tiny_model_dir, rows_file, workdir / "half", backoffLimit=0,
+                      resources={"gpu": 0, "nodes": 2, "cpu": "5"}, gang={"timeoutSeconds": 15}))
+    ranks = wait_for(lambda: (ps := _pods(namespace, "half")) and len(ps) == 2 and ps, 90, "both ranks' pods")
+    phases = {p["metadata"]["labels"]["kubetune.io/rank"]: p["status"].get("phase") for p in ranks}
+    assert phases["1"] == "Pending", phases
+    ftj = wait_final("ftj", namespace, "half", timeout=120)
+    status = ftj["status"]
+    assert (status["phase"], status["lastFailure"]["reason"], status["lastFailure"]["class"]) == \
+        ("Failed", "RanksNotScheduled", "infrastructure"), status
+    assert "1 of 2 ranks started within gang.timeoutSeconds (15 s)" in status["message"], status["message"]
+    assert "rank 1: Unschedulable" in status["message"] and "Insufficient cpu" in status["message"], status["message"]
+    wait_for(lambda: not jobs_in(namespace) and not _pods(namespace, "half"), 60, "the attempt's Jobs and pods to go")
+    assert status["attempt"] == 1 and status.get("retries", 0) == 0

@@ -80,6 +80,14 @@ helm.sh/chart: {{ include "kubetune.chart" . }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create"]
+# A multi-node job's headless Service: its ranks find rank 0 by DNS (one Indexed Job per attempt).
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "create"]
+# scheduler-plugins' PodGroup of a coscheduled multi-node attempt (all ranks bound, or none).
+- apiGroups: ["scheduling.x-k8s.io"]
+  resources: ["podgroups"]
+  verbs: ["get", "create"]
 # list: the Job controller's FailedCreate events say why a Job has no pod.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
