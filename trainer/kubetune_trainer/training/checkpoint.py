@@ -115,6 +115,9 @@ class Checkpoints:
 
     def load(self, directory: Path, model, optimizer, scheduler) -> dict:
         """Restores a checkpoint into the (unwrapped) model, optimizer, scheduler and RNG; returns the trainer state."""
+        if (directory / "shards").is_dir():  # sharded_checkpoint.SHARDS_DIR
+            raise ValueError(f"{directory} is a sharded checkpoint (written with training.fsdp.enabled); resume it "
+                             "with the settings that wrote it, or delete it to start over")
         checkpoint = self._read_everywhere(directory)
         state = checkpoint["state"]
         params = dict(model.named_parameters())

@@ -25,6 +25,7 @@ from kubetune_api.errors import ConfigError
 from kubetune_api.reports import Metrics, PodReport, Progress
 from kubetune_api.training import TrainingSpec
 from kubetune_trainer.data.batching import epoch_batches, shard
+from kubetune_trainer.training import fsdp, rankwire
 from kubetune_trainer.training.checkpoint import Checkpoints
 from kubetune_trainer.training.lean import lean_training
 from kubetune_trainer.training.loss import batch_loss
@@ -45,6 +46,7 @@ class TrainResult:
     train_tokens: int = 0  # over all processes
     train_seconds: float = 0.0
     resumed_from: int | None = None  # the checkpoint step this run continued from
+    state_bytes: list[int] | None = None  # per process: parameters, gradients and optimizer state held
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -58,12 +60,11 @@ def evaluate(model, items: list[Tokenized], collate: Collator, batch_size: int, 
     was_training = model.training
     model.eval()
     inner = accelerator.unwrap_model(model)
-    mine = items[accelerator.process_index::accelerator.num_processes]
     sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss, tokens, correct
-    for start in range(0, len(mine), batch_size):
+    for rows, weight in fsdp.rank_batches(len(items), batch_size, fsdp.is_sharded(model)):
         with accelerator.autocast():
-            loss, n, c = batch_loss(model, inner, _to_device(collate(mine[start:start + batch_size]), accelerator.device))
-        sums += torch.stack([loss.double(), n.double(), c.double()])
+            loss, n, c = batch_loss(model, inner, _to_device(collate([items[i] for i in rows]), accelerator.device))
+        sums += torch.stack([loss.double(), n.double(), c.double()]) * weight
     model.train(was_training)
     loss_sum, tokens, correct = accelerator.reduce(sums, "sum").tolist()
     if tokens == 0:
@@ -132,12 +133,17 @@ class TrainingLoop:
 
     def _prepare(self, model) -> None:
         spec = self.spec
+        if spec.fsdp.enabled and fsdp.world()[1] > 1:  # in place (run.py shards before its retention score)
+            model = fsdp.shard_model(model, spec, self.accelerator.device)
+        self.sharded = fsdp.is_sharded(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=spec.weight_decay,
-                                           fused=_fused_adam_supported(self.params))
+                                           fused=not self.sharded and _fused_adam_supported(self.params))
         # Stepped by hand once per optimizer step; Accelerate's prepared scheduler counts processes.
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, spec.warmup_steps, self.total)
-        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        if not self.sharded:  # Accelerate would wrap a sharded model in DDP
+            model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.model = model
         self.inner = self.accelerator.unwrap_model(self.model)
         # The drift penalty's anchor: the pretrained weights (taken before a resume loads any).
         self.initial = ({n: p.detach().clone() for n, p in self.inner.named_parameters() if p.requires_grad}
@@ -147,6 +153,8 @@ class TrainingLoop:
         """This process's share of the epoch's batches (row indices), the same on every resume."""
         spec, acc = self.spec, self.accelerator
         batches = epoch_batches(self.lengths, spec.batch_size, spec.seed, epoch, spec.group_by_length)
+        if spec.fsdp.enabled:  # every rank takes a share of every batch (_optimizer_step)
+            return batches
         return shard(batches, acc.process_index, acc.num_processes)
 
     def resume(self) -> None:
@@ -169,7 +177,8 @@ class TrainingLoop:
         acc_steps = self.spec.gradient_accumulation_steps
         self.bar = tqdm(total=self.total, initial=self.step, desc="training", unit="step", file=sys.stderr,
                         disable=None if self.accelerator.is_main_process else True)
-        with self.stop.installed(), lean_training(self.inner):
+        # The lean forwards are left out under FSDP, whose hooks gather each layer's parameters.
+        with self.stop.installed(), contextlib.nullcontext() if self.sharded else lean_training(self.inner):
             while self.step < self.total:
                 batches = self.my_batches(self.step // self.per_epoch)
                 windows = [batches[i:i + acc_steps] for i in range(0, len(batches), acc_steps)]
@@ -190,20 +199,29 @@ class TrainingLoop:
         acc, tokens = self.accelerator, 0
         for i, rows in enumerate(window):
             last = i == len(window) - 1
-            # Gradients are all-reduced once per optimizer step, on the window's last batch.
-            with contextlib.nullcontext() if last else acc.no_sync(self.model):
+            weight = 1.0
+            if self.sharded:  # this rank's share of the batch; gradients reduce-scattered every batch
+                rows, weight = fsdp.rank_rows(rows, acc.process_index, acc.num_processes)
+            # Under DDP gradients are all-reduced once per optimizer step, on the window's last batch.
+            with contextlib.nullcontext() if last or self.sharded else acc.no_sync(self.model):
                 batch = _to_device(self.train_collate([self.items[j] for j in rows]), acc.device)
                 with acc.autocast():
                     loss_sum, n_targets, _ = batch_loss(self.model, self.inner, batch)
-                    loss = loss_sum / n_targets.clamp(min=1)
-                    objective = loss / len(window)
+                    if self.sharded:
+                        total, targets = fsdp.batch_sums(loss_sum, n_targets, weight)
+                        loss, objective = total / targets.clamp(min=1), fsdp.objective(loss_sum, weight, targets) / len(window)
+                    else:
+                        loss = loss_sum / n_targets.clamp(min=1)
+                        objective = loss / len(window)
                     if last and self.spec.drift_penalty:
                         objective = objective + drift_penalty(self.inner, self.initial, self.spec.drift_penalty)
                 acc.backward(objective)
-            tokens += batch_tokens(batch)
+            tokens += batch_tokens(batch) * int(weight)
             self.window_loss, self.window_batches = self.window_loss + loss.item(), self.window_batches + 1
-        acc.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        acc.clip_grad_norm_(self.params, MAX_GRAD_NORM)  # on DTensors under FSDP: the whole model's norm
         self.optimizer.step()
+        if self.result.state_bytes is None:  # measured once, with gradients and optimizer state in place
+            self.result.state_bytes = rankwire.all_gather_json(fsdp.state_bytes(self.model, self.optimizer), acc.device)
         self.optimizer.zero_grad()
         self.scheduler.step()
         self.step += 1

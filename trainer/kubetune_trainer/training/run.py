@@ -18,9 +18,10 @@ from accelerate.utils import set_seed
 from kubetune_api import layout
 from kubetune_api.reports import Artifacts, PodReport
 from kubetune_api.training import TrainingConfig
-from kubetune_trainer.training import rendezvous
+from kubetune_trainer.training import fsdp, rendezvous
 from kubetune_trainer.training.allocator import allocator_in_use
 from kubetune_trainer.training.checkpoint import Checkpoints
+from kubetune_trainer.training.sharded_checkpoint import ShardedCheckpoints
 from kubetune_trainer.checks import check_training
 from kubetune_trainer.reporting.lineage import training_lineage
 from kubetune_trainer.model.methods import METHODS, ParameterCount, count_parameters
@@ -62,6 +63,9 @@ def _summary(config: TrainingConfig, result, *, checkpoint: Path, counts: dict, 
         "data": counts,
         "parameters": {"trainable": params.trainable, "total": params.total},
         "processes": accelerator.num_processes,
+        "fsdp": config.training.fsdp.enabled,
+        # Per process, after the first optimizer step: what FSDP shards (docs/benchmarks.md).
+        "trainingStateBytes": result.state_bytes,
         "mixedPrecision": accelerator.mixed_precision,
         "resumedFromStep": result.resumed_from,
         "predictions": {"rows": n_predictions, "path": str(output / PREDICTIONS_FILE)},
@@ -110,17 +114,21 @@ def run(config: TrainingConfig, reporter: StatusReporter) -> Path:
         tracker = start_training(config, lineage)  # rank 0 logs to MLflow (spec.tracking), never failing the run
         reporter.report(PodReport(lineage=lineage, tracking=tracker.report() if tracker else None), final=True)
     splits = load_splits(config.dataset, spec.seed)
-    model, tokenizer, checkpoint = load_model(config.model, **method.load_options(config))
+    model, tokenizer, checkpoint = load_model(fsdp.model_source(config.model, spec), **method.load_options(config))
     data = tokenize_splits(splits, tokenizer, config.dataset.max_length, config.dataset.length_policy)
     counts = data.counts()
     log.info("data: %s", counts)
     model, params = _prepare(model, config, method, checkpoint)
-
+    if spec.fsdp.enabled:  # before the retention score, so no rank ever holds the whole model on its device
+        model = fsdp.shard_model(model, spec, accelerator.device)
     retention_before = score_retention(model, data, tokenizer.pad_token_id, spec.batch_size, accelerator)
     result = train(model, data, tokenizer.pad_token_id, spec, accelerator,
                    reporting(reporter.report, tracker, spec.log_every_steps) if main else lambda report: None,
-                   Checkpoints(output, spec.checkpoints_to_keep, accelerator))
+                   (ShardedCheckpoints if spec.fsdp.enabled else Checkpoints)(output, spec.checkpoints_to_keep, accelerator))
     finish_metrics(result.metrics, model, data, tokenizer.pad_token_id, spec.batch_size, accelerator, retention_before)
+    if fsdp.is_sharded(model):  # the main process gets a plain model with the trained weights, to save as usual
+        model = fsdp.unsharded_copy(model, lambda: _prepare(load_model(config.model, **method.load_options(config))[0],
+                                                            config, method, checkpoint)[0], main)
     if not main:
         accelerator.wait_for_everyone()
         return output / SUMMARY_FILE

@@ -26,7 +26,9 @@ def score_retention(model, data: PreparedData, pad_id: int, batch_size: int, acc
     training (the model is moved to the accelerator's device unless already placed by a device map)."""
     if not data.retention:
         return None
-    if getattr(model, "hf_device_map", None) is None:
+    from kubetune_trainer.training.fsdp import is_sharded
+
+    if getattr(model, "hf_device_map", None) is None and not is_sharded(model):  # FSDP placed its shards
         model.to(accelerator.device)
     loss, accuracy = _evaluate(model, data.retention, pad_id, batch_size, accelerator)
     if loss is not None:
