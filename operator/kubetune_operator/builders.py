@@ -278,12 +278,14 @@ def evaluation_jobs(meta: dict[str, Any], spec: api.FineTuneJobSpec) -> list[dic
     if evaluation is None:
         return []
     placement = spec.model_dump(by_alias=True, mode="json", exclude_none=True, include=set(api.Placement.model_fields))
-    # Inference: one pod, one GPU at most (unset: the runtime's default, of which an EvalJob takes at most one).
-    placement["resources"].update(nodes=1, **({"gpu": min(spec.resources.gpu, 1)} if spec.resources.gpu is not None else {}))
+    # Inference: one pod, evaluation.gpu GPUs (sharded evaluation), else one GPU at most (unset:
+    # the runtime's default, of which an EvalJob takes at most one).
+    gpu = evaluation.gpu if evaluation.gpu is not None else (min(spec.resources.gpu, 1) if spec.resources.gpu is not None else None)
+    placement["resources"].update(nodes=1, **({"gpu": gpu} if gpu is not None else {}))
     models = [{"name": "base", "path": spec.model.path, "dtype": spec.model.dtype.value},
               {"name": "tuned", "fineTuneJob": meta["name"], "dtype": spec.model.dtype.value}]
     scores_name, retention_name = evaluation_job_names(meta["name"])
-    bodies = [(scores_name, {**evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention"}),
+    bodies = [(scores_name, {**evaluation.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"retention", "gpu"}),
                              **tracking.evaluation_spec(spec.tracking)}, layout.EVAL_DIR)]
     if evaluation.retention:
         bodies.append((retention_name, {"dataset": evaluation.retention.model_dump(by_alias=True, mode="json", exclude_none=True),

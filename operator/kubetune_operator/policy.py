@@ -117,4 +117,8 @@ def violations(spec: api.Placement, policy: Policy) -> list[str]:
     if policy.max_gpus is not None and gpu is not None and gpu > policy.max_gpus:
         found.append(f"spec.resources.gpu: {gpu} is above the most GPUs per pod (policy allowed.maxGpusPerPod: "
                      f"{policy.max_gpus})")
+    evaluation = getattr(spec, "evaluation", None)  # a FineTuneJob's EvalJobs: refused now, not after training
+    if policy.max_gpus is not None and evaluation is not None and (evaluation.gpu or 0) > policy.max_gpus:
+        found.append(f"spec.evaluation.gpu: {evaluation.gpu} is above the most GPUs per pod (policy "
+                     f"allowed.maxGpusPerPod: {policy.max_gpus})")
     return found

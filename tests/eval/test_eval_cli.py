@@ -96,7 +96,7 @@ def test_cli_multiple_choice_and_perplexity(tiny_model_dir, eval_file, tmp_path)
 @pytest.fixture
 def no_model_loads(monkeypatch):
     """Fails the test if the evaluator loads a model: bad input must be refused before that."""
-    def refuse(spec):
+    def refuse(spec, *_):
         raise AssertionError(f"model {spec.name} loaded")
 
     monkeypatch.setattr(runner, "load_eval_model", refuse)

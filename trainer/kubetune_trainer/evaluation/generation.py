@@ -7,6 +7,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from kubetune_api.evaluation import GenerationSpec
 from kubetune_trainer.data.chat import chat_prompts
 from kubetune_trainer.evaluation.greedy import decode, supports_fast_greedy
+from kubetune_trainer.model.placement import input_device
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -91,7 +92,7 @@ def _generate_in_order(model, tokenizer, prompts: list[str], spec: GenerationSpe
         batch = prompts[start : start + spec.batch_size]
         encoding, cut = encode_prompts(tokenizer, batch, spec, chat_template)
         truncated += cut
-        encoding = encoding.to(model.device)
+        encoding = encoding.to(input_device(model))  # a sharded model's first GPU
         width = encoding["input_ids"].shape[1]
         stopping = StoppingCriteriaList([StopStrings(tokenizer, spec.stop, width)] if spec.stop else [])
         new = model.generate(**encoding, generation_config=config, stopping_criteria=stopping)[:, width:]

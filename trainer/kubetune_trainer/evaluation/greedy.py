@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from kubetune_trainer.model.placement import input_device
+
 # Waiting prompts join the batch once this share of its rows is free (at least one row): fewer,
 # larger prefills than refilling each freed row at once, and a batch that stays mostly full.
 REFILL_SHARE = 0.25
@@ -85,12 +87,13 @@ class Batch:
 
 
 def _prefill(model, prompts: list[list[int]], rows: list[int], pad_id: int) -> Batch:
-    width = max(map(len, prompts))
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=model.device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
+    width, device = max(map(len, prompts)), input_device(model)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate() derives them
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    return Batch(rows, mask, output_cache(out), out.logits[:, -1].float().argmax(-1, keepdim=True))
+    # The next tokens stay beside the mask (a sharded model's logits come off its last GPU).
+    return Batch(rows, mask, output_cache(out), out.logits[:, -1].float().argmax(-1, keepdim=True).to(device))
 
 
 def _step(model, batch: Batch, keyword: str) -> None:
@@ -98,7 +101,7 @@ def _step(model, batch: Batch, keyword: str) -> None:
     positions = batch.mask.sum(-1, keepdim=True) - 1
     out = model(input_ids=batch.last, attention_mask=batch.mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1, **{keyword: batch.cache})
-    batch.last = out.logits[:, -1].float().argmax(-1, keepdim=True)
+    batch.last = out.logits[:, -1].float().argmax(-1, keepdim=True).to(batch.mask.device)
 
 
 def _keep(batch: Batch, keep: list[int]) -> None:
@@ -110,8 +113,9 @@ def _keep(batch: Batch, keep: list[int]) -> None:
     batch.mask, batch.last = batch.mask[index], batch.last[index]
     start = int(batch.mask.any(0).nonzero()[0])
     batch.mask = batch.mask[:, start:]
-    for layer in batch.cache.layers:
-        layer.keys, layer.values = layer.keys[index, :, start:], layer.values[index, :, start:]
+    for layer in batch.cache.layers:  # a sharded model's layers (and their caches) sit on several GPUs
+        at = index.to(layer.keys.device)
+        layer.keys, layer.values = layer.keys[at, :, start:], layer.values[at, :, start:]
 
 
 def _join(batch: Batch, new: Batch) -> None:

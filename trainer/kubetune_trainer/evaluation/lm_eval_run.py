@@ -85,6 +85,8 @@ def evaluate_model(model, tokenizer, config: EvalConfig, manager) -> dict:
     from lm_eval.models.huggingface import HFLM
 
     spec = config.lm_eval
+    # A sharded model goes in as dispatched (no parallelize): HFLM moves no weights and sends its
+    # inputs to model.device, the first GPU, where the embeddings are.
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=spec.batch_size)
     return simple_evaluate(model=lm, tasks=list(spec.tasks), num_fewshot=spec.num_fewshot, limit=spec.limit,
                            task_manager=manager, log_samples=True)
@@ -150,7 +152,7 @@ class LmEvalEvaluation(Evaluation):
     def run_model(self, spec: EvalModel) -> None:
         started = time.perf_counter()
         self.progress.model(spec.name, 0, "lm-eval").close()
-        model, tokenizer = load_eval_model(spec)
+        model, tokenizer = load_eval_model(spec, self.config)
         load_seconds = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         results = evaluate_model(model, tokenizer, self.config, self.manager)

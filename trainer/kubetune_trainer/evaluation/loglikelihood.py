@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kubetune_trainer.data.chat import chat_prompt
+from kubetune_trainer.model.placement import input_device
 from kubetune_trainer.evaluation.tasks.base import Item
 
 
@@ -16,12 +17,12 @@ def continuation_logprobs(model, sequences: list[list[int]], starts: list[int], 
     results = []
     for first in range(0, len(sequences), batch_size):
         batch, batch_starts = sequences[first : first + batch_size], starts[first : first + batch_size]
-        width = max(map(len, batch))
-        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in batch], device=model.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=model.device)
+        width, device = max(map(len, batch)), input_device(model)  # a sharded model's first GPU
+        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in batch], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=device)
         logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        # Position t's logits predict token t + 1.
-        token_logprobs = logprobs[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+        # Position t's logits predict token t + 1 (the ids go to the logits: a sharded model's last GPU).
+        token_logprobs = logprobs[:, :-1].gather(-1, ids.to(logprobs.device)[:, 1:, None]).squeeze(-1)
         for row, (sequence, start) in enumerate(zip(batch, batch_starts)):
             results.append((token_logprobs[row, start - 1 : len(sequence) - 1].sum().item(), len(sequence) - start))
     return results

@@ -138,7 +138,7 @@ class Evaluation:
         model = tokenizer = None
         started = time.perf_counter()
         if any(hit is None for hit in cached):
-            model, tokenizer = load_eval_model(spec)
+            model, tokenizer = load_eval_model(spec, self.config)
         load_seconds = round(time.perf_counter() - started, 3)
         for run, key, hit in zip(self.runs, keys, cached):
             started = time.perf_counter()
