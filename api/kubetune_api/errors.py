@@ -54,8 +54,10 @@ class Reason(str, Enum):
     KilledBySignal = "KilledBySignal"
     PodFailed = "PodFailed"
     PodLost = "PodLost"
+    RanksNotScheduled = "RanksNotScheduled"
     # The API server or an admission controller refused a child object.
     JobRejected = "JobRejected"
+    GangSchedulingUnavailable = "GangSchedulingUnavailable"
     SpecChanged = "SpecChanged"
     PodRejected = "PodRejected"
     QuotaExceeded = "QuotaExceeded"
@@ -123,8 +125,10 @@ REASON_DOCS = {
     Reason.KilledBySignal: "the container was killed by a signal (exit code above 128) without running out of memory; retried",
     Reason.PodFailed: "the pod failed before its container ran; retried",
     Reason.PodLost: "a pod of a multi-node attempt disappeared while running and the other ranks failed without it; retried",
+    Reason.RanksNotScheduled: "not every rank of a multi-node attempt started within gang.timeoutSeconds of its first pod: the attempt's Jobs were deleted (its pods hold nothing) and it is retried like an eviction",
     Reason.SpecChanged: "the spec changed after the job was admitted (while no admission webhook answered); the next attempt would run a spec nobody checked, so none starts: delete and re-create the job",
     Reason.JobRejected: "the API server refused the Job (the message is the API's); a spec the schema let through",
+    Reason.GangSchedulingUnavailable: "the pods' scheduler is a coscheduling one (KUBETUNE_COSCHEDULING_SCHEDULERS) but the cluster serves no PodGroup API, or has no Indexed Jobs (Kubernetes before 1.22): no pod launches ungated",
     Reason.PodRejected: "the Job cannot create its pod (e.g. a PriorityClass that does not exist); the message is the API's",
     Reason.QuotaExceeded: "(Pending) a ResourceQuota refuses the pod for now; it starts when quota frees up",
     Reason.Forbidden: "(Pending) the operator may not create a child object; it retries until RBAC allows it",

@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_MODELS, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_TEMPLATE, NAME_PATTERN, ApiModel,
                                NameList, load_model_file)
 from kubetune_api.catalog import TASKS, EvalTask
+from kubetune_api.conversations import ConversationsSpec, check_rows_mode
 from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.sources import check_data_uri, check_model_uri
 from kubetune_api.outputs import OutputSpec
@@ -50,7 +51,8 @@ class FewShotSpec(ApiModel):
 
 class EvalDataset(ApiModel):
     path: str = Field(min_length=1, max_length=MAX_PATH, description="JSONL file of rows to evaluate on.")
-    prompt_template: str = Field(min_length=1, max_length=MAX_TEMPLATE, description="Jinja template turning a row into the prompt; every variable must be a column.")
+    prompt_template: Optional[str] = Field(None, min_length=1, max_length=MAX_TEMPLATE, description="Jinja template turning a row into the prompt; every variable must be a column (set this or conversations).")
+    conversations: Optional[ConversationsSpec] = Field(None, description="task generation on chat rows (OpenAI chat format or ShareGPT), instead of promptTemplate, referenceFields and chatTemplate: the prompt is every turn before each row's last assistant message, rendered with the model's chat template, and the reference is that message's content.")
     reference_fields: NameList = Field(
         default_factory=list, max_length=MAX_LIST,
         description="Columns holding the reference output(s) for generation metrics; a column may also hold a list of references. Several references per row are scored by the best match (ROUGE) or jointly (BLEU).",
@@ -65,6 +67,7 @@ class EvalDataset(ApiModel):
 
     @model_validator(mode="after")
     def _data_uris(self) -> "EvalDataset":
+        check_rows_mode(self, "dataset", completion=False)
         check_data_uri(self.path, "dataset.path")
         if self.few_shot is not None:
             check_data_uri(self.few_shot.path, "dataset.fewShot.path")
@@ -164,6 +167,14 @@ MAX_SUITE_TASKS = 32
 
 def check_task_dataset(task: EvalTask, dataset: EvalDataset) -> None:
     """ValueError unless `dataset` has what `task` needs (catalog.TASKS) and takes its fewShot."""
+    if dataset.conversations is not None:
+        if task != EvalTask.generation:
+            raise ValueError(f"dataset.conversations: set but task is {task.value} (chat rows are scored by task generation)")
+        for name in ("reference_fields", "few_shot"):
+            if getattr(dataset, name):
+                raise ValueError(f"dataset.{to_camel(name)}: not with dataset.conversations (the reference is each row's last "
+                                 "assistant message and earlier turns are the context)")
+        return
     for field in TASKS[task].required_fields:
         if not getattr(dataset, field):
             raise ValueError(f"dataset.{to_camel(field)} is required for task {task.value}")

@@ -17,10 +17,12 @@ from kubetune_api.base import (MAX_QUANTITY, QUANTITY_PATTERN, DNS_LABEL_PATTERN
                                MAX_RECORDS, MAX_SAMPLES, MAX_SCORES, NAME_PATTERN, MessageText, ObjectName, Scores, ShortText,
                                ApiModel, NameList, Phase)
 from kubetune_api.catalog import BuiltinMetric, EvalTask, produces_full_model
+from kubetune_api.gang import MultiNode
 from kubetune_api.evaluation import (MODEL_PATH_DOC, DEFAULT_METRICS, MAX_SUITE_TASKS, BleuSpec, ContaminationSpec, DeltaIntervalSpec, EvalConfig, EvalDataset, EvalModel, ExactMatchSpec, GenerationSpec, RougeSpec,
                                      check_task_dataset, check_lm_eval_fields)
 from kubetune_api.lm_eval import LmEvalSpec, check_task_inputs
 from kubetune_api.paths import is_under
+from kubetune_api.sharding import fsdp_batch_covers_ranks
 from kubetune_api.sources import check_model_uri
 from kubetune_api.promotion import PromotionSpec, PromotionStatus, Usage, is_object_store
 from kubetune_api.serving import ServingStatus, served_model
@@ -37,7 +39,7 @@ MAX_UID = 2**31 - 1
 
 
 class Resources(ApiModel):
-    gpu: Optional[int] = Field(None, ge=0, le=64, description="GPUs (nvidia.com/gpu) for the trainer pod; one accelerate process runs per GPU. Unset: the runtime's default (at most 1 for an EvalJob), else 1.")
+    gpu: Optional[int] = Field(None, ge=0, le=64, description="GPUs (nvidia.com/gpu) per pod. A FineTuneJob runs one accelerate process per GPU; an EvalJob runs one process that shards each model across its GPUs (a device map: models larger than one GPU evaluate, docs/evaljob.md). Unset: the runtime's default (at most 1 for an EvalJob), else 1.")
     cpu: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
                                description="CPU request and limit, a positive Kubernetes quantity (e.g. \"4\" or \"500m\").")
     memory: Optional[str] = Field(None, pattern=QUANTITY_PATTERN, max_length=MAX_QUANTITY,
@@ -172,6 +174,9 @@ class FineTuneEvaluation(ApiModel):
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="Overlap of the evaluation rows with this job's training files (added by the operator), checked before any model loads.")
     retention: Optional[EvalDataset] = Field(
         None, description="Rows of other tasks (perplexity on retention.textField): base vs tuned on them measures forgetting.")
+    gpu: Optional[int] = Field(
+        None, ge=0, le=64,
+        description="GPUs of the evaluation's EvalJobs, which shard each model across them (for a model larger than one GPU; docs/evaljob.md, sharded evaluation). Unset: the FineTuneJob's resources.gpu, at most 1.")
 
     @model_validator(mode="after")
     def _task_fields(self) -> "FineTuneEvaluation":
@@ -188,11 +193,12 @@ class FineTuneEvaluation(ApiModel):
         return self
 
 
-class FineTuneJobSpec(Placement, TrainingConfig):
+class FineTuneJobSpec(MultiNode, Placement, TrainingConfig):
     """What to fine-tune (model, dataset, method, training, output) and where the trainer runs."""
 
     evaluation: Optional[FineTuneEvaluation] = Field(None, description="Evaluate base vs tuned after training (creates an EvalJob).")
     promotion: Optional[PromotionSpec] = Field(None, description="Copy the tuned model to a destination when its evaluation passes these rules (needs evaluation).")
+    _fsdp_batch_covers_ranks = model_validator(mode="after")(fsdp_batch_covers_ranks)
 
     @model_validator(mode="after")
     def _output_on_a_volume(self) -> "FineTuneJobSpec":

@@ -17,7 +17,9 @@ from pydantic.alias_generators import to_camel
 from kubetune_api.base import (MAX_COLUMN, MAX_LIST, MAX_PATH, MAX_ROWS, MAX_SEED, MAX_STEPS, MAX_TEMPLATE, MAX_TOKENS, ApiModel,
                                NameList, load_model_file)
 from kubetune_api.catalog import Method
+from kubetune_api.conversations import ConversationsSpec, check_rows_mode
 from kubetune_api.outputs import TrainingOutputSpec
+from kubetune_api.sharding import FsdpSpec, check_fsdp
 from kubetune_api.sources import check_data_uri, check_model_uri
 from kubetune_api.tracking import TrackingSpec
 
@@ -118,9 +120,8 @@ def _check_data_uris(spec, where: str) -> None:
         check_data_uri(getattr(spec, name, None), f"{where}.{to_camel(name)}")
 
 
-def _check_completion(where: str, field: Optional[str], template: Optional[str]) -> None:
-    if (field is None) == (template is None):
-        raise ValueError(f"{where}: set exactly one of completionField and completionTemplate")
+def _conversations_field():
+    return Field(None, description="Rows that are conversations (OpenAI chat format or ShareGPT), rendered with the model's chat template, loss on assistant turns only; instead of promptTemplate, completionField/completionTemplate and chatTemplate (docs/finetunejob.md#conversations-datasetconversations).")
 
 
 class PromptedRows(ApiModel):
@@ -128,17 +129,18 @@ class PromptedRows(ApiModel):
 
     path: str = _path_field("The rows")
     format: DataFormat = _format_field()
-    prompt_template: str = _prompt_template_field(required=True)
+    prompt_template: Optional[str] = _prompt_template_field(required=False)
     completion_field: Optional[str] = _completion_field_field()
     completion_template: Optional[str] = _completion_template_field()
     chat_template: bool = _chat_template_field()
+    conversations: Optional[ConversationsSpec] = _conversations_field()
 
     def _where(self) -> str:
         raise NotImplementedError
 
     @model_validator(mode="after")
     def _one_completion(self) -> "PromptedRows":
-        _check_completion(self._where(), self.completion_field, self.completion_template)
+        check_rows_mode(self, self._where())
         _check_data_uris(self, self._where())
         return self
 
@@ -177,7 +179,7 @@ class RetentionSpec(PromptedRows):
 
 
 _SINGLE_TASK_FIELDS = ("path", "format", "prompt_template", "completion_field", "completion_template", "chat_template",
-                       "validation_path", "test_path")
+                       "conversations", "validation_path", "test_path")
 
 
 class DatasetSpec(ApiModel):
@@ -187,13 +189,14 @@ class DatasetSpec(ApiModel):
     completion_field: Optional[str] = _completion_field_field()
     completion_template: Optional[str] = _completion_template_field()
     chat_template: bool = _chat_template_field()
+    conversations: Optional[ConversationsSpec] = _conversations_field()
     validation_path: Optional[str] = _path_field("Explicit validation rows (then none are cut from path)", required=False)
     test_path: Optional[str] = _path_field("Explicit test rows (then none are cut from path)", required=False)
     tasks: Optional[list[TaskSpec]] = Field(
         None, min_length=1, max_length=256,
         description=(
             "A multi-task mixture instead of the single-task fields (path, format, promptTemplate, completionField, "
-            "completionTemplate, chatTemplate, validationPath, testPath). Each task's validation and test rows are "
+            "completionTemplate, chatTemplate, conversations, validationPath, testPath). Each task's validation and test rows are "
             "kept apart and scored per task; training examples are mixed by weight."
         ),
     )
@@ -210,7 +213,7 @@ class DatasetSpec(ApiModel):
     max_length: int = Field(512, ge=8, le=MAX_TOKENS, description="Longest prompt+completion in tokens; see lengthPolicy for longer rows.")
     length_policy: LengthPolicy = Field(
         LengthPolicy.truncate,
-        description="Rows longer than maxLength: truncate (cut the prompt's start, keep the completion) or drop (skip the row). Both are counted per split in the summary.",
+        description="Rows longer than maxLength: truncate (prompt/completion rows: cut the prompt's start, keep the completion; conversations: keep the leading whole turns up to the last trained assistant turn that fits, else the first maxLength tokens) or drop (skip the row). Both are counted per split in the summary.",
     )
     retention: Optional[RetentionSpec] = Field(
         None, description="Optional retention set (other tasks) scored before and after training; the change measures forgetting.",
@@ -234,9 +237,9 @@ class DatasetSpec(ApiModel):
             return self
         if self.mixture_size is not None:
             raise ValueError("dataset.mixtureSize applies to dataset.tasks only")
-        if self.path is None or self.prompt_template is None:
-            raise ValueError("dataset needs path and promptTemplate (or tasks)")
-        _check_completion("dataset", self.completion_field, self.completion_template)
+        if self.path is None:
+            raise ValueError("dataset needs path and promptTemplate or conversations (or tasks)")
+        check_rows_mode(self, "dataset")
         return self
 
 
@@ -306,7 +309,7 @@ class SelectiveSpec(ApiModel):
 class TrainingSpec(ApiModel):
     epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training split. Not with maxSteps (leave it at its default, 1).")
     max_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS, description="Stop after this many optimizer steps, instead of epochs (set one of the two).")
-    batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per forward pass.")
+    batch_size: int = Field(4, ge=1, le=4096, description="Examples per device per forward pass (with training.fsdp: per forward pass over all ranks, split among them).")
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Forward passes per optimizer step.")
     learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak AdamW learning rate (linear decay after warmup).")
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Linear warmup steps.")
@@ -327,6 +330,7 @@ class TrainingSpec(ApiModel):
     checkpoint_every_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Save a resumable checkpoint every N optimizer steps (0: only at the end) under output.path/checkpoints/.")
     checkpoints_to_keep: int = Field(2, ge=1, le=100, description="Keep the latest N checkpoints; a restarted run resumes from the latest.")
     prediction_rows: int = Field(5, ge=0, le=1000, description="Test rows to generate predictions for (greedy) into predictions.jsonl.")
+    fsdp: FsdpSpec = Field(default_factory=FsdpSpec, description="Fully sharded data parallel training (docs/finetunejob.md#fsdp-trainingfsdp).")
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainingSpec":
@@ -376,6 +380,11 @@ class TrainingConfig(ApiModel):
         if self.training.packing and self.method in (Method.prompt_tuning, Method.prefix_tuning):
             raise ValueError(f"training.packing: true, but method {self.method.value} prepends per-row virtual tokens "
                              "(leave packing unset or set it to false)")
+        return self
+
+    @model_validator(mode="after")
+    def _fsdp_fits(self) -> "TrainingConfig":
+        check_fsdp(self.method, self.training)
         return self
 
 

@@ -37,7 +37,7 @@ def _predictions(tmp_path, run):
 
 
 def _no_model_loads(monkeypatch):
-    def refuse(spec):
+    def refuse(spec, *_):
         raise AssertionError(f"{spec.name} was loaded although its records are cached")
     monkeypatch.setattr(runner, "load_eval_model", refuse)
 

@@ -10,8 +10,9 @@ from kubetune_api import FineTuneJobSpec
 from kubetune_api.catalog import Method
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-# The same LoRA from remote sources (docs/models-and-data.md), not one method each.
-SOURCE_EXAMPLES = {"hub", "s3"}
+# The same LoRA from remote sources (docs/models-and-data.md), and LoRA on chat rows with tool
+# calls (dataset.conversations, a Hub model): not one method each.
+SOURCE_EXAMPLES = {"hub", "s3", "chat"}
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("finetunejob*.yaml")), ids=lambda p: p.name)

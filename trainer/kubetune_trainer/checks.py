@@ -17,14 +17,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from kubetune_api.catalog import hub_metric_names
 from kubetune_api.errors import ConfigError, ModelSourceError
 from kubetune_api.evaluation import ContaminationAction, EvalConfig
 from kubetune_api.training import TrainingConfig
 from kubetune_trainer.evaluation.dataset import check_eval_dataset
+from kubetune_trainer.evaluation.sizing import check_evaluation_memory  # torch only once it sizes a model
 from kubetune_trainer.evaluation.textmetrics import bleu_metric
+from kubetune_trainer.data.chat_check import check_chat_eval, check_chat_rows
 from kubetune_trainer.data.rows import check_dataset
 from kubetune_trainer.model.location import locate_model, resolve_path
 from kubetune_trainer.outputs import resolve_output_dir
@@ -127,13 +129,15 @@ def check_training(config: TrainingConfig, max_rows_to_check: int = MAX_ROWS_TO_
     fetch_training_sources(config, sink)
     model = check_model_path(config.model.path)
     rows = check_dataset(config.dataset, max_rows_to_check)
+    check_chat_rows(config, max_rows_to_check)  # chat rows: rendered with the model's tokenizer
     return CheckReport(rows, (model,), output)
 
 
 def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CHECK,
-                     sink: Optional[ProgressSink] = None) -> CheckReport:
+                     sink: Optional[ProgressSink] = None, devices: Optional[Callable] = None) -> CheckReport:
     """Checks what an evaluation needs: output, metric names (and BLEU's tokenizer), every model
-    and adapter, the rows (and few-shot rows) of every task."""
+    and adapter and whether each fits the pod's memory (`devices`: the query of the pod's
+    devices, model.placement.visible_devices by default), the rows (and few-shot rows) of every task."""
     output = check_output_dir(config.output.path)
     fetch_evaluation_sources(config, sink)
     for field, task, metrics in config.task_metrics():
@@ -146,9 +150,11 @@ def check_evaluation(config: EvalConfig, max_rows_to_check: int = MAX_ROWS_TO_CH
         models.append(check_model_path(spec.path, f"models[{spec.name}].path"))
         if spec.adapter:
             check_adapter_path(spec.adapter, f"models[{spec.name}].adapter")
+    check_evaluation_memory(config, models, devices)  # ConfigError, with the numbers, for a model too big for the pod
     if config.lm_eval is not None:  # lm-eval's tasks resolved, screened and their data loaded (offline)
         from kubetune_trainer.evaluation.lm_eval_tasks import check_lm_eval
 
         return CheckReport(check_lm_eval(config.lm_eval), tuple(models), output)
     rows = sum(check_eval_dataset(part, max_rows_to_check) for _, part in config.task_configs())
+    check_chat_eval(config, max_rows_to_check)  # chat rows: rendered with each model's tokenizer
     return CheckReport(rows, tuple(models), output)

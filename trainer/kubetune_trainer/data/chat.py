@@ -7,9 +7,15 @@ from __future__ import annotations
 from kubetune_api.errors import ConfigError
 
 
+class RenderedChat(str):
+    """A prompt already rendered with the chat template (a conversation's turns): used as is."""
+
+
 def chat_prompt(tokenizer, prompt: str, field: str = "dataset.chatTemplate") -> str:
     """`prompt` as a user turn, the assistant turn opened; ConfigError (naming `field`) if the
     tokenizer has no chat template."""
+    if isinstance(prompt, RenderedChat):
+        return str(prompt)
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             f"{field} is true but the model's tokenizer has no chat template (no chat_template in "

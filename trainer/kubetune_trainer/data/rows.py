@@ -12,6 +12,7 @@ from typing import Optional
 
 from kubetune_api.training import DatasetSpec
 from kubetune_api.errors import DataError
+from kubetune_trainer.data.conversations import Conversation, read_conversation
 from kubetune_trainer.data.readers import is_remote, jsonl_lines, parse_jsonl, records, resolve_format, row_count, unit
 from kubetune_trainer.data.templates import compile_template, render_prompt, template_variables
 
@@ -30,6 +31,7 @@ class Example:
     chat: bool = False  # wrap the prompt in the tokenizer's chat template
     task: Optional[str] = None  # the mixture task it belongs to
     where: str = ""  # 'file line N', for messages about this example
+    conversation: Optional[Conversation] = None  # a chat row (dataset.conversations): prompt unused, completion its reference
 
 
 def read_rows(path: str, fmt: str = "auto", limit: int | None = None) -> list[Row]:
@@ -77,6 +79,9 @@ class ExampleMaker:
     def __init__(self, spec, path: str | None = None, field: str = "dataset", task: str | None = None):
         self.path = path if path is not None else spec.path
         self.task = task
+        self.conversations = getattr(spec, "conversations", None)
+        if self.conversations is not None:  # chat rows: no prompt template
+            return
         self.chat = bool(getattr(spec, "chat_template", False))
         self.prompt_field = f"{field}.promptTemplate"
         self.template = compile_template(spec.prompt_template, self.prompt_field)
@@ -97,6 +102,10 @@ class ExampleMaker:
 
     def __call__(self, row: Row) -> Example:
         where = f"{self.path} {row.unit} {row.line}"
+        if self.conversations is not None:
+            conversation = read_conversation(self.conversations, row.values, where)
+            last = conversation.messages[conversation.last_assistant]["content"]
+            return Example("", last, True, self.task, where, conversation)
         self._check_variables(where, row, self.variables, self.prompt_field)
         if self.completion_template is not None:
             self._check_variables(where, row, self.completion_variables, self.completion_name)

@@ -1,8 +1,11 @@
 """Examples to token ids with completion-only labels, and padded batches.
 
-Loss is on the completion only: prompt tokens get the label IGNORE_INDEX. Rows longer than
-dataset.maxLength follow dataset.lengthPolicy: truncate (the start of the prompt is cut, so the
-model still sees the end of the prompt and the whole answer) or drop (the row is skipped);
+Loss is on the completion only: prompt tokens get the label IGNORE_INDEX; chat rows
+(dataset.conversations) are labelled on their trained assistant turns by `chat_masks`. Rows longer
+than dataset.maxLength follow dataset.lengthPolicy: truncate (the start of the prompt is cut, so
+the model still sees the end of the prompt and the whole answer; a conversation keeps its leading
+whole turns up to the end of the last trained assistant turn that fits, or else its first
+maxLength tokens, and is dropped when no trained token is left) or drop (the row is skipped);
 both are counted per split and per task.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Tokenized:
     labels: list[int]  # IGNORE_INDEX on prompt tokens, else equal to input_ids
     truncated: bool = False
     task: Optional[str] = None
+    prompt_length: Optional[int] = None  # chat rows: tokens before the last assistant turn (predictions' prompt)
 
 
 @dataclass
@@ -59,13 +63,17 @@ class PreparedData:
                 out[x.task].append(x)
         return out
 
+    def _shows_dropped(self) -> bool:
+        """Policy drop, or conversations that lost every trained token to truncation."""
+        return self.length_policy == "drop" or any(sum(c.values()) for c in self.dropped.values())
+
     def counts(self) -> dict:
         counts = {
             "rows": sum(len(items) for items in self.splits.values()),
             **{name: len(items) for name, items in self.splits.items()},
             "truncated": {name: sum(x.truncated for x in items) for name, items in self.splits.items()},
         }
-        if self.length_policy == "drop":
+        if self._shows_dropped():
             counts["lengthPolicy"] = self.length_policy
             counts["dropped"] = {name: sum(self.dropped.get(name, Counter()).values()) for name in self.splits}
         named = {"droppedRows": self.dropped_rows, "truncatedRows": self.truncated_rows}
@@ -84,7 +92,7 @@ class PreparedData:
                     **{split: sum(x.task == task for x in self.splits.get(split, [])) for split in self.splits},
                     "truncated": {split: sum(x.truncated and x.task == task for x in self.splits.get(split, [])) for split in self.splits},
                     **({"dropped": {split: self.dropped.get(split, Counter())[task] for split in self.splits}}
-                       if self.length_policy == "drop" else {}),
+                       if self._shows_dropped() else {}),
                 }
                 for task in tasks
             }
@@ -122,25 +130,59 @@ def _prompt_ids(tokenizer, examples: list[Example]) -> list[list[int]]:
     return ids
 
 
-def tokenize(tokenizer, examples: list[Example], max_length: int, policy: str = "truncate",
-             dropped: list[Example] | None = None) -> list[Tokenized]:
-    """Tokenized examples; under policy 'drop' too-long ones are left out (appended to `dropped`)."""
-    if not examples:
-        return []
-    policy = getattr(policy, "value", policy)
+def _prompted(tokenizer, examples: list[Example], max_length: int, policy: str) -> list[Tokenized | None]:
+    """Prompt/completion examples; None for one dropped as too long."""
     prompts = _prompt_ids(tokenizer, examples)
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
-    out = []
+    out: list[Tokenized | None] = []
     for e, p, c in zip(examples, prompts, completions):
         c = c + [eos]
         if policy == "drop" and len(p) + len(c) > max_length:
-            if dropped is not None:
-                dropped.append(e)
+            out.append(None)
             continue
         x = join_and_truncate(p, c, max_length, tokenizer.bos_token_id)
         out.append(Tokenized(x.input_ids, x.labels, x.truncated, e.task) if e.task is not None else x)
     return out
+
+
+def _conversation(tokenizer, e: Example, max_length: int, policy: str, specials: list[str]) -> Tokenized | None:
+    """A chat row, cut as the module docstring says; None when dropped."""
+    from kubetune_trainer.data.chat_masks import tokenize_conversation
+
+    ids, labels, prompt_length, ends = tokenize_conversation(tokenizer, e.conversation, e.where, specials)
+    if len(ids) <= max_length:
+        return Tokenized(ids, labels, False, e.task, prompt_length)
+    if policy == "drop":
+        return None
+    cut = max((end for end in ends if end <= max_length), default=max_length)
+    if all(label == IGNORE_INDEX for label in labels[:cut]):
+        return None
+    return Tokenized(ids[:cut], labels[:cut], True, e.task, min(prompt_length, cut))
+
+
+def tokenize(tokenizer, examples: list[Example], max_length: int, policy: str = "truncate",
+             dropped: list[Example] | None = None) -> list[Tokenized]:
+    """Tokenized examples, in order; those left out (policy 'drop', or a conversation with no
+    trained token within maxLength) are appended to `dropped`."""
+    if not examples:
+        return []
+    policy = getattr(policy, "value", policy)
+    results: list[Tokenized | None] = [None] * len(examples)
+    chats = [i for i, e in enumerate(examples) if e.conversation is not None]
+    if chats:
+        from kubetune_trainer.data.chat_masks import special_texts
+
+        specials = special_texts(tokenizer)
+        for i in chats:
+            results[i] = _conversation(tokenizer, examples[i], max_length, policy, specials)
+    prompted = [i for i, e in enumerate(examples) if e.conversation is None]
+    if prompted:
+        for i, x in zip(prompted, _prompted(tokenizer, [examples[i] for i in prompted], max_length, policy)):
+            results[i] = x
+    if dropped is not None:
+        dropped.extend(e for e, x in zip(examples, results) if x is None)
+    return [x for x in results if x is not None]
 
 
 def _check_not_emptied(split: str, before: list[Example], after: list[Tokenized], max_length: int) -> None:
@@ -166,7 +208,9 @@ def tokenize_splits(splits: dict[str, list[Example]], tokenizer, max_length: int
         _check_not_emptied(name, items, tokenized, max_length)
         data.dropped[name] = Counter(e.task for e in dropped)
         data.dropped_rows[name] = [e.where for e in dropped[:MAX_NAMED_ROWS]]
-        data.truncated_rows[name] = [e.where for e, x in zip(items, tokenized) if x.truncated][:MAX_NAMED_ROWS] if policy == "truncate" else []
+        gone = {id(e) for e in dropped}
+        kept = [e for e in items if id(e) not in gone]
+        data.truncated_rows[name] = [e.where for e, x in zip(kept, tokenized) if x.truncated][:MAX_NAMED_ROWS] if policy == "truncate" else []
         for e in dropped[:MAX_NAMED_ROWS]:
             log.warning("%s: longer than dataset.maxLength %d tokens, dropped (%s split)", e.where, max_length, name)
         if name == "retention":

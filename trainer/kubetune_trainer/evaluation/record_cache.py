@@ -81,7 +81,11 @@ def _checked(records: object, items: list[Item], task: EvalTask) -> Optional[lis
         if task == EvalTask.multiple_choice and not (0 <= record["prediction"] < len(item.choices)
                                                       and 0 <= record["predictionNorm"] < len(item.choices)):
             return None
-        out.append({**record, **{k: getattr(item, k) for k in ITEM_FIELDS if k in record}})
+        # A chat row's prompt is its render with the model's template (decided by the key), not an item field.
+        fields = [k for k in ITEM_FIELDS if k in record and not (k == "prompt" and item.conversation is not None)]
+        if item.conversation is not None and not isinstance(record.get("prompt"), str):
+            return None
+        out.append({**record, **{k: getattr(item, k) for k in fields}})
     return out
 
 

@@ -42,6 +42,14 @@ Same lineage and seed, same loss curve.
 """
 
 
+def _rows_line(dataset: dict) -> str:
+    """How rows became training text: chat rows through the chat template, or the prompt template."""
+    if dataset.get("conversations"):
+        return (f"Conversations ({dataset['conversations']}) rendered with the model's chat template, "
+                "loss on assistant turns only")
+    return f"Prompt template: `{dataset.get('promptTemplate')!r}`, completion field `{dataset.get('completionField')}`"
+
+
 def write_model_card(path: Path, summary: dict) -> None:
     config, metrics, params = summary["config"], summary["metrics"], summary["parameters"]
     model_path = Path(summary["artifacts"]["modelPath"])
@@ -53,7 +61,7 @@ Trained by kubetune with method `{config['method']}`: {params['trainable']:,} of
 
 - Base model: `{config['model']['path']}` (checkpoint `{summary['model']['checkpoint']}`)
 - Data: `{config['dataset']['path']}`; {data.get('train')} training, {data.get('validation')} validation, {data.get('test')} test rows
-- Prompt template: `{config['dataset']['promptTemplate']!r}`, completion field `{config['dataset']['completionField']}`
+- {_rows_line(config['dataset'])}
 - Training: {summary['progress']['step']} optimizer steps, batch {config['training']['batchSize']} x {config['training']['gradientAccumulationSteps']} accumulation, learning rate {config['training']['learningRate']}, seed {config['training']['seed']}
 - Throughput: {summary['throughput']['tokensPerSecond']} tokens/s over {summary['throughput']['trainSeconds']} s
 

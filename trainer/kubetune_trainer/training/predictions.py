@@ -19,8 +19,12 @@ def write_predictions(model, tokenizer, items: list[Tokenized], path: Path, max_
     device = next(model.parameters()).device
     lines = []
     for item in items:
-        prompt = [t for t, label in zip(item.input_ids, item.labels) if label == IGNORE_INDEX]
-        reference = [t for t in item.labels if t not in (IGNORE_INDEX, tokenizer.eos_token_id)]
+        if item.prompt_length is not None:  # a conversation: every turn before its last assistant turn
+            prompt, reference = item.input_ids[:item.prompt_length], [
+                t for t in item.labels[item.prompt_length:] if t not in (IGNORE_INDEX, tokenizer.eos_token_id)]
+        else:
+            prompt = [t for t, label in zip(item.input_ids, item.labels) if label == IGNORE_INDEX]
+            reference = [t for t in item.labels if t not in (IGNORE_INDEX, tokenizer.eos_token_id)]
         input_ids = torch.tensor([prompt], device=device)
         # One row at a time: no padding, so nothing depends on the tokenizer's padding side.
         output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,

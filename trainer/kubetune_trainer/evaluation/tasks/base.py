@@ -32,6 +32,7 @@ class Item:
     choices: list[str] = field(default_factory=list)  # multiple-choice
     answer: int = -1  # multiple-choice: index into choices
     text: str = ""  # perplexity
+    conversation: object = None  # generation on chat rows (dataset.conversations): a data.conversations.Conversation
 
 
 def short(text: str) -> str:
@@ -101,6 +102,9 @@ class PromptTask(Task):
 
     def __init__(self, config: EvalConfig):
         super().__init__(config)
+        if self.dataset.prompt_template is None:  # chat rows (dataset.conversations): no template
+            self.template, self.variables = None, []
+            return
         self.template = compile_template(self.dataset.prompt_template)
         self.variables = sorted(template_variables(self.dataset.prompt_template))
 

@@ -2,6 +2,7 @@
 ROUGE, BLEU, exact match and token F1 (built in) or an `evaluate` metric from the Hub."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from kubetune_api.catalog import EvalTask
@@ -11,6 +12,9 @@ from kubetune_trainer.evaluation.metrics import hub_scores
 from kubetune_trainer.evaluation.bootstrap import mean_of
 from kubetune_trainer.evaluation.rouge import rouge_with_rows
 from kubetune_trainer.evaluation.tasks.base import Item, PromptTask, Statistics, strings
+from kubetune_trainer.data.chat import RenderedChat
+from kubetune_trainer.data.chat_masks import generation_prompt
+from kubetune_trainer.data.conversations import read_conversation, reference
 from kubetune_trainer.data.rows import Row
 
 Predictions, References = list[str], list[list[str]]
@@ -22,6 +26,9 @@ class Generation(PromptTask):
 
     def item(self, row: Row) -> Item:
         where = self.where(row)
+        if self.dataset.conversations is not None:  # context: the turns before the last assistant message
+            conversation = read_conversation(self.dataset.conversations, row.values, where)
+            return Item(row.line, references=[reference(conversation, where)], conversation=conversation)
         references = [reference for name in self.dataset.reference_fields
                       for reference in strings(self.field(row, name, "reference field (dataset.referenceFields)"),
                                                where, name, "reference field")]
@@ -30,8 +37,13 @@ class Generation(PromptTask):
     def records(self, model, tokenizer, items: list[Item]) -> tuple[list[dict], int]:
         from kubetune_trainer.evaluation.generation import generate  # torch: only once a model runs
 
-        outputs, truncated = generate(model, tokenizer, [i.prompt for i in items], self.config.generation,
-                                      self.dataset.chat_template)
+        prompts = [i.prompt for i in items]
+        if self.dataset.conversations is not None:
+            prompts = [RenderedChat(generation_prompt(tokenizer, i.conversation, f"{self.dataset.path} line {i.line}"))
+                       for i in items]
+        outputs, truncated = generate(model, tokenizer, prompts, self.config.generation,
+                                      self.dataset.chat_template or self.dataset.conversations is not None)
+        items = [replace(i, prompt=p) for i, p in zip(items, prompts)]
         return [{"line": i.line, "prompt": i.prompt, "prediction": o, "references": i.references}
                 for i, o in zip(items, outputs)], truncated
 
