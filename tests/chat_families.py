@@ -7,6 +7,8 @@ from pathlib import Path
 from tinymodels import build_tokenizer
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+# The shipped OpenAI-format example (multi-turn, tools, tool calls) that the CLI tests train and score on.
+CHAT_FILE = Path(__file__).parents[1] / "examples" / "data" / "chat-tools.jsonl"
 
 # family: (template file, special tokens, non-special added tokens, bos, eos, end-of-turn marker)
 FAMILIES = {
@@ -34,3 +36,13 @@ def family_tokenizer(family: str):
     tokenizer.eos_token = eos
     tokenizer.chat_template = (TEMPLATES / file).read_text(encoding="utf-8")
     return tokenizer
+
+
+def tiny_chat_model_dir(directory: Path, family: str = "qwen2.5") -> Path:
+    """A tiny model saved with `family`'s tokenizer and chat template, as a model.path."""
+    from tinymodels import build_model
+
+    tokenizer = family_tokenizer(family)
+    build_model(tokenizer).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

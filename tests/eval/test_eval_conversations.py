@@ -8,34 +8,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chat_families import family_tokenizer
+from chat_families import CHAT_FILE, family_tokenizer, tiny_chat_model_dir
 from kubetune_trainer.data.conversations import read_conversation
 from kubetune_api.conversations import ConversationsSpec
 from kubetune_trainer.evaluation import cli
 from kubetune_trainer.evaluation.dataset import load_items
 from kubetune_api.evaluation import EvalConfig
-from kubetune_trainer.reporting.status_reporter import StatusReporter
-from report_lines import ReportLines
-from tinymodels import build_model
-
-CHAT_FILE = Path(__file__).parents[2] / "examples" / "data" / "chat-tools.jsonl"
-
+from test_eval_cli import api  # noqa: F401 - the reporter fixture
 
 @pytest.fixture(scope="module")
 def qwen_tiny_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny-qwen-eval")
-    tokenizer = family_tokenizer("qwen2.5")
-    build_model(tokenizer).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return tiny_chat_model_dir(tmp_path_factory.mktemp("tiny-qwen-eval"))
 
-
-@pytest.fixture
-def api(tmp_path, monkeypatch) -> ReportLines:
-    log = ReportLines()
-    monkeypatch.setattr(StatusReporter, "from_env", classmethod(
-        lambda cls: cls(str(tmp_path / "termination-log"), log, min_interval=0)))
-    return log
 
 
 def config_dict(tmp_path: Path, model: Path) -> dict:

@@ -9,20 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chat_families import family_tokenizer
+from chat_families import CHAT_FILE, tiny_chat_model_dir
 from kubetune_trainer.cli import main
-from tinymodels import build_model
-
-CHAT_FILE = Path(__file__).parents[2] / "examples" / "data" / "chat-tools.jsonl"
-
 
 @pytest.fixture(scope="module")
 def qwen_tiny_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny-qwen-template")
-    tokenizer = family_tokenizer("qwen2.5")
-    build_model(tokenizer).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return tiny_chat_model_dir(tmp_path_factory.mktemp("tiny-qwen-template"))
 
 
 @pytest.fixture
