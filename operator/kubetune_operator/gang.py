@@ -42,6 +42,9 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a Service name (RFC 1035)
 
 
+MAX_NAMED_RANKS = 4  # waiting ranks named in a RanksNotScheduled message
+
+
 def indexed_jobs_supported(version: tuple[int, int]) -> bool:
     """Whether a server of this (major, minor) version makes Indexed Jobs with pod hostnames."""
     return tuple(version) >= INDEXED_SINCE
@@ -167,7 +170,10 @@ def ranks_not_started(nodes: int, attempt: int, pods: list[dict[str, Any]], reco
     if (shared.parse_time(now) - shared.parse_time(first)).total_seconds() < timeout:
         return None
     waiting = sorted((p for p in pods if p["metadata"]["name"] not in started), key=multinode.rank_of)
-    detail = [f"rank {multinode.rank_of(p)}: {_why_waiting(p)}" for p in waiting]
+    # At most MAX_NAMED_RANKS named: 64 ranks' scheduler messages would outgrow the status.
+    detail = [f"rank {multinode.rank_of(p)}: {_why_waiting(p)}" for p in waiting[:MAX_NAMED_RANKS]]
+    if len(waiting) > MAX_NAMED_RANKS:
+        detail.append(f"{len(waiting) - MAX_NAMED_RANKS} more ranks waiting")
     missing = sorted(set(range(nodes)) - {multinode.rank_of(p) for p in pods})
     if missing:
         detail.append(f"no pod for rank {', '.join(map(str, missing))}")

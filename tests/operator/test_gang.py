@@ -189,6 +189,17 @@ def test_ranks_that_all_started_never_time_out_and_a_rank_without_a_pod_is_named
     assert gang.ranks_not_started(1, 1, [_pod("r0", 0, "Pending")], [], "2025-01-02T00:00:00Z", 60) is None
 
 
+def test_a_failure_names_a_few_waiting_ranks_and_counts_the_rest():
+    long_reason = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "x" * 5000}
+    pods = [_pod("r0", 0, "Running")] + [
+        {**_pod(f"r{i}", i, "Pending"), "status": {"phase": "Pending", "conditions": [long_reason]}} for i in range(1, 64)]
+    failure = gang.ranks_not_started(64, 1, pods, RANK0_STARTED, "2025-01-02T00:00:00Z", 60)
+    named = [f"rank {i}:" for i in range(1, 64) if f"rank {i}:" in failure["message"]]
+    assert named == [f"rank {i}:" for i in range(1, gang.MAX_NAMED_RANKS + 1)]
+    assert f"{63 - gang.MAX_NAMED_RANKS} more ranks waiting" in failure["message"]
+    assert len(failure["message"]) < 1500  # each scheduler message cut to 200 characters
+
+
 def test_the_timeout_is_the_specs_within_bounds(spec_dict):
     assert gang.timeout_seconds({}) == 600 and gang.timeout_seconds({"gang": {"timeoutSeconds": 45}}) == 45
     for bad in ({"gang": {"timeoutSeconds": 5}, "resources": {"nodes": 2}}, {"gang": {"timeoutSeconds": 90000}, "resources": {"nodes": 2}},
