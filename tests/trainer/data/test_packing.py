@@ -13,7 +13,7 @@ from kubetune_api.training import TrainingConfig
 from kubetune_trainer.training.loss import batch_loss, hidden_state_outputs, model_inputs
 from kubetune_trainer.model.methods import METHODS
 from kubetune_trainer.model.loading import load_model
-from kubetune_trainer.data.packing import PackedCollator, resolve_packing
+from kubetune_trainer.data.packing import PackedCollator, prepare_packed_attention, resolve_packing
 from kubetune_trainer.data.tokenization import IGNORE_INDEX, Collator, Tokenized
 from training_runs import make_config, run_training, train_losses
 
@@ -60,6 +60,36 @@ def test_a_packed_row_sees_only_itself(tiny_model_dir, dataset_file, tmp_path, r
     n0 = len(rows[0].input_ids)
     assert not torch.allclose(leaked[n0:n0 + len(rows[1].input_ids)], hidden[n0:n0 + len(rows[1].input_ids)], atol=1e-3)
 
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])  # 2: grouped key/value heads, repeated for SDPA
+def test_row_by_row_sdpa_equals_each_row_alone_and_the_dense_mask(kv_heads, tiny_tokenizer, rows):
+    """kubetune's packed SDPA (model.packed_attention): outputs and gradients of a pack equal
+    each row alone and the dense block-diagonal mask it replaces; padded batches keep their masks."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=kv_heads, attn_implementation="sdpa"))
+    dense_pack, pack = PackedCollator()(rows), PackedCollator(varlen=True)(rows)
+    dense = model(**model_inputs(dense_pack)).logits[0]
+    dense_grad = torch.autograd.grad(dense.square().sum(), model.model.layers[0].self_attn.q_proj.weight)[0]
+    padded = Collator(tiny_tokenizer.pad_token_id or 0)(rows)
+    with torch.no_grad():
+        padded_before = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    assert prepare_packed_attention(model) and model.config._attn_implementation == "kubetune_packed_sdpa"
+    packed = model(**model_inputs(pack)).logits[0]
+    torch.testing.assert_close(packed, dense, rtol=1e-5, atol=1e-5)
+    grad = torch.autograd.grad(packed.square().sum(), model.model.layers[0].self_attn.q_proj.weight)[0]
+    torch.testing.assert_close(grad, dense_grad, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        start = 0
+        for row in rows:
+            alone = model(input_ids=torch.tensor([row.input_ids])).logits[0]
+            torch.testing.assert_close(packed[start:start + len(row.input_ids)], alone.detach(), rtol=1e-5, atol=1e-5)
+            start += len(row.input_ids)
+        padded_after = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    torch.testing.assert_close(padded_after, padded_before, rtol=1e-5, atol=1e-5)
 
 @pytest.mark.parametrize("method,block", [("full", {}), ("lora", {}), ("ia3", {})])
 def test_packed_loss_and_gradients_equal_the_padded_ones(method, block, tiny_model_dir, dataset_file, tmp_path, rows, tiny_tokenizer):

@@ -4,10 +4,13 @@ The rows that form a batch (kubetune_trainer.data.batching) are concatenated int
 sum(lengths) tokens instead of batch x longest padded ones. Each row keeps position ids that
 start at 0, and attention stays within its row:
 
-- with sdpa or eager attention (CPU), transformers sees position ids without an attention mask
-  and no KV cache, finds the rows from where the positions restart
-  (masking_utils.find_packed_sequence_indices) and builds a dense block-diagonal causal mask:
-  exact, but slower than padded batches, so auto (unset) packs only with flash-attention;
+- with sdpa attention the batch carries the rows' bounds too, and the model's attention is
+  switched to kubetune_trainer.model.packed_attention, which attends row by row with SDPA's
+  causal kernel: exact, twice the dense mask's speed on CPU, but still slower there than
+  length-grouped padded batches, so auto (unset) packs only with flash-attention;
+- with eager attention, transformers sees position ids without an attention mask and no KV
+  cache, finds the rows from where the positions restart
+  (masking_utils.find_packed_sequence_indices) and builds a dense block-diagonal causal mask;
 - with flash_attention_2/3 the batch also carries the rows' cumulative lengths (cu_seq_lens_q/k,
   max_length_q/k), so flash-attention's varlen kernel runs on the rows with no mask at all.
 
@@ -58,16 +61,16 @@ def resolve_packing(setting: bool | None, model) -> bool:
     """training.packing: None (auto) packs where exact and faster (flash-attention's varlen kernel)
     and logs why not elsewhere; true where not exact is a ConfigError naming the field; false never packs.
 
-    With sdpa or eager attention a pack needs a dense block-diagonal (tokens x tokens) mask, which
-    turns off SDPA's causal kernel: exact, but on CPU about 3x slower than length-grouped padded
-    batches (docs/benchmarks.md), so auto leaves it off there; true still packs."""
+    Without flash-attention a pack is attended row by row (sdpa) or through a dense mask (eager):
+    exact, but on CPU slower than length-grouped padded batches (docs/benchmarks.md), so auto
+    leaves it off there; true still packs."""
     if setting is False:
         return False
     reason = unpackable_reason(model)
     if reason is None and setting is None and not flash_attention(model):
         attention = getattr(transformers_model(model).config, "_attn_implementation", None)
-        log.info("training.packing: off (auto: with %s attention a pack needs a dense block-diagonal mask, "
-                 "slower than padded batches; set it to true to pack anyway)", attention)
+        log.info("training.packing: off (auto: with %s attention packs are exact but on CPU "
+                 "slower than length-grouped padded batches; set it to true to pack anyway)", attention)
         return False
     if reason is None:
         log.info("training.packing: on (each batch's rows packed into one padding-free sequence)")
@@ -80,6 +83,21 @@ def resolve_packing(setting: bool | None, model) -> bool:
 
 def flash_attention(model) -> bool:
     return getattr(transformers_model(model).config, "_attn_implementation", None) in FLASH_ATTENTION
+
+
+def prepare_packed_attention(model) -> bool:
+    """Readies `model`'s attention for packs; True when the packs must carry their rows' bounds
+    (flash-attention's varlen kernel, or sdpa switched to kubetune_trainer.model.packed_attention),
+    False for eager attention, which takes the dense block-diagonal mask."""
+    if flash_attention(model):
+        return True
+    inner = transformers_model(model)
+    if getattr(inner.config, "_attn_implementation", None) != "sdpa":
+        return False
+    from kubetune_trainer.model.packed_attention import use_packed_sdpa
+
+    use_packed_sdpa(inner)
+    return True
 
 
 class PackedCollator:

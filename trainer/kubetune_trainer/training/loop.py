@@ -29,7 +29,7 @@ from kubetune_trainer.training import fsdp, rankwire
 from kubetune_trainer.training.checkpoint import Checkpoints
 from kubetune_trainer.training.lean import lean_training
 from kubetune_trainer.training.loss import batch_loss
-from kubetune_trainer.data.packing import PackedCollator, batch_tokens, flash_attention, resolve_packing
+from kubetune_trainer.data.packing import PackedCollator, batch_tokens, prepare_packed_attention, resolve_packing
 from kubetune_trainer.training.stopping import StopRequest, Stopped
 from kubetune_trainer.data.tokenization import Collator, PreparedData, Tokenized
 
@@ -121,7 +121,7 @@ class TrainingLoop:
         # Packing changes only how a batch's rows are laid out (kubetune_trainer.data.packing): the batches,
         # steps, tokens per step and losses stay those of the unpacked run. Evaluation stays padded.
         packed = resolve_packing(spec.packing, self.inner)
-        self.train_collate = PackedCollator(varlen=flash_attention(self.inner)) if packed else self.collate
+        self.train_collate = PackedCollator(varlen=prepare_packed_attention(self.inner)) if packed else self.collate
         self.result = TrainResult(Progress(total_steps=self.total), Metrics())
         self.step = self.start_step = 0
         self.resumed_tokens: int | None = None  # trainTokens restored from a checkpoint
