@@ -42,6 +42,22 @@ def test_a_planted_pickle_in_the_metadata_is_refused_unrun(tmp_path):
     assert not marker.exists()
 
 
+
+@pytest.mark.parametrize("name", ["os.system", "torch.load", "Metadata.__init__.__globals__"])
+def test_names_reached_through_the_metadata_module_are_refused_unrun(tmp_path, name):
+    """Protocol 4 resolves dotted names: the metadata module's own imports must not be reachable."""
+    checkpoints, _ = _saved(tmp_path)
+    metadata, marker = tmp_path / "out" / "checkpoints" / "step-5" / "shards" / ".metadata", tmp_path / "ran"
+    module = b"torch.distributed.checkpoint.metadata"
+    argument = f"touch {marker}".encode()
+    # PROTO 4, SHORT_BINUNICODE module and name, STACK_GLOBAL, the argument, TUPLE1, REDUCE, STOP.
+    planted = (b"\x80\x04" + b"\x8c" + bytes([len(module)]) + module + b"\x8c" + bytes([len(name)]) + name.encode()
+               + b"\x93" + b"\x8c" + bytes([len(argument)]) + argument + b"\x85R.")
+    metadata.write_bytes(planted)
+    with pytest.raises(ValueError, match="holds more than checkpoint metadata"):
+        checkpoints.load(checkpoints.latest(), *_training_state(1))
+    assert not marker.exists()
+
 def test_checkpoints_of_the_other_kind_are_refused_by_name(tmp_path):
     checkpoints, _ = _saved(tmp_path)
     plain = Checkpoints(tmp_path / "out", keep=2, accelerator=_one_process())

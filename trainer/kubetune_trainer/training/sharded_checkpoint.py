@@ -45,12 +45,20 @@ _METADATA_NAMES = {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), 
                    ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath")}
 
 
+def _metadata_classes() -> set[str]:
+    """The classes DCP's metadata module defines itself (not what it imports: os, torch)."""
+    import torch.distributed.checkpoint.metadata as metadata
+
+    return {name for name, value in vars(metadata).items() if isinstance(value, type) and value.__module__ == _METADATA_MODULE}
+
+
 class _MetadataUnpickler(pickle.Unpickler):
-    """Builds DCP's metadata classes, torch dtypes and sizes, and nothing else."""
+    """Builds DCP's metadata classes, torch dtypes and sizes, and nothing else. Dotted names are
+    refused: pickle protocol 4 follows them, so `<metadata module>.os.system` would be os.system."""
 
     def find_class(self, module: str, name: str):
-        if (module == _METADATA_MODULE or (module, name) in _METADATA_NAMES
-                or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))):
+        if "." not in name and ((module == _METADATA_MODULE and name in _metadata_classes()) or (module, name) in _METADATA_NAMES
+                                or (module == "torch" and isinstance(getattr(torch, name, None), torch.dtype))):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
