@@ -4,6 +4,7 @@ the safetensors fallback, and the KV cache a forward pass really holds."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -98,3 +99,14 @@ def test_the_estimate_adds_weights_cache_and_logits_and_says_so(tiny_model_dir):
     assert "2 bytes float16" in text and "for batch 4 x 100 tokens" in text and "logits" in text
     generation = estimate_memory(tiny_model_dir, "float16", batch=4, tokens=100, scores_logits=False)
     assert generation.logits_bytes == 0 and "logits" not in generation.describe()
+
+
+@pytest.mark.parametrize("change", [{"num_attention_heads": 0}, {"vocab_size": "many"},
+                                    {"num_hidden_layers": -30}, {"head_dim": -8}])
+def test_a_config_no_model_has_is_an_estimate_error_not_a_crash(tiny_model_dir, tmp_path, change):
+    directory = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(EstimateError, match="config.json"):
+        estimate_memory(directory, "float32", batch=2, tokens=16, scores_logits=True)

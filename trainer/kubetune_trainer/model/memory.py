@@ -125,6 +125,9 @@ def parameter_count(config: dict) -> Optional[int]:
     except (KeyError, TypeError, ValueError):
         return None  # an incomplete config: the safetensors headers say
     dim = head_dim(config)
+    if min(hidden, vocab, layers, heads, inner, kv_heads, dim) < 1:
+        raise EstimateError("config.json: hidden_size, vocab_size, num_hidden_layers, num_attention_heads, "
+                            "num_key_value_heads, intermediate_size and head_dim must be positive")
     q, kv = heads * dim, kv_heads * dim
     attention = hidden * (q + 2 * kv) + q * hidden
     attention += (q + 2 * kv) * _flag(config, qkv_bias) + hidden * _flag(config, o_bias) + 2 * dim * qk_norm
@@ -183,7 +186,22 @@ def kv_cache_bytes(config: dict, dtype_bytes: int, batch: int, tokens: int) -> i
 def estimate_memory(directory: Path, dtype: str, batch: int, tokens: int, scores_logits: bool) -> MemoryEstimate:
     """The estimate for the checkpoint in `directory`, its weights as `dtype` (float32,
     bfloat16, float16), one batch of `batch` rows x `tokens` positions; `scores_logits` when a
-    log-likelihood task keeps every position's logits."""
+    log-likelihood task keeps every position's logits. EstimateError for files that say too
+    little or hold values no model has (zero heads, strings, negative sizes): they are the
+    checkpoint's, not kubetune's, and must not crash the check phase."""
+    try:
+        estimate = _estimate(directory, dtype, batch, tokens, scores_logits)
+    except EstimateError:
+        raise
+    except (TypeError, ValueError, ZeroDivisionError, KeyError, AttributeError, OverflowError) as e:
+        raise EstimateError(f"{directory}: config.json or a safetensors header holds a value no model has: "
+                            f"{type(e).__name__}: {str(e)[:200]}") from None
+    if min(estimate.parameters, estimate.weight_bytes, estimate.kv_cache_bytes, estimate.logits_bytes) < 0:
+        raise EstimateError(f"{directory}: config.json or a safetensors header gives a negative size")
+    return estimate
+
+
+def _estimate(directory: Path, dtype: str, batch: int, tokens: int, scores_logits: bool) -> MemoryEstimate:
     top = read_config(directory)
     config = _text(top)  # a multimodal wrapper's text model makes the KV cache and logits
     dtype_bytes = DTYPE_BYTES[dtype]
