@@ -113,12 +113,22 @@ def special_texts(tokenizer) -> list[str]:
     return sorted((t for t in texts if t), key=len, reverse=True)
 
 
+def added_texts(tokenizer) -> list[str]:
+    """Added tokens not marked special that still tokenize as one control token (Qwen's
+    <tool_call>, <tool_response>, <think>): an assistant turn may write them (its tool calls, its
+    reasoning are what the model learns to produce); any other turn spelling one would forge them."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return sorted((t.content for t in added.values() if t.content and not getattr(t, "special", False)), key=len, reverse=True)
+
+
 def check_no_special_text(tokenizer, conversation: Conversation, where: str, specials: Optional[list[str]] = None) -> None:
     specials = special_texts(tokenizer) if specials is None else specials
+    added = added_texts(tokenizer)
     parts = [(f"message {i + 1}", m) for i, m in enumerate(conversation.messages)] + [("tools", conversation.tools)]
     for name, part in parts:
         text = json.dumps(part, ensure_ascii=False)
-        found = next((s for s in specials if s in text), None)
+        refused = specials if isinstance(part, dict) and part.get("role") == "assistant" else specials + added
+        found = next((s for s in refused if s in text), None)
         if found is not None:
             raise DataError(f"{where}: {name} contains the special token text {found!r}: rows are data and may "
                             "not spell the template's control tokens")
@@ -148,6 +158,7 @@ def tokenize_conversation(tokenizer, conversation: Conversation, where: str, spe
 
 def generation_prompt(tokenizer, conversation: Conversation, where: str) -> str:
     """Every turn before the last assistant message, the assistant turn opened (evaluation)."""
+    check_no_special_text(tokenizer, conversation, where)
     return _render(tokenizer, conversation, conversation.last_assistant, True, where)
 
 
