@@ -85,11 +85,30 @@ def validate(name: str, spec: dict) -> api.FineTuneJobSpec:
             serve_name(name, parsed.promotion.serve)  # unset: the job's name must fit KServe's names
         except ValueError as error:
             raise Invalid(Reason.InvalidSpec, f"spec.{error}") from None
+    if parsed.resources.nodes > 1 and shared.config.indexed_jobs:
+        problem = pod_hostname_problem(name, parsed.resources.nodes, parsed.backoff_limit)
+        if problem:
+            raise Invalid(Reason.InvalidName, problem)
     evaluation = parsed.evaluation
     if evaluation is not None:  # the EvalJob it creates after training must not fail on its metrics
         # Built-in names only (the schema's enum too): a Hub metric would be tried after training.
         _check_metrics([("evaluation.metrics", evaluation.task, [m.value for m in evaluation.metrics])], allow_hub=False)
     return parsed
+
+
+def pod_hostname_problem(name: str, nodes: int, backoff_limit: int) -> Optional[str]:
+    """Why the pods of a multi-node job's Indexed Job would get no hostname, or None: the Job
+    controller names each `<job>-<index>`, uncut, and a hostname is a DNS label (no dots, at most
+    63 characters), so such a job would only fail once launched."""
+    from kubetune_operator import builders  # builders -> runtimes -> preflight: imported when used
+    from kubetune_operator.attempts import job_name
+
+    longest = f"{job_name(builders.child_name(name, builders.FINETUNE), backoff_limit + 1)}-{nodes - 1}"
+    if "." not in name and len(longest) <= 63:
+        return None
+    return (f"metadata.name {name!r}: a multi-node job's pods take their Job's name and rank as hostname "
+            f"(<name>-train[-<attempt>]-<rank>, here up to {longest!r}), which must be a DNS label: no dots and at "
+            f"most 63 characters ({len(longest)}); choose a shorter name without dots")
 
 
 def tuned_model(ref: api.EvalModelRef, ftj: Optional[dict]) -> EvalModel:

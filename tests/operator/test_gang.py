@@ -13,7 +13,8 @@ import yaml
 
 import kubetune_api as api
 from kubetune_api import Phase
-from kubetune_operator import attempts, builders, gang, kube, kueue, multinode, observe, reconcile, shared
+from kubetune_api.errors import Reason
+from kubetune_operator import attempts, builders, gang, kube, kueue, multinode, observe, preflight, reconcile, shared
 from kubetune_operator.builders import FINETUNE
 from kubetune_operator.policy import Policy
 from kubetune_operator.settings import OperatorSettings
@@ -310,3 +311,20 @@ def test_observe_treats_index_zero_as_the_reporting_pod():
                           "annotations": {multinode.INDEX_ANNOTATION: str(i)}}, "status": {"phase": "Running"}} for i in (0, 1)]
     assert reconcile._main_pod(pods)["metadata"]["name"] == "p0"
     assert observe.observe(None, []).phase == Phase.Pending  # unchanged for a missing Job
+
+
+def test_names_that_make_no_pod_hostname_are_refused_before_launch_where_jobs_are_indexed(spec_dict, monkeypatch):
+    """An Indexed Job's pods are named <job>-<index> as hostnames (DNS labels): a dotted or too
+    long name would launch pods the API refuses, so it fails at once as InvalidName."""
+    spec = {**spec_dict, "resources": {"gpu": 0, "nodes": 2}}
+    monkeypatch.setattr(shared.config, "indexed_jobs", True)
+    longest_spec = {**spec, "backoffLimit": 20, "resources": {"gpu": 0, "nodes": 11}}
+    for name, body, longest in (("llama3.1-chat", spec, "llama3.1-chat-train-4-1"),
+                                ("a" * 52, longest_spec, "a" * 52 + "-train-21-10")):  # 64 characters
+        with pytest.raises(preflight.Invalid) as refused:
+            preflight.validate(name, body)
+        assert refused.value.reason == Reason.InvalidName and repr(longest) in str(refused.value)
+    assert preflight.validate("a" * 51, longest_spec).resources.nodes == 11  # 63 characters: a DNS label
+    assert preflight.validate("llama3.1-chat", {**spec_dict, "resources": {"gpu": 0}})  # one pod: no hostname made
+    monkeypatch.setattr(shared.config, "indexed_jobs", False)  # per-rank Jobs: pods keep their generated names
+    assert preflight.validate("llama3.1-chat", spec)
