@@ -83,6 +83,10 @@ def test_sharegpt_rows_map_onto_the_same_messages():
         assert conversation.tools == tuple(ROW["tools"]) and conversation.trained[-1]
     with pytest.raises(DataError, match=r"s.jsonl line 2: conversations\[0\].from must be one of"):
         read_conversation(ConversationsSpec(), {"conversations": [{"from": "bob", "value": "x"}]}, "s.jsonl line 2")
+    for value, words in (("get_weather(Oslo)", "is not valid JSON"), ("[1, 2]", "must be a function_call turn's JSON object")):
+        broken = {"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": value}]}
+        with pytest.raises(DataError, match=rf"s.jsonl line 3: conversations\[1\].value {words}"):
+            read_conversation(ConversationsSpec(), broken, "s.jsonl line 3")
 
 
 def test_a_template_without_tool_support_is_refused_not_silently_dropping_calls():

@@ -58,16 +58,21 @@ def _text(content, where: str) -> str:
     raise DataError(f"{where}.content must be a string or a list of text parts, got {type(content).__name__}")
 
 
-def _arguments(value, where: str) -> dict:
-    """A tool call's arguments as an object: OpenAI sends a JSON string, templates want the object."""
+def _json_object(value, where: str, what: str) -> dict:
+    """`value`, or the JSON text it holds, as an object; DataError naming `where` and `what` it should be."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError as e:
-            raise DataError(f"{where}.arguments is not valid JSON: {e}") from None
+            raise DataError(f"{where} is not valid JSON ({what}): {e}") from None
     if not isinstance(value, dict):
-        raise DataError(f"{where}.arguments must be a JSON object (or a string holding one), got {type(value).__name__}")
+        raise DataError(f"{where} must be {what}, got {type(value).__name__}")
     return value
+
+
+def _arguments(value, where: str) -> dict:
+    """A tool call's arguments as an object: OpenAI sends a JSON string, templates want the object."""
+    return _json_object(value, f"{where}.arguments", "a JSON object (or a string holding one)")
 
 
 def _tool_call(call, where: str) -> dict:
@@ -142,12 +147,7 @@ def _sharegpt_message(turn, where: str) -> tuple[dict, bool]:
         raise DataError(f"{where}.value must be a string, got {type(value).__name__}")
     role = SHAREGPT_ROLES[source]
     if source == "function_call":  # {"name": ..., "arguments": {...}} as JSON text
-        try:
-            call = json.loads(value)
-        except ValueError as e:
-            raise DataError(f"{where}.value: a function_call turn holds JSON {{name, arguments}}: {e}") from None
-        if not isinstance(call, dict):
-            raise DataError(f"{where}.value: a function_call turn holds a JSON object {{name, arguments}}")
+        call = _json_object(value, f"{where}.value", "a function_call turn's JSON object {name, arguments}")
         out = {"role": role, "content": "",
                "tool_calls": [_tool_call({"type": "function", "function": call}, f"{where}.value")]}
     else:
