@@ -58,14 +58,14 @@ def _text(content, where: str) -> str:
     raise DataError(f"{where}.content must be a string or a list of text parts, got {type(content).__name__}")
 
 
-def _json_object(value, where: str, what: str) -> dict:
-    """`value`, or the JSON text it holds, as an object; DataError naming `where` and `what` it should be."""
+def _json_object(value, where: str, what: str, kind: type = dict):
+    """`value`, or the JSON text it holds, as a `kind` (an object); DataError naming `where` and `what` it should be."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError as e:
             raise DataError(f"{where} is not valid JSON ({what}): {e}") from None
-    if not isinstance(value, dict):
+    if not isinstance(value, kind):
         raise DataError(f"{where} must be {what}, got {type(value).__name__}")
     return value
 
@@ -158,13 +158,8 @@ def _sharegpt_message(turn, where: str) -> tuple[dict, bool]:
 def _tools(value, where: str) -> Optional[tuple]:
     if value is None:
         return None
-    if isinstance(value, str):  # ShareGPT files (LLaMA-Factory's) keep tools as JSON text
-        try:
-            value = json.loads(value)
-        except ValueError as e:
-            raise DataError(f"{where} is not valid JSON: {e}") from None
-    if not isinstance(value, list):
-        raise DataError(f"{where} must be a list of tool definitions, got {type(value).__name__}")
+    # ShareGPT files (LLaMA-Factory's) keep tools as JSON text.
+    value = _json_object(value, where, "a list of tool definitions", list)
     for i, tool in enumerate(value):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or tool.get("type", "function") != "function":
