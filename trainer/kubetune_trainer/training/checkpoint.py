@@ -84,18 +84,24 @@ class Checkpoints:
             tmp, final = self.root / f".tmp-step-{step}", self.root / f"step-{step}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            for rank, state in enumerate(rng_states):
-                torch.save(state, tmp / f"rng-{rank}.pt")
             trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
             torch.save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                        tmp / STATE_FILE)
-            (tmp / TRAINER_FILE).write_text(json.dumps({"step": step, **trainer_state}), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for old in self.steps()[:-self.keep]:
-                shutil.rmtree(self.root / f"step-{old}", ignore_errors=True)
-            log.info("checkpoint saved: %s", final)
+            self._publish(tmp, final, rng_states, {"step": step, **trainer_state}, "checkpoint")
         acc.wait_for_everyone()
+
+    def _publish(self, tmp: Path, final: Path, rng_states: list, trainer_state: dict, kind: str) -> None:
+        """Main process: every process's RNG state and the trainer state into `tmp`, then `tmp`
+        becomes `final` in one rename (a checkpoint is whole or absent) and the oldest beyond
+        `keep` go."""
+        for rank, state in enumerate(rng_states):
+            torch.save(state, tmp / f"rng-{rank}.pt")
+        (tmp / TRAINER_FILE).write_text(json.dumps(trainer_state), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in self.steps()[:-self.keep]:
+            shutil.rmtree(self.root / f"step-{old}", ignore_errors=True)
+        log.info("%s saved: %s", kind, final)
 
     def _read(self, directory: Path, ranks: list[int]) -> dict:
         """A checkpoint's files: the state, the trainer state, and the RNG states of `ranks`."""

@@ -122,16 +122,9 @@ class ShardedCheckpoints(Checkpoints):
         model_state, optimizer_state = get_state_dict(model, optimizer, options=OPTIONS)
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp / SHARDS_DIR)
         if acc.is_main_process:
-            for rank, state in enumerate(rng_states):
-                torch.save(state, tmp / f"rng-{rank}.pt")
             torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
-            (tmp / TRAINER_FILE).write_text(json.dumps({"step": step, "ranks": acc.num_processes, **trainer_state}),
-                                            encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for old in self.steps()[:-self.keep]:
-                shutil.rmtree(self.root / f"step-{old}", ignore_errors=True)
-            log.info("sharded checkpoint saved: %s", final)
+            self._publish(tmp, final, rng_states, {"step": step, "ranks": acc.num_processes, **trainer_state},
+                          "sharded checkpoint")
         acc.wait_for_everyone()
 
     def load(self, directory: Path, model, optimizer, scheduler) -> dict:
