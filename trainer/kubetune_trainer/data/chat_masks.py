@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from kubetune_api.errors import ConfigError, DataError
 from kubetune_trainer.data.conversations import Conversation
@@ -106,35 +106,37 @@ def trained_spans(tokenizer, conversation: Conversation, where: str) -> tuple[st
     return whole, spans, last_start
 
 
-def special_texts(tokenizer) -> list[str]:
-    """The strings that tokenize as special tokens (turn markers, BOS/EOS, tool tags)."""
+class ControlTexts(NamedTuple):
+    """The strings that tokenize as one control token: `special` ones (turn markers, BOS/EOS,
+    tool tags) no row may spell; `added` ones not marked special (Qwen's <tool_call>,
+    <tool_response>, <think>) that an assistant turn may write (its tool calls and reasoning are
+    what the model learns to produce) and any other turn would forge."""
+
+    special: list[str]
+    added: list[str]
+
+
+def special_texts(tokenizer) -> ControlTexts:
+    """The tokenizer's control texts, longest first; computed once per file, not per row."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    texts = set(tokenizer.all_special_tokens) | {t.content for t in added.values() if getattr(t, "special", False)}
-    return sorted((t for t in texts if t), key=len, reverse=True)
+    special = set(tokenizer.all_special_tokens) | {t.content for t in added.values() if getattr(t, "special", False)}
+    plain = {t.content for t in added.values() if not getattr(t, "special", False)}
+    return ControlTexts(*(sorted((t for t in texts if t), key=len, reverse=True) for texts in (special, plain - special)))
 
 
-def added_texts(tokenizer) -> list[str]:
-    """Added tokens not marked special that still tokenize as one control token (Qwen's
-    <tool_call>, <tool_response>, <think>): an assistant turn may write them (its tool calls, its
-    reasoning are what the model learns to produce); any other turn spelling one would forge them."""
-    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
-    return sorted((t.content for t in added.values() if t.content and not getattr(t, "special", False)), key=len, reverse=True)
-
-
-def check_no_special_text(tokenizer, conversation: Conversation, where: str, specials: Optional[list[str]] = None) -> None:
-    specials = special_texts(tokenizer) if specials is None else specials
-    added = added_texts(tokenizer)
+def check_no_special_text(tokenizer, conversation: Conversation, where: str, texts: Optional[ControlTexts] = None) -> None:
+    texts = special_texts(tokenizer) if texts is None else texts
     parts = [(f"message {i + 1}", m) for i, m in enumerate(conversation.messages)] + [("tools", conversation.tools)]
     for name, part in parts:
         text = json.dumps(part, ensure_ascii=False)
-        refused = specials if isinstance(part, dict) and part.get("role") == "assistant" else specials + added
+        refused = texts.special if isinstance(part, dict) and part.get("role") == "assistant" else texts.special + texts.added
         found = next((s for s in refused if s in text), None)
         if found is not None:
             raise DataError(f"{where}: {name} contains the special token text {found!r}: rows are data and may "
                             "not spell the template's control tokens")
 
 
-def tokenize_conversation(tokenizer, conversation: Conversation, where: str, specials: Optional[list[str]] = None):
+def tokenize_conversation(tokenizer, conversation: Conversation, where: str, specials: Optional[ControlTexts] = None):
     """(input_ids, labels (IGNORE_INDEX outside trained spans), index of the last assistant turn's
     first token, token index where each trained span ends)."""
     from kubetune_trainer.data.tokenization import IGNORE_INDEX

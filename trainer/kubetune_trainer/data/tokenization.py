@@ -146,7 +146,7 @@ def _prompted(tokenizer, examples: list[Example], max_length: int, policy: str) 
     return out
 
 
-def _conversation(tokenizer, e: Example, max_length: int, policy: str, specials: list[str]) -> Tokenized | None:
+def _conversation(tokenizer, e: Example, max_length: int, policy: str, specials) -> Tokenized | None:
     """A chat row, cut as the module docstring says; None when dropped."""
     from kubetune_trainer.data.chat_masks import tokenize_conversation
 
